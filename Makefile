@@ -1,0 +1,50 @@
+# Wrenn build entry points. `make help` lists them.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+RELEASE ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.release=$(RELEASE)
+
+.PHONY: help deps build envd generate check-generate lint test test-short bench run clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install missing OS packages the build and tests need (root)
+	./scripts/install-deps.sh
+	cd tests/e2bjs && npm ci --no-audit --no-fund
+
+build: ## build every binary into bin/ (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+envd: ## build the static envd binary
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/envd ./cmd/envd
+
+generate: ## regenerate protobuf/Connect code from api/
+	$(GO) tool buf generate
+
+check-generate: generate ## fail when generated code is stale
+	@git diff --exit-code -- api/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api/)" || { git status --porcelain -- api/; echo "generation produced untracked files"; exit 1; }
+
+lint: ## go vet, staticcheck, buf lint
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	$(GO) tool buf lint
+
+test: deps check-generate lint ## everything CI runs: drift check, linters, all tests (as root)
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only (no root, no external processes)
+	$(GO) test -short ./...
+
+bench: envd ## run the benchmarks and write docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./internal/envd/... | tee $(BIN)/bench.txt
+	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
+
+run: envd ## run envd on this host for local use (loopback, port 49983)
+	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }
+	$(BIN)/envd -addr 127.0.0.1:49983 -forward-ports=false -run-dir $(CURDIR)/$(BIN)/run
+
+clean: ## remove build output
+	rm -rf $(BIN)
