@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -51,7 +52,18 @@ func New(log *slog.Logger, d *defaults.Store, h Handlers) http.Handler {
 		},
 		MaxAge: 7200,
 	})
-	return c.Handler(auth.Middleware(d.Token, mux))
+	return c.Handler(auth.Middleware(d.Token, zeroTimeoutMeansNone(mux)))
+}
+
+// zeroTimeoutMeansNone drops "Connect-Timeout-Ms: 0": in the envd protocol 0
+// means no limit (§1.8), while connect-go would read it as already expired.
+func zeroTimeoutMeansNone(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header.Get("Connect-Timeout-Ms"); v != "" && strings.Trim(v, "0") == "" {
+			r.Header.Del("Connect-Timeout-Ms")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Serve serves handler on ln with HTTP/1.1 and cleartext HTTP/2 until ctx

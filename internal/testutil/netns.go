@@ -1,0 +1,77 @@
+package testutil
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Netns is a network namespace joined to the host by a veth pair with a /30
+// between them.
+type Netns struct {
+	Name       string // namespace, for ip netns exec
+	HostVeth   string // veth end in the host namespace
+	InsideVeth string // veth end inside the namespace
+	HostIP     string // 10.241.N.1
+	InsideIP   string // 10.241.N.2
+}
+
+// NewNetns creates a namespace wrn-t-<rand> and a veth pair wrn-t-<rand>-h
+// (host, 10.241.N.1/30) / wrn-t-<rand> (inside, 10.241.N.2/30, with lo up).
+// Both are deleted when the test ends.
+func NewNetns(t testing.TB) Netns {
+	t.Helper()
+	RequireRoot(t)
+	name := RandomName("wrn-t-", 6)
+	octet := freeOctet(t)
+	n := Netns{
+		Name:       name,
+		HostVeth:   name + "-h",
+		InsideVeth: name,
+		HostIP:     fmt.Sprintf("10.241.%d.1", octet),
+		InsideIP:   fmt.Sprintf("10.241.%d.2", octet),
+	}
+	ip(t, "netns", "add", n.Name)
+	t.Cleanup(func() {
+		// Deleting the namespace destroys the inside end and with it the
+		// pair; the explicit delete covers a failure before the move.
+		_ = exec.Command("ip", "link", "del", n.HostVeth).Run()
+		if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", n.Name, err, out)
+		}
+	})
+	ip(t, "link", "add", n.HostVeth, "type", "veth", "peer", "name", n.InsideVeth)
+	ip(t, "link", "set", n.InsideVeth, "netns", n.Name)
+	ip(t, "addr", "add", n.HostIP+"/30", "dev", n.HostVeth)
+	ip(t, "link", "set", n.HostVeth, "up")
+	ip(t, "-n", n.Name, "addr", "add", n.InsideIP+"/30", "dev", n.InsideVeth)
+	ip(t, "-n", n.Name, "link", "set", n.InsideVeth, "up")
+	ip(t, "-n", n.Name, "link", "set", "lo", "up")
+	return n
+}
+
+// freeOctet picks N so that 10.241.N.0/30 is not yet used on the host.
+func freeOctet(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command("ip", "-o", "addr", "show").Output()
+	if err != nil {
+		t.Fatalf("ip addr show: %v", err)
+	}
+	for range 64 {
+		o := rand.IntN(256)
+		if !strings.Contains(string(out), fmt.Sprintf("10.241.%d.", o)) {
+			return o
+		}
+	}
+	t.Fatal("no free 10.241.N.0/30 subnet")
+	return 0
+}
+
+func ip(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
