@@ -17,7 +17,7 @@ import (
 
 // copyBufferSize is the unit of every transfer; memory per request stays
 // around this size however large the file is.
-const copyBufferSize = 128 << 10
+const copyBufferSize = 1 << 20
 
 // Handler serves /files.
 type Handler struct {
