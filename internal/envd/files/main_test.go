@@ -1,7 +1,6 @@
 package files
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,61 +8,28 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/wrenn/wrenn/internal/envd/defaults"
-	"github.com/wrenn/wrenn/internal/envd/osuser"
+	"github.com/wrenn/wrenn/internal/envd/osuser/osusertest"
+	"github.com/wrenn/wrenn/internal/testutil"
 )
 
-// alice exists only in the fixture user database; chown to her ids works
-// as root all the same.
 const (
-	aliceUID = 4242
-	aliceGID = 4343
+	aliceUID = osusertest.AliceUID
+	aliceGID = osusertest.AliceGID
 )
 
 var aliceHome string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "files-test-users-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	aliceHome = filepath.Join(dir, "home", "alice")
-	osuser.PasswdFile = filepath.Join(dir, "passwd")
-	osuser.GroupFile = filepath.Join(dir, "group")
-	err = os.WriteFile(osuser.PasswdFile, fmt.Appendf(nil, "root:x:0:0:root:/root:/bin/sh\nalice:x:%d:%d::%s:/bin/sh\n", aliceUID, aliceGID, aliceHome), 0o644)
-	if err == nil {
-		err = os.WriteFile(osuser.GroupFile, fmt.Appendf(nil, "root:x:0:\nalicegrp:x:%d:\n", aliceGID), 0o644)
-	}
-	if err == nil {
-		err = os.MkdirAll(aliceHome, 0o755)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	osusertest.Main(m, "files-test", func() { aliceHome = osusertest.AliceHome })
 }
 
 func requireRoot(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root: chown, mounts")
-	}
+	testutil.RequireRoot(tb)
 }
 
 type env struct {

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,60 +13,27 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"go.uber.org/goleak"
 
 	"github.com/wrenn/wrenn/api/envd/filesystem/filesystemconnect"
 	"github.com/wrenn/wrenn/internal/envd/defaults"
-	"github.com/wrenn/wrenn/internal/envd/osuser"
+	"github.com/wrenn/wrenn/internal/envd/osuser/osusertest"
+	"github.com/wrenn/wrenn/internal/testutil"
 )
 
-// Fixture users: alice exists only in the fixture user database, so tests
-// need no real accounts; chown to her ids works as root all the same.
 const (
-	aliceUID = 4242
-	aliceGID = 4343
+	aliceUID = osusertest.AliceUID
+	aliceGID = osusertest.AliceGID
 )
 
 var aliceHome string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fs-test-users-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	aliceHome = filepath.Join(dir, "home", "alice")
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\nalice:x:%d:%d::%s:/bin/sh\n", aliceUID, aliceGID, aliceHome)
-	group := fmt.Sprintf("root:x:0:\nalicegrp:x:%d:\n", aliceGID)
-	osuser.PasswdFile = filepath.Join(dir, "passwd")
-	osuser.GroupFile = filepath.Join(dir, "group")
-	err = os.WriteFile(osuser.PasswdFile, []byte(passwd), 0o644)
-	if err == nil {
-		err = os.WriteFile(osuser.GroupFile, []byte(group), 0o644)
-	}
-	if err == nil {
-		err = os.MkdirAll(aliceHome, 0o755)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	osusertest.Main(m, "fs-test", func() { aliceHome = osusertest.AliceHome })
 }
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: chown, mounts and chattr")
-	}
+	testutil.RequireRoot(t)
 }
 
 type env struct {

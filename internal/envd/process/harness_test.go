@@ -20,6 +20,7 @@ import (
 	"github.com/wrenn/wrenn/api/envd/process"
 	"github.com/wrenn/wrenn/api/envd/process/processconnect"
 	"github.com/wrenn/wrenn/internal/envd/defaults"
+	"github.com/wrenn/wrenn/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -32,9 +33,7 @@ func TestMain(m *testing.M) {
 // oom scores; CI and the dev machine run as root.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: spawns processes as other users")
-	}
+	testutil.RequireRoot(t)
 }
 
 // harness is a Service behind a real HTTP server with two clients: JSON over
