@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wrenn/wrenn/internal/testutil"
 )
 
 // Environment variables that tell the re-executed child where it runs.
@@ -54,12 +56,10 @@ func Child() (Netns, bool) {
 	return Netns{Name: name, HostAddr: host, Addr: ns}, true
 }
 
-// RequireRoot skips t unless the process is root.
+// RequireRoot skips t unless the process is root (fails in CI).
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	testutil.RequireRoot(t)
 }
 
 // Create makes a namespace wrn-t-<random> with lo up and a veth pair with
