@@ -22,6 +22,7 @@ envd: ## build the static envd binary
 
 generate: ## regenerate protobuf/Connect code from api/
 	$(GO) tool buf generate
+	$(GO) tool buf generate --template buf.gen.hostagent.yaml
 
 check-generate: generate ## fail when generated code is stale
 	@git diff --exit-code -- api/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
