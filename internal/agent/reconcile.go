@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+)
+
+// reconcile rebuilds the agent's view after a start: every recorded capsule
+// ends in a consistent state — running (its runtime container is alive),
+// paused (its snapshot is complete) or gone — and runtime containers and
+// networks nobody records are removed.
+func (a *Agent) reconcile(ctx context.Context) error {
+	recs, err := a.loadRecords()
+	if err != nil {
+		return err
+	}
+	alive, err := a.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		e := &entry{rec: r}
+		a.capsules[r.ID] = e
+		running := slices.Contains(alive, r.ID)
+		snap := exists(a.dirs.snapshot(r.ID))
+		log := a.log.With("id", r.ID, "recorded", r.Status, "container_alive", running, "snapshot", snap)
+		switch {
+		case r.Status == StatusRunning && running:
+			// Still running: nothing to do.
+		case r.Status == StatusPaused && snap,
+			r.Status == StatusPausing && snap,
+			r.Status == StatusResuming && snap && !running:
+			// The snapshot is complete; whatever was in flight is undone.
+			log.Info("capsule is paused")
+			if running {
+				_ = a.rt.Destroy(ctx, r.ID)
+			}
+			_ = a.net.Teardown(ctx, r.ID)
+			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
+			_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
+		case (r.Status == StatusPausing || r.Status == StatusResuming) && running:
+			// Died mid-pause before the snapshot completed, or mid-resume
+			// after the restore: the container runs; make envd whole again.
+			log.Info("capsule is running; re-initialising envd")
+			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
+			if err := a.initEnvd(ctx, r); err != nil {
+				log.Error("capsule lost: envd does not answer", "error", err)
+				_ = a.discard(ctx, e)
+				continue
+			}
+			_ = os.RemoveAll(a.dirs.snapshot(r.ID))
+			_ = a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt = time.Now().UTC() })
+		default:
+			// Creating (never finished), or running without a container
+			// (e.g. the host rebooted): nothing can be recovered.
+			log.Warn("discarding capsule that cannot be recovered")
+			_ = a.discard(ctx, e)
+		}
+	}
+	for _, id := range alive {
+		if _, ok := a.capsules[id]; !ok {
+			a.log.Warn("removing runtime container nobody records", "id", id)
+			if err := a.rt.Destroy(ctx, id); err != nil {
+				a.log.Error("remove leftover container", "id", id, "error", err)
+			}
+		}
+	}
+	// Template builds interrupted by a crash.
+	tmpls, _ := os.ReadDir(a.dirs.templates())
+	for _, team := range tmpls {
+		dir := a.dirs.templates() + "/" + team.Name()
+		ents, _ := os.ReadDir(dir)
+		for _, t := range ents {
+			if len(t.Name()) > 4 && t.Name()[len(t.Name())-4:] == ".tmp" {
+				_ = os.RemoveAll(dir + "/" + t.Name())
+			}
+		}
+	}
+	return a.net.Cleanup(ctx, func(id string) bool {
+		e, ok := a.capsules[id]
+		return ok && e.rec.Status == StatusRunning
+	})
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
