@@ -26,6 +26,13 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		e := &entry{rec: r}
 		a.capsules[r.ID] = e
 		running := slices.Contains(alive, r.ID)
+		if r.Status == StatusPausing && !running && !exists(a.dirs.snapshot(r.ID)) && checkpointWritten(a.dirs.snapshotTmp(r.ID)) {
+			// The agent died between the checkpoint and the rename: the
+			// container is gone, so what it wrote is all there is. Keep it.
+			if err := os.Rename(a.dirs.snapshotTmp(r.ID), a.dirs.snapshot(r.ID)); err != nil {
+				a.log.Error("keep snapshot of interrupted pause", "id", r.ID, "error", err)
+			}
+		}
 		snap := exists(a.dirs.snapshot(r.ID))
 		log := a.log.With("id", r.ID, "recorded", r.Status, "container_alive", running, "snapshot", snap)
 		switch {
@@ -43,15 +50,29 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
 			_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
 		case (r.Status == StatusPausing || r.Status == StatusResuming) && running:
-			// Died mid-pause before the snapshot completed, or mid-resume
-			// after the restore: the container runs; make envd whole again.
-			log.Info("capsule is running; re-initialising envd")
-			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
-			if err := a.initEnvd(ctx, r); err != nil {
+			// Died mid-pause, or mid-resume after the restore: the container
+			// may run; if envd answers, make it whole again.
+			log.Info("capsule may be running; re-initialising envd")
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := a.initEnvd(ictx, r)
+			cancel()
+			if err != nil {
+				if r.Status == StatusPausing && checkpointWritten(a.dirs.snapshotTmp(r.ID)) {
+					// The checkpoint ran and the sandbox is gone, though
+					// the runtime still lists it: keep what it saved.
+					log.Warn("envd does not answer; keeping the interrupted pause's snapshot", "error", err)
+					_ = a.rt.Destroy(ctx, r.ID)
+					_ = a.net.Teardown(ctx, r.ID)
+					if err := os.Rename(a.dirs.snapshotTmp(r.ID), a.dirs.snapshot(r.ID)); err == nil {
+						_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
+						continue
+					}
+				}
 				log.Error("capsule lost: envd does not answer", "error", err)
 				_ = a.discard(ctx, e)
 				continue
 			}
+			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
 			_ = os.RemoveAll(a.dirs.snapshot(r.ID))
 			_ = a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt = time.Now().UTC() })
 		default:
@@ -84,6 +105,20 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		e, ok := a.capsules[id]
 		return ok && e.rec.Status == StatusRunning
 	})
+}
+
+// checkpointWritten reports whether dir holds a non-empty snapshot.
+func checkpointWritten(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && info.Size() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func exists(path string) bool {

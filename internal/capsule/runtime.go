@@ -43,7 +43,7 @@ type Spec struct {
 	Image    Image
 	Network  Network
 	// MetadataDir is a host directory the runtime exposes read-only inside
-	// the capsule at /.wrenn (envd reads /.wrenn/metadata.json from it).
+	// the capsule at /.wrenn/meta (envd reads /.wrenn/meta/metadata.json).
 	MetadataDir string
 	// Envd is the host path of the envd binary to run as init.
 	Envd string

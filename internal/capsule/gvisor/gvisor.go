@@ -1,0 +1,357 @@
+// Package gvisor is the gVisor backend of capsule.Runtime: every capsule is
+// one runsc sandbox running envd as its only process, with the capsule's
+// image as a copy-on-write root (writes go to a gVisor overlay whose
+// contents are part of every checkpoint), gVisor's own network stack inside
+// the capsule's network namespace, and its limits applied through cgroups.
+// Pause is a runsc checkpoint, Restore a runsc restore from one.
+//
+// Host layout: runsc keeps container state in Config.StateDir; each capsule
+// has Config.CapsulesDir/<id> holding its OCI bundle, console.log (runsc's
+// and envd's output; console.log.1 keeps the last MiB of earlier runs) and,
+// unlinked, the overlay filestore.
+//
+// Flatten (capsule.Flattener) writes a running capsule's root filesystem as
+// a new image: the image copied, with `runsc tar rootfs-upper` applied.
+package gvisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/wrenn/wrenn/internal/capsule"
+)
+
+const (
+	bundleDir  = "bundle"
+	consoleLog = "console.log"
+
+	defaultCgroupParent = "/wrenn"
+	defaultPidsLimit    = 16384
+
+	// cleanupTimeout bounds the clean-up after a failed start, which runs
+	// even when the caller's context has ended.
+	cleanupTimeout = 30 * time.Second
+)
+
+// Config configures a Runtime.
+type Config struct {
+	Runsc       string // path of the runsc binary
+	StateDir    string // runsc --root: state of all capsules' containers
+	CapsulesDir string // per-capsule directories: bundle, overlay filestore, logs
+	Log         *slog.Logger
+	// Debug makes runsc write debug logs to CapsulesDir/<id>/debug/.
+	Debug bool
+	// CgroupParent is the cgroup capsules are created under, one child per
+	// capsule id; default /wrenn.
+	CgroupParent string
+	// PidsLimit bounds the host tasks of one capsule (gVisor's threads and
+	// its systrap stub processes); default 16384.
+	PidsLimit int64
+}
+
+// Runtime runs capsules with runsc. It keeps no state of its own beyond
+// per-id locks: everything it knows comes from runsc's state directory and
+// the capsule directories, so a new Runtime picks up capsules a previous
+// agent process started.
+type Runtime struct {
+	cfg   Config
+	log   *slog.Logger
+	locks idLocks
+}
+
+var _ capsule.Runtime = (*Runtime)(nil)
+
+// New checks cfg, creates its directories and returns a Runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Runsc == "" {
+		return nil, errors.New("gvisor: no runsc binary configured")
+	}
+	bin, err := exec.LookPath(cfg.Runsc)
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: runsc: %w", err)
+	}
+	if cfg.Runsc, err = filepath.Abs(bin); err != nil {
+		return nil, fmt.Errorf("gvisor: runsc: %w", err)
+	}
+	for name, dir := range map[string]*string{"StateDir": &cfg.StateDir, "CapsulesDir": &cfg.CapsulesDir} {
+		if *dir == "" {
+			return nil, fmt.Errorf("gvisor: %s is not set", name)
+		}
+		if *dir, err = filepath.Abs(*dir); err != nil {
+			return nil, fmt.Errorf("gvisor: %s: %w", name, err)
+		}
+		if err := os.MkdirAll(*dir, 0o700); err != nil {
+			return nil, fmt.Errorf("gvisor: %w", err)
+		}
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = defaultCgroupParent
+	}
+	if !filepath.IsAbs(cfg.CgroupParent) {
+		return nil, fmt.Errorf("gvisor: CgroupParent %q is not absolute", cfg.CgroupParent)
+	}
+	if cfg.PidsLimit <= 0 {
+		cfg.PidsLimit = defaultPidsLimit
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Runtime{cfg: cfg, log: cfg.Log.With("runtime", "gvisor")}, nil
+}
+
+func (r *Runtime) capsuleDir(id string) string { return filepath.Join(r.cfg.CapsulesDir, id) }
+
+// Create writes the capsule's bundle and starts it with `runsc run -detach`.
+func (r *Runtime) Create(ctx context.Context, spec capsule.Spec) error {
+	if err := checkSpec(spec); err != nil {
+		return err
+	}
+	unlock, err := r.locks.lock(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	start := time.Now()
+	if _, ok, err := r.lookup(ctx, spec.ID); err != nil {
+		return fmt.Errorf("create capsule %s: %w", spec.ID, err)
+	} else if ok {
+		return fmt.Errorf("create capsule %s: %w", spec.ID, capsule.ErrExists)
+	}
+	// The directory outlives a pause, so it also marks paused capsules.
+	if err := os.Mkdir(r.capsuleDir(spec.ID), 0o700); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create capsule %s: %w", spec.ID, capsule.ErrExists)
+	} else if err != nil {
+		return fmt.Errorf("create capsule %s: %w", spec.ID, err)
+	}
+	bundle, err := r.prepare(spec)
+	if err == nil {
+		err = r.runscDetached(ctx, spec.ID, spec.DiskMB, "run", "-detach", "--bundle", bundle, spec.ID)
+	}
+	if err != nil {
+		r.cleanupFailed(ctx, spec.ID, true)
+		return fmt.Errorf("create capsule %s: %w", spec.ID, err)
+	}
+	r.log.InfoContext(ctx, "capsule created", "id", spec.ID, "took", time.Since(start))
+	return nil
+}
+
+// Restore starts a capsule from snap with `runsc restore -detach`, after
+// putting the capsule's address back into its namespace.
+func (r *Runtime) Restore(ctx context.Context, spec capsule.Spec, snap capsule.Snapshot) error {
+	if err := checkSpec(spec); err != nil {
+		return err
+	}
+	if err := checkSnapshotDir(snap); err != nil {
+		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+	}
+	unlock, err := r.locks.lock(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	start := time.Now()
+	c, ok, err := r.lookup(ctx, spec.ID)
+	if err != nil {
+		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+	}
+	if ok && c.alive() {
+		return fmt.Errorf("restore capsule %s: %w", spec.ID, capsule.ErrExists)
+	}
+	if ok {
+		// A stopped container is what an interrupted pause leaves behind;
+		// its sandbox is gone and the name is free to reuse.
+		if _, err := r.runsc(ctx, spec.ID, "delete", "-force", spec.ID); err != nil {
+			return fmt.Errorf("restore capsule %s: remove stopped container: %w", spec.ID, err)
+		}
+	}
+	// A paused capsule keeps its directory; a template's new capsule has none.
+	created := true
+	if err := os.Mkdir(r.capsuleDir(spec.ID), 0o700); errors.Is(err, fs.ErrExist) {
+		created = false
+	} else if err != nil {
+		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+	}
+	bundle, err := r.prepare(spec)
+	if err == nil {
+		err = r.runscDetached(ctx, spec.ID, spec.DiskMB,
+			"restore", "-detach", "-image-path", snap.Dir, "--bundle", bundle, spec.ID)
+	}
+	if err != nil {
+		r.cleanupFailed(ctx, spec.ID, created)
+		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+	}
+	r.log.InfoContext(ctx, "capsule restored", "id", spec.ID, "snapshot", snap.Dir, "took", time.Since(start))
+	return nil
+}
+
+// prepare readies the host for starting spec: the capsule's address in its
+// namespace, the image's mount points and the OCI bundle, whose directory
+// it returns.
+func (r *Runtime) prepare(spec capsule.Spec) (string, error) {
+	if err := ensureAddress(spec.Network); err != nil {
+		return "", err
+	}
+	if err := PrepareImage(spec.Image.Path); err != nil {
+		return "", err
+	}
+	bundle := filepath.Join(r.capsuleDir(spec.ID), bundleDir)
+	cgroup := filepath.Join(r.cfg.CgroupParent, spec.ID)
+	if err := writeBundle(bundle, ociSpec(spec, cgroup, r.cfg.PidsLimit)); err != nil {
+		return "", fmt.Errorf("write bundle: %w", err)
+	}
+	return bundle, nil
+}
+
+// cleanupFailed removes what a failed Create or Restore left: the container
+// and, when the call created it, the capsule directory.
+func (r *Runtime) cleanupFailed(ctx context.Context, id string, removeDir bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if _, ok, err := r.lookup(ctx, id); err == nil && ok {
+		if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
+			r.log.WarnContext(ctx, "clean up failed capsule", "id", id, "error", err)
+		}
+	}
+	if removeDir {
+		if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
+			r.log.WarnContext(ctx, "clean up failed capsule", "id", id, "error", err)
+		}
+	}
+}
+
+// Pause checkpoints the capsule into snap.Dir (the sandbox exits) and
+// deletes the container. The capsule directory stays for Restore.
+func (r *Runtime) Pause(ctx context.Context, id string, snap capsule.Snapshot) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := checkSnapshotDir(snap); err != nil {
+		return fmt.Errorf("pause capsule %s: %w", id, err)
+	}
+	unlock, err := r.locks.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	start := time.Now()
+	c, ok, err := r.lookup(ctx, id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("pause capsule %s: %w", id, err)
+	case !ok:
+		return fmt.Errorf("pause capsule %s: %w", id, capsule.ErrNotFound)
+	case !c.alive():
+		return fmt.Errorf("pause capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
+	}
+	if _, err := r.runsc(ctx, id, "checkpoint", "-image-path", snap.Dir, id); err != nil {
+		return fmt.Errorf("pause capsule %s: %w", id, err)
+	}
+	if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
+		return fmt.Errorf("pause capsule %s: %w", id, err)
+	}
+	r.log.InfoContext(ctx, "capsule paused", "id", id, "snapshot", snap.Dir, "took", time.Since(start))
+	return nil
+}
+
+// Destroy kills the capsule's sandbox, deletes its container and removes
+// its directory. A capsule that does not exist is not an error.
+func (r *Runtime) Destroy(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	unlock, err := r.locks.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	_, ok, err := r.lookup(ctx, id)
+	if err != nil {
+		return fmt.Errorf("destroy capsule %s: %w", id, err)
+	}
+	if ok {
+		if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
+			return fmt.Errorf("destroy capsule %s: %w", id, err)
+		}
+	}
+	if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
+		return fmt.Errorf("destroy capsule %s: %w", id, err)
+	}
+	r.log.InfoContext(ctx, "capsule destroyed", "id", id, "existed", ok)
+	return nil
+}
+
+// Stats reads the capsule's CPU time and memory charge from its cgroup and
+// the disk space of its overlay filestore.
+func (r *Runtime) Stats(ctx context.Context, id string) (capsule.Stats, error) {
+	if err := checkID(id); err != nil {
+		return capsule.Stats{}, err
+	}
+	unlock, err := r.locks.lock(ctx, id)
+	if err != nil {
+		return capsule.Stats{}, err
+	}
+	defer unlock()
+
+	c, ok, err := r.lookup(ctx, id)
+	switch {
+	case err != nil:
+		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
+	case !ok:
+		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, capsule.ErrNotFound)
+	case !c.alive():
+		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
+	}
+	cpu, mem, err := cgroupUsage(c.PID)
+	if err != nil {
+		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
+	}
+	return capsule.Stats{
+		CPUNanos:  cpu,
+		MemBytes:  mem,
+		DiskBytes: filestoreBytes(c.PID, r.capsuleDir(id)),
+		At:        time.Now(),
+	}, nil
+}
+
+// List returns the ids of the containers in the state directory whose
+// sandbox exists, sorted.
+func (r *Runtime) List(ctx context.Context) ([]string, error) {
+	cs, err := r.list(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list capsules: %w", err)
+	}
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		if c.alive() {
+			ids = append(ids, c.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func checkSnapshotDir(snap capsule.Snapshot) error {
+	if !filepath.IsAbs(snap.Dir) {
+		return fmt.Errorf("snapshot directory %q is not absolute", snap.Dir)
+	}
+	st, err := os.Stat(snap.Dir)
+	if err != nil {
+		return fmt.Errorf("snapshot directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("snapshot directory %s is not a directory", snap.Dir)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
+)
+
+// cycles is how many pause/resume rounds TestPauseResumeCycles runs.
+func cycles() int {
+	if n, err := strconv.Atoi(os.Getenv("WRENN_TEST_CYCLES")); err == nil && n > 0 {
+		return n
+	}
+	return 50
+}
+
+// readInt reads a number the capsule wrote to path.
+func (h *host) readInt(t *testing.T, id, path string) int {
+	t.Helper()
+	res, err := h.api.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: path}))
+	if err != nil {
+		t.Fatalf("ReadFile %s: %v", path, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(res.Msg.Content)))
+	if err != nil {
+		t.Fatalf("%s holds %q", path, res.Msg.Content)
+	}
+	return n
+}
+
+// waitCounterAbove waits until the counter file shows more than n.
+func (h *host) waitCounterAbove(t *testing.T, id string, n int) int {
+	t.Helper()
+	var v int
+	eventually(t, 10*time.Second, "counter advancing", func() error {
+		if v = h.readInt(t, id, "/tmp/counter"); v > n {
+			return nil
+		}
+		return fmt.Errorf("counter %d, want > %d", v, n)
+	})
+	return v
+}
+
+const counterScript = `i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp; mv /tmp/counter.tmp /tmp/counter; sleep 0.1; done`
+
+// startWorkload starts, in capsule id, a counter in the background, an HTTP
+// server bound to loopback only (reached through envd's forwarder), and a
+// PTY; it writes a file. It returns the PTY.
+func (h *host) startWorkload(t *testing.T, id string) *pty {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	if _, err := h.api.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/srv/index.html", Content: []byte("served from " + id)})); err != nil {
+		t.Fatalf("WriteFile: %v", err)
+	}
+	if _, err := h.api.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/root/data.txt", Content: []byte("precious data")})); err != nil {
+		t.Fatalf("WriteFile: %v", err)
+	}
+	for _, bg := range []*hav1.StartBackgroundRequest{
+		{SandboxId: id, Tag: "counter", Cmd: "/bin/sh", Args: []string{"-c", counterScript}},
+		{SandboxId: id, Tag: "httpd", Cmd: "/bin/busybox", Args: []string{"httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/srv"}},
+	} {
+		if _, err := h.api.StartBackground(ctx, connect.NewRequest(bg)); err != nil {
+			t.Fatalf("StartBackground %s: %v", bg.Tag, err)
+		}
+	}
+	p := h.attachPTY(t, id, "term", "/bin/sh")
+	if _, err := h.api.PtySendInput(ctx, connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo pty-$((40+2))\n")})); err != nil {
+		t.Fatalf("PtySendInput: %v", err)
+	}
+	p.waitFor(t, "pty-42")
+	return p
+}
+
+// checkWorkload verifies everything startWorkload set up still works.
+func (h *host) checkWorkload(t *testing.T, id, hostIP string, counterBefore int, round int) int {
+	t.Helper()
+	eventually(t, 10*time.Second, "HTTP server through the forwarder", func() error {
+		body, err := httpGet("http://" + hostIP + ":8080/index.html")
+		if err != nil {
+			return err
+		}
+		if body != "served from "+id && !strings.HasPrefix(body, "served from ") {
+			return fmt.Errorf("body %q", body)
+		}
+		return nil
+	})
+	v := h.waitCounterAbove(t, id, counterBefore)
+	res, err := h.api.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: "/root/data.txt"}))
+	if err != nil || string(res.Msg.Content) != "precious data" {
+		t.Fatalf("data file after round %d: %q, %v", round, res.Msg.GetContent(), err)
+	}
+	p := h.attachPTY(t, id, "term", "")
+	if !p.started.GetReconnected() {
+		t.Fatalf("PTY reattach did not report reconnected: %+v", p.started)
+	}
+	marker := fmt.Sprintf("round-%d-42", round) // the echoed input shows $((6*7)), not 42
+	if _, err := h.api.PtySendInput(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo round-" + strconv.Itoa(round) + "-$((6*7))\n")})); err != nil {
+		t.Fatalf("PtySendInput: %v", err)
+	}
+	p.waitFor(t, marker)
+	p.close()
+	return v
+}
+
+func TestPauseResumeCycles(t *testing.T) {
+	h := newHost(t)
+	c := h.create(t, nil)
+	id := c.SandboxId
+	if c.Status != hav1.SandboxStatus_SANDBOX_STATUS_RUNNING || c.HostIp == "" {
+		t.Fatalf("create answered %+v", c)
+	}
+	if out := h.exec(t, id, "echo hello; id -u"); out != "hello\n0\n" {
+		t.Fatalf("exec output %q", out)
+	}
+	p := h.startWorkload(t, id)
+	p.close()
+	counter := h.checkWorkload(t, id, c.HostIp, 0, 0)
+
+	for round := 1; round <= cycles(); round++ {
+		if _, err := h.api.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: id})); err != nil {
+			t.Fatalf("round %d: pause: %v", round, err)
+		}
+		if _, _, err := h.tryExec(t, id, "true"); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("round %d: exec in a paused capsule: %v", round, err)
+		}
+		before := counter
+		res, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: id}))
+		if err != nil {
+			t.Fatalf("round %d: resume: %v\n%s", round, err, h.logTail())
+		}
+		counter = h.checkWorkload(t, id, res.Msg.HostIp, before, round)
+		// The counter continued from where it was: no restart from 1.
+		if counter < before {
+			t.Fatalf("round %d: counter went back from %d to %d", round, before, counter)
+		}
+	}
+
+	procs, err := h.api.ListProcesses(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListProcessesRequest{SandboxId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for _, p := range procs.Msg.Processes {
+		tags = append(tags, p.Tag)
+	}
+	for _, want := range []string{"counter", "httpd", "term"} {
+		if !slices.Contains(tags, want) {
+			t.Errorf("process %s missing after %d cycles: %v", want, cycles(), tags)
+		}
+	}
+
+	if _, err := h.api.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.api.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("second destroy: %v", err)
+	}
+	list, err := h.api.ListSandboxes(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListSandboxesRequest{}))
+	if err != nil || len(list.Msg.Sandboxes) != 0 {
+		t.Fatalf("list after destroy: %v %v", list, err)
+	}
+	if err := tcpDial(c.HostIp + ":49983"); err == nil {
+		t.Fatal("destroyed capsule's envd still answers")
+	}
+}
