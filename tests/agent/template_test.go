@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
+	"github.com/wrenn/wrenn/internal/testutil"
 )
 
 // A snapshot template starts new capsules with the snapshot's files and
@@ -126,4 +128,48 @@ func TestConcurrentCapsules(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// FlattenRootfs turns a capsule's files into an image template that new
+// capsules boot fresh from.
+func TestFlattenTemplate(t *testing.T) {
+	h := newHost(t)
+	src := h.create(t, nil)
+	h.exec(t, src.SandboxId, "mkdir -p /opt/app && echo built > /opt/app/artifact && rm /etc/hostname")
+	if _, err := h.api.StartBackground(ctxT(t, time.Minute), connect.NewRequest(&hav1.StartBackgroundRequest{SandboxId: src.SandboxId, Tag: "sleeper", Cmd: "sleep", Args: []string{"1000"}})); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.api.FlattenRootfs(ctxT(t, 2*time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "flat-1"}))
+	if err != nil {
+		t.Fatalf("FlattenRootfs: %v\n%s", err, h.logTail())
+	}
+	if res.Msg.SizeBytes <= 0 {
+		t.Fatalf("size %d", res.Msg.SizeBytes)
+	}
+	if _, ok := h.status(t, src.SandboxId); ok {
+		t.Fatal("flattened capsule still listed")
+	}
+	c := h.create(t, func(r *hav1.CreateSandboxRequest) { r.TeamId = "team-test"; r.TemplateId = "flat-1" })
+	if got := h.exec(t, c.SandboxId, "cat /opt/app/artifact; test -e /etc/hostname || echo gone"); got != "built\ngone\n" {
+		t.Fatalf("capsule from flattened template sees %q", got)
+	}
+	// Booted fresh: no process of the source capsule runs.
+	if got := h.exec(t, c.SandboxId, "ps | grep -c '[s]leep 1000' || true"); got != "0\n" {
+		t.Fatalf("processes carried over: %q", got)
+	}
+}
+
+// The base template: Debian bookworm with the tools agents expect, a
+// default user with passwordless sudo.
+func TestBaseTemplate(t *testing.T) {
+	if os.Getenv("WRENN_TEST_DEBOOTSTRAP") != "1" {
+		testutil.SkipUnlessCI(t, "set WRENN_TEST_DEBOOTSTRAP=1 to build the Debian base image (~1 min, downloads packages)")
+	}
+	h := newHost(t)
+	c := h.create(t, func(r *hav1.CreateSandboxRequest) { r.TemplateId = "base"; r.DefaultUser = "user"; r.MemoryMb = 512 })
+	out := h.exec(t, c.SandboxId, `id -un; python3 -c 'print(6*7)'; sudo -n id -u; git --version | cut -d' ' -f1; for c in curl bash ip ps; do command -v $c; done; test -f /etc/ssl/certs/ca-certificates.crt && echo certs; echo $HOME`)
+	want := "user\n42\n0\ngit\n/usr/bin/curl\n/usr/bin/bash\n/usr/sbin/ip\n/usr/bin/ps\ncerts\n/home/user\n"
+	if out != want {
+		t.Fatalf("base template:\n%s\nwant:\n%s", out, want)
+	}
 }

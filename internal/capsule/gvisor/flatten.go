@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -203,6 +204,7 @@ func (r *Runtime) streamUpper(ctx context.Context, c container, apply func(io.Re
 	tarArgs := []string{"tar", "rootfs-upper", "--file", "/dev/fd/3", c.ID}
 	cmd := exec.CommandContext(ctx, r.cfg.Runsc, append(r.globalFlags(c.ID, 0), tarArgs...)...)
 	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second

@@ -42,6 +42,9 @@ func (r *Runtime) globalFlags(id string, diskMB int) []string {
 		"--platform=systrap",
 		"--network=sandbox",
 		"--gofer-network-namespace=new",
+		// Honour setuid binaries (sudo in the base image); they act on
+		// gVisor's kernel, never the host's.
+		"--allow-suid",
 	}
 	if diskMB > 0 {
 		args = append(args, fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", r.capsuleDir(id), diskMB))
@@ -60,6 +63,10 @@ func (r *Runtime) runsc(ctx context.Context, id string, args ...string) ([]byte,
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
+	// A runsc command must not outlive an agent killed mid-operation: the
+	// restarted agent reconciles what the runtime holds, and an orphaned
+	// command would change it behind its back.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// Nothing should hold the pipes after runsc exits; if something does,
 	// do not wait for it forever.
 	cmd.WaitDelay = 5 * time.Second
@@ -97,7 +104,7 @@ func (r *Runtime) runscDetached(ctx context.Context, id string, diskMB int, args
 	cmd.Stderr = logf
 	// Its own session, so signals meant for the agent's terminal or process
 	// group do not reach capsules.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	err = cmd.Run()
 	r.log.DebugContext(ctx, "runsc", "args", args, "took", time.Since(start), "error", err)

@@ -66,6 +66,9 @@ var capabilities = []string{
 // of its state file names) that is also a plain file name.
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$`)
 
+// Hostname is every capsule's hostname (the images map it in /etc/hosts).
+const Hostname = "wrenn"
+
 func checkID(id string) error {
 	if !validID.MatchString(id) {
 		return fmt.Errorf("invalid capsule id %q", id)
@@ -120,7 +123,10 @@ func ociSpec(s capsule.Spec, cgroupsPath string, pidsLimit int64) *specs.Spec {
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
 		},
 		Root:     &specs.Root{Path: s.Image.Path, Readonly: false},
-		Hostname: s.ID,
+		// One hostname for every capsule: it is what the images' /etc/hosts
+		// resolves, and a capsule restored from a template keeps the
+		// hostname of the snapshot anyway.
+		Hostname: Hostname,
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs"},

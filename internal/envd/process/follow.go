@@ -21,6 +21,10 @@ type followOpts struct {
 	// lifetimeIsDeadline makes a process killed by its Start lifetime end
 	// the stream with deadline_exceeded instead of an end event.
 	lifetimeIsDeadline bool
+	// hold makes the process wait for this consumer instead of evicting
+	// output it has not sent (the Start stream: a command's own caller
+	// gets all of its output).
+	hold bool
 }
 
 var keepaliveEvent = &process.ProcessEvent{Event: &process.ProcessEvent_Keepalive{Keepalive: &process.ProcessEvent_KeepAlive{}}}
@@ -38,8 +42,13 @@ func follow(ctx context.Context, p *proc, o followOpts, send func(*process.Proce
 	timer := time.NewTimer(o.keepalive)
 	defer timer.Stop()
 	cursor := o.cursor
+	var h *hold
+	if o.hold {
+		h = p.addHold(cursor)
+		defer p.dropHold(h)
+	}
 	for {
-		chunks, next, end, timedOut, wake := p.snapshot(cursor, maxBatch)
+		chunks, next, end, timedOut, wake := p.snapshot(h, cursor, maxBatch)
 		for _, c := range chunks {
 			if err := send(c.dataEvent(o.offsets)); err != nil {
 				return err

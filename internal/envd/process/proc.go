@@ -37,11 +37,17 @@ type proc struct {
 	pumpsDone chan struct{} // closed when every output reader returned
 	cut       chan struct{} // closed to stop forwarding output once reaped
 	cutOnce   sync.Once
+	stopPumps chan struct{} // closed by the supervisor before it closes outputs
 
 	mu       sync.Mutex // guards the fields below
 	stdin    *os.File   // stdin pipe write end; nil when disabled or closed
 	log      outputLog
 	wake     chan struct{} // closed and replaced whenever log or end changes
+	// holds are the cursors of consumers output must not outrun (the
+	// Start stream): a pump waits rather than evict bytes they have not
+	// sent, so the process blocks on a full pipe like with any slow reader.
+	holds map[*hold]struct{}
+	space chan struct{} // closed and replaced whenever a hold moves or goes
 	end      *process.ProcessEvent_EndEvent
 	exitedAt time.Time
 	timedOut bool        // killed because its Start lifetime ran out
@@ -65,6 +71,62 @@ func (p *proc) markSignaled(timedOut bool) {
 	p.cutOnce.Do(func() { close(p.cut) })
 }
 
+// hold is one holding consumer's position: output before cursor was sent.
+type hold struct{ cursor uint64 }
+
+// addHold registers a holding consumer at cursor.
+func (p *proc) addHold(cursor uint64) *hold {
+	h := &hold{cursor: cursor}
+	p.mu.Lock()
+	p.holds[h] = struct{}{}
+	p.mu.Unlock()
+	return h
+}
+
+// dropHold unregisters h and lets pumps go on.
+func (p *proc) dropHold(h *hold) {
+	p.mu.Lock()
+	delete(p.holds, h)
+	p.signalSpaceLocked()
+	p.mu.Unlock()
+}
+
+func (p *proc) signalSpaceLocked() {
+	close(p.space)
+	p.space = make(chan struct{})
+}
+
+// roomLocked reports whether n more bytes fit without evicting output a
+// holding consumer has not sent yet.
+func (p *proc) roomLocked(n int) bool {
+	for h := range p.holds {
+		if p.log.end+uint64(n)-h.cursor > uint64(p.log.limit) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitRoom blocks until n bytes fit for every holding consumer, or until
+// output is being cut or closed (then it lets the caller go on).
+func (p *proc) waitRoom(n int) {
+	for {
+		p.mu.Lock()
+		ok, space := p.roomLocked(n), p.space
+		p.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-space:
+		case <-p.cut:
+			return
+		case <-p.stopPumps:
+			return
+		}
+	}
+}
+
 // appendOutput adds data to the log and wakes every consumer.
 func (p *proc) appendOutput(kind outputKind, data []byte) {
 	p.mu.Lock()
@@ -86,6 +148,7 @@ func (p *proc) pump(f *os.File, kind outputKind) {
 	for {
 		n, err := f.Read(buf)
 		if n > 0 {
+			p.waitRoom(n)
 			p.appendOutput(kind, append([]byte(nil), buf[:n]...))
 		}
 		if err != nil {
@@ -110,6 +173,7 @@ func (s *Service) supervise(p *proc) {
 		s.log.Debug("output still open after exit; cutting it", "pid", p.pid)
 	}
 	grace.Stop()
+	close(p.stopPumps)
 	for _, f := range p.outputs {
 		_ = f.Close() // unblocks a pump still reading
 	}
@@ -157,9 +221,14 @@ func endEvent(ws unix.WaitStatus) *process.ProcessEvent_EndEvent {
 
 // snapshot returns what a consumer at cursor may send next: chunks, the
 // offset after them, the end once produced, and a channel closed on change.
-func (p *proc) snapshot(cursor uint64, maxBytes int) ([]chunk, uint64, *process.ProcessEvent_EndEvent, bool, <-chan struct{}) {
+// A holding consumer's h moves to cursor: everything before it was sent.
+func (p *proc) snapshot(h *hold, cursor uint64, maxBytes int) ([]chunk, uint64, *process.ProcessEvent_EndEvent, bool, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if h != nil && cursor > h.cursor {
+		h.cursor = cursor
+		p.signalSpaceLocked()
+	}
 	chunks, next := p.log.readFrom(cursor, maxBytes)
 	return chunks, next, p.end, p.timedOut, p.wake
 }

@@ -621,6 +621,33 @@ func TestStalledConsumer(t *testing.T) {
 	}
 }
 
+// TestStartGetsAllOutput: the Start stream of a process that writes far
+// more than the history holds, as fast as it can, still receives every
+// byte (the process waits for it), while a stalled Connect consumer costs
+// nothing and does not hold the process back.
+func TestStartGetsAllOutput(t *testing.T) {
+	const limit, size = 64 << 10, 16 << 20
+	h := newHarness(t, Config{OutputLimit: limit})
+	w := start(t, h.bin, &process.StartRequest{Process: sh("read x; head -c 16777216 /dev/urandom | od -An -v -tx1 | head -c 16777216"), Tag: ptr("fast")}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stalled, err := h.bin.Connect(ctx, connect.NewRequest(&process.ConnectRequest{Process: byTag("fast")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	send(t, h.bin, w.pid, "\n")
+	if end := w.wait(t); end.GetExitCode() != 0 {
+		t.Fatalf("end %v", end)
+	}
+	w.mu.Lock()
+	n := w.out.Len()
+	w.mu.Unlock()
+	if n != size {
+		t.Fatalf("Start stream got %d bytes, want %d", n, size)
+	}
+}
+
 func TestList(t *testing.T) {
 	h := newHarness(t, Config{})
 	w := start(t, h.json, &process.StartRequest{

@@ -75,7 +75,10 @@ func (s *Service) spawn(r spawnRequest) (*proc, error) {
 		reaped:    make(chan struct{}),
 		pumpsDone: make(chan struct{}),
 		cut:       make(chan struct{}),
+		stopPumps: make(chan struct{}),
 		wake:      make(chan struct{}),
+		space:     make(chan struct{}),
+		holds:     map[*hold]struct{}{},
 		log:       outputLog{limit: s.cfg.OutputLimit},
 	}
 	// childEnds are envd's copies of the child's descriptors, closed once the

@@ -37,5 +37,5 @@ func (s *Service) Start(ctx context.Context, req *connect.Request[process.StartR
 	}
 	// Output was attached before the process ran, so reading from offset 0
 	// loses nothing.
-	return follow(ctx, p, followOpts{keepalive: keepaliveInterval(req.Header()), lifetimeIsDeadline: true}, send)
+	return follow(ctx, p, followOpts{keepalive: keepaliveInterval(req.Header()), lifetimeIsDeadline: true, hold: true}, send)
 }
