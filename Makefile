@@ -12,6 +12,7 @@ help: ## list targets
 
 deps: ## install missing OS packages the build and tests need (root)
 	./scripts/install-deps.sh
+	./scripts/install-runsc.sh
 	cd tests/e2bjs && npm ci --no-audit --no-fund
 
 build: ## build every binary into bin/ (static)
@@ -34,18 +35,25 @@ lint: ## go vet, staticcheck, buf lint
 	$(GO) tool buf lint
 
 test: deps check-generate lint ## everything CI runs: drift check, linters, all tests (as root)
-	$(GO) test -count=1 -timeout 20m ./...
+	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -count=1 -timeout 25m ./...
 
 test-short: ## unit tests only (no root, no external processes)
 	$(GO) test -short ./...
 
 bench: envd ## run the benchmarks and write docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./internal/envd/... | tee $(BIN)/bench.txt
+	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 20m ./tests/agentbench/... | tee -a $(BIN)/bench.txt
 	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
 
 run: envd ## run envd on this host for local use (loopback, port 49983)
 	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }
 	$(BIN)/envd -addr 127.0.0.1:49983 -forward-ports=false -run-dir $(CURDIR)/$(BIN)/run
+
+IMAGES_DIR ?= /var/lib/wrenn/images
+.PHONY: base-image
+base-image: ## build the base capsule image (debootstrap, root) into IMAGES_DIR
+	@test "$$(id -u)" = 0 || { echo "building images needs root"; exit 1; }
+	$(GO) run ./internal/image/buildimage -dir $(IMAGES_DIR) -name base
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -20,7 +20,8 @@ import (
 type comparison struct {
 	what, wrenn, baseline, target string
 	// metric "ns" compares time per op (overhead = wrenn - baseline);
-	// "MB/s" compares throughput (ratio = wrenn / baseline).
+	// "MB/s" compares throughput (ratio = wrenn / baseline); any unit in
+	// units compares that custom metric (b.ReportMetric).
 	metric string
 	// method says what the two benchmarks do, for the report's notes.
 	method string
@@ -35,14 +36,49 @@ var comparisons = []comparison{
 		"64 MiB GET /files over loopback HTTP, written to a file by the client, vs the same local copy."},
 	{"file download, gzip", "Download/gzip", "LocalCopy", "none (opt-in; bound by compression)", "MB/s",
 		"As above with Accept-Encoding: gzip; the data is incompressible, so this is the cost of compressing at BestSpeed."},
+
+	// tests/agentbench: the host agent against raw runsc on the same
+	// busybox image, envd binary, runsc flags, OCI config and limits.
+	{"capsule create from image", "AgentCreate", "RawRunscCreate", "agent adds ≤ 20 %", "ms/p50",
+		"agent.Create (minimal image, 1 vCPU, 256 MiB) until it returns — network namespace, veth and nftables entry, records, `runsc run -detach`, envd /health and /init — vs writing the OCI bundle, `runsc run -detach` in a pre-made namespace and polling envd /health every 10 ms until 200. Destroy between iterations is not timed. Median of the per-create latencies."},
+	{"capsule create from template", "AgentCreateFromTemplate", "RawRunscCreateFromTemplate", "agent adds ≤ 20 %; p50 < 150 ms", "ms/p50",
+		"agent.Create with the id of a template that agent.Snapshot made from a running capsule (new network, `runsc restore -detach`, /health, /init) vs `runsc restore -detach` of a checkpoint of the same kind of capsule into a new container id in a pre-made namespace with a different address, then /health."},
+	{"pause, idle capsule", "AgentPause/dirty=0MiB", "RawRunscPause/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
+		"agent.Pause (envd /snapshot/prepare, `runsc checkpoint`, `runsc delete`, network teardown, records) vs `runsc checkpoint` + `runsc delete -force`; capsules have 512 MiB. Resume runs untimed between pauses."},
+	{"pause, 256 MiB dirty", "AgentPause/dirty=256MiB", "RawRunscPause/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
+		"As above, with 256 MiB of /dev/urandom data in a tmpfs inside the capsule, so the checkpoint holds 256 MiB of non-zero pages."},
+	{"resume, idle capsule", "AgentResume/dirty=0MiB", "RawRunscResume/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
+		"agent.Resume (new network, `runsc restore -detach`, /health, /init, removing the used snapshot) vs re-adding the address to the namespace, `runsc restore -detach` and /health; the raw side removes its checkpoint untimed. Pause runs untimed between resumes."},
+	{"resume, 256 MiB dirty", "AgentResume/dirty=256MiB", "RawRunscResume/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
+		"As above, with the 256 MiB of dirty tmpfs pages."},
+	{"idle capsule host memory", "AgentIdleMemory", "RawRunscIdleMemory", "≤ 40 MiB per capsule", "MiB/capsule",
+		"5 idle capsules (256 MiB limit) started by the agent vs by raw runsc, 3 s after start: the summed PSS (/proc/<pid>/smaps_rollup) of every process in each capsule's cgroup (runsc sandbox, gofer, systrap stubs), per capsule, averaged over samples 100 ms apart."},
+	{"idle capsule cgroup charge", "AgentIdleMemory", "RawRunscIdleMemory", "none (what the cgroup limit sees)", "cgroup-MiB/capsule",
+		"The same capsules: the memory their cgroups are charged (memory.usage_in_bytes or memory.current: anonymous and tmpfs pages plus page cache), per capsule."},
+	{"creates per second, 4 callers", "AgentCreateParallel", "RawRunscCreateParallel", "agent ≥ 80 % of raw", "creates/s",
+		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time."},
+}
+
+// unit describes how a custom metric is shown and which way is better.
+type unit struct {
+	show         string
+	higherBetter bool
+}
+
+var units = map[string]unit{
+	"ms/p50":             {"ms", false},
+	"MiB/capsule":        {"MiB", false},
+	"cgroup-MiB/capsule": {"MiB", false},
+	"creates/s":          {"creates/s", true},
 }
 
 type result struct {
-	pkg  string
-	name string
-	ns   []float64
-	mbs  []float64
-	rest string
+	pkg    string
+	name   string
+	ns     []float64
+	mbs    []float64
+	custom map[string][]float64 // by unit, b.ReportMetric values
+	rest   string
 }
 
 var line = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(.*)$`)
@@ -64,7 +100,7 @@ func parse(r io.Reader) ([]*result, error) {
 		}
 		res := byName[m[1]]
 		if res == nil {
-			res = &result{pkg: pkg, name: m[1]}
+			res = &result{pkg: pkg, name: m[1], custom: map[string][]float64{}}
 			byName[m[1]] = res
 			order = append(order, res)
 		}
@@ -78,6 +114,10 @@ func parse(r io.Reader) ([]*result, error) {
 				f, _ := strconv.ParseFloat(v, 64)
 				res.mbs = append(res.mbs, f)
 				continue
+			}
+			if _, ok := units[unit]; ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				res.custom[unit] = append(res.custom[unit], f)
 			}
 			rest = append(rest, v+" "+unit)
 		}
@@ -108,6 +148,37 @@ func find(rs []*result, name string) *result {
 	return nil
 }
 
+// num formats a custom metric value with its unit.
+func num(v float64, show string) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f %s", v, show)
+	case v >= 10:
+		return fmt.Sprintf("%.1f %s", v, show)
+	}
+	return fmt.Sprintf("%.2f %s", v, show)
+}
+
+// compare describes a against baseline b: the difference and its share of
+// b where lower is better, the ratio where higher is.
+func compare(a, b float64, u unit) string {
+	if b == 0 {
+		return "n/a"
+	}
+	if u.higherBetter {
+		return fmt.Sprintf("%.0f %% of baseline", a/b*100)
+	}
+	sign := "+"
+	if a < b {
+		sign = "−"
+	}
+	d := a - b
+	if d < 0 {
+		d = -d
+	}
+	return fmt.Sprintf("%s%s (%s%.0f %%)", sign, num(d, u.show), sign, d/b*100)
+}
+
 func render(w io.Writer, rs []*result, raw string) {
 	fmt.Fprintf(w, "# Benchmarks\n\nGenerated by `make bench` (`tools/benchreport`) on %s. Each row is the median of\n", time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(w, "the runs in one `go test -bench` invocation; every Wrenn operation is measured in the same run as\nits raw baseline on the same machine (2 cores, 24 GiB).\n\n")
@@ -116,6 +187,15 @@ func render(w io.Writer, rs []*result, raw string) {
 		a, b := find(rs, c.wrenn), find(rs, c.baseline)
 		if a == nil || b == nil {
 			fmt.Fprintf(w, "| %s | not measured | | | %s |\n", c.what, c.target)
+			continue
+		}
+		if u, ok := units[c.metric]; ok {
+			if len(a.custom[c.metric]) == 0 || len(b.custom[c.metric]) == 0 {
+				fmt.Fprintf(w, "| %s | not measured | | | %s |\n", c.what, c.target)
+				continue
+			}
+			am, bm := median(a.custom[c.metric]), median(b.custom[c.metric])
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.what, num(am, u.show), num(bm, u.show), compare(am, bm, u), c.target)
 			continue
 		}
 		switch c.metric {

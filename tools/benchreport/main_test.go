@@ -14,6 +14,19 @@ BenchmarkForkExecTrue-2 	    1000	   1000000 ns/op
 pkg: github.com/wrenn/wrenn/internal/envd/files
 BenchmarkUpload-2       	      10	 100000000 ns/op	 700.00 MB/s
 BenchmarkLocalCopy-2    	      10	  70000000 ns/op	1000.00 MB/s
+pkg: github.com/wrenn/wrenn/tests/agentbench
+BenchmarkAgentCreate-2      	       5	 215600348 ns/op	       216.4 ms/p50
+BenchmarkRawRunscCreate-2   	       5	 107715274 ns/op	       110.1 ms/p50
+BenchmarkAgentCreate-2      	       5	 215600348 ns/op	       200.0 ms/p50
+BenchmarkRawRunscCreate-2   	       5	 107715274 ns/op	       100.0 ms/p50
+BenchmarkAgentCreate-2      	       5	 215600348 ns/op	       240.0 ms/p50
+BenchmarkRawRunscCreate-2   	       5	 107715274 ns/op	       120.0 ms/p50
+BenchmarkAgentPause/dirty=0MiB-2         	       5	 127022717 ns/op	       90.0 ms/p50
+BenchmarkRawRunscPause/dirty=0MiB-2      	       5	  47896798 ns/op	       100.0 ms/p50
+BenchmarkAgentIdleMemory-2              	       5	 104551222 ns/op	        29.83 MiB/capsule	        18.14 cgroup-MiB/capsule
+BenchmarkRawRunscIdleMemory-2           	       5	 104327201 ns/op	        29.81 MiB/capsule	        17.88 cgroup-MiB/capsule
+BenchmarkAgentCreateParallel-2          	       5	 451938622 ns/op	         8.000 creates/s
+BenchmarkRawRunscCreateParallel-2       	       5	 285752730 ns/op	        10.00 creates/s
 `
 
 func TestParseAndRender(t *testing.T) {
@@ -21,8 +34,11 @@ func TestParseAndRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 4 {
-		t.Fatalf("got %d results, want 4", len(rs))
+	if len(rs) != 12 {
+		t.Fatalf("got %d results, want 12", len(rs))
+	}
+	if got := median(find(rs, "AgentCreate").custom["ms/p50"]); got != 216.4 {
+		t.Errorf("median AgentCreate ms/p50 = %v, want 216.4", got)
 	}
 	exec := find(rs, "ExecTrue")
 	if got := median(exec.ns); got != 2500000 {
@@ -38,6 +54,12 @@ func TestParseAndRender(t *testing.T) {
 		"| exec `true` round trip | 2.5ms | 1ms | +1.5ms |",
 		"| file upload | 700 MB/s | 1000 MB/s | 70 % of baseline |",
 		"| file download | not measured |",
+		"| capsule create from image | 216 ms | 110 ms | +106 ms (+97 %) |",
+		"| pause, idle capsule | 90.0 ms | 100 ms | −10.0 ms (−10 %) |",
+		"| pause, 256 MiB dirty | not measured |",
+		"| idle capsule host memory | 29.8 MiB | 29.8 MiB | +0.02 MiB (+0 %) |",
+		"| idle capsule cgroup charge | 18.1 MiB | 17.9 MiB | +0.26 MiB (+1 %) |",
+		"| creates per second, 4 callers | 8.00 creates/s | 10.0 creates/s | 80 % of baseline |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -122,7 +122,7 @@ func ociSpec(s capsule.Spec, cgroupsPath string, pidsLimit int64) *specs.Spec {
 			},
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
 		},
-		Root:     &specs.Root{Path: s.Image.Path, Readonly: false},
+		Root: &specs.Root{Path: s.Image.Path, Readonly: false},
 		// One hostname for every capsule: it is what the images' /etc/hosts
 		// resolves, and a capsule restored from a template keeps the
 		// hostname of the snapshot anyway.

@@ -39,15 +39,15 @@ type proc struct {
 	cutOnce   sync.Once
 	stopPumps chan struct{} // closed by the supervisor before it closes outputs
 
-	mu       sync.Mutex // guards the fields below
-	stdin    *os.File   // stdin pipe write end; nil when disabled or closed
-	log      outputLog
-	wake     chan struct{} // closed and replaced whenever log or end changes
+	mu    sync.Mutex // guards the fields below
+	stdin *os.File   // stdin pipe write end; nil when disabled or closed
+	log   outputLog
+	wake  chan struct{} // closed and replaced whenever log or end changes
 	// holds are the cursors of consumers output must not outrun (the
 	// Start stream): a pump waits rather than evict bytes they have not
 	// sent, so the process blocks on a full pipe like with any slow reader.
-	holds map[*hold]struct{}
-	space chan struct{} // closed and replaced whenever a hold moves or goes
+	holds    map[*hold]struct{}
+	space    chan struct{} // closed and replaced whenever a hold moves or goes
 	end      *process.ProcessEvent_EndEvent
 	exitedAt time.Time
 	timedOut bool        // killed because its Start lifetime ran out
