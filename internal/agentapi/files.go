@@ -36,6 +36,9 @@ func (s *Server) WriteFile(ctx context.Context, req *connect.Request[v1.WriteFil
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessWrite); err != nil {
+		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	if err := c.Upload(ctx, m.GetPath(), info.DefaultUser, bytes.NewReader(m.GetContent())); err != nil {
 		return nil, s.fail(ctx, "write file", m.GetSandboxId(), err)
 	}
@@ -58,6 +61,9 @@ func (s *Server) ReadFile(ctx context.Context, req *connect.Request[v1.ReadFileR
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
+		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	rc, err := c.Download(ctx, m.GetPath(), info.DefaultUser)
 	if err != nil {
 		return nil, s.fail(ctx, "read file", m.GetSandboxId(), err)
@@ -98,6 +104,9 @@ func (s *Server) WriteFileStream(ctx context.Context, stream *connect.ClientStre
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, path, accessWrite); err != nil {
+		return nil, s.fail(ctx, "access check", id, err)
+	}
 
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -162,6 +171,9 @@ func (s *Server) ReadFileStream(ctx context.Context, req *connect.Request[v1.Rea
 		return err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
+		return s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	rc, err := c.Download(ctx, m.GetPath(), info.DefaultUser)
 	if err != nil {
 		return s.fail(ctx, "read file stream", m.GetSandboxId(), err)
@@ -199,6 +211,9 @@ func (s *Server) ListDir(ctx context.Context, req *connect.Request[v1.ListDirReq
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
+		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	r := connect.NewRequest(&filesystem.ListDirRequest{Path: m.GetPath(), Depth: depth})
 	asUser(r.Header(), info.DefaultUser)
 	res, err := c.FS.ListDir(ctx, r)
@@ -224,6 +239,9 @@ func (s *Server) MakeDir(ctx context.Context, req *connect.Request[v1.MakeDirReq
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessWrite); err != nil {
+		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	r := connect.NewRequest(&filesystem.MakeDirRequest{Path: m.GetPath()})
 	asUser(r.Header(), info.DefaultUser)
 	res, err := c.FS.MakeDir(ctx, r)
@@ -244,6 +262,9 @@ func (s *Server) RemovePath(ctx context.Context, req *connect.Request[v1.RemoveP
 		return nil, err
 	}
 	defer done()
+	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRemove); err != nil {
+		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
+	}
 	r := connect.NewRequest(&filesystem.RemoveRequest{Path: m.GetPath()})
 	asUser(r.Header(), info.DefaultUser)
 	if _, err := c.FS.Remove(ctx, r); err != nil {

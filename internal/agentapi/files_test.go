@@ -203,3 +203,61 @@ func TestFiles(t *testing.T) {
 		t.Fatalf("after remove: %v", got)
 	}
 }
+
+// File calls run as the default user: what it may not read or write is
+// PermissionDenied and changes nothing.
+func TestFilePermissions(t *testing.T) {
+	h := newHarness(t, true)
+	u := testutil.CreateUser(t, testutil.RandomName("wrnperm", 6))
+	h.fake.defaultUser = u.Name
+	ctx := ctxT(t, 60*time.Second)
+	root := t.TempDir() // 0700 root: the user may not enter it
+	secret := filepath.Join(root, "secret.txt")
+	if err := os.WriteFile(secret, []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"read": func() error {
+			_, err := h.client.ReadFile(ctx, connect.NewRequest(&v1.ReadFileRequest{SandboxId: runningID, Path: secret}))
+			return err
+		},
+		"overwrite": func() error {
+			_, err := h.client.WriteFile(ctx, connect.NewRequest(&v1.WriteFileRequest{SandboxId: runningID, Path: secret, Content: []byte("x")}))
+			return err
+		},
+		"create": func() error {
+			_, err := h.client.WriteFile(ctx, connect.NewRequest(&v1.WriteFileRequest{SandboxId: runningID, Path: root + "/new/f", Content: []byte("x")}))
+			return err
+		},
+		"mkdir": func() error {
+			_, err := h.client.MakeDir(ctx, connect.NewRequest(&v1.MakeDirRequest{SandboxId: runningID, Path: root + "/d"}))
+			return err
+		},
+		"remove": func() error {
+			_, err := h.client.RemovePath(ctx, connect.NewRequest(&v1.RemovePathRequest{SandboxId: runningID, Path: secret}))
+			return err
+		},
+		"list": func() error {
+			_, err := h.client.ListDir(ctx, connect.NewRequest(&v1.ListDirRequest{SandboxId: runningID, Path: root}))
+			return err
+		},
+		"home is not": func() error {
+			_, err := h.client.WriteFile(ctx, connect.NewRequest(&v1.WriteFileRequest{SandboxId: runningID, Path: "/etc/wrenn-perm-test", Content: []byte("x")}))
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) { wantCode(t, call(), connect.CodePermissionDenied) })
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "root only" {
+		t.Fatalf("secret changed: %q", b)
+	}
+	for _, p := range []string{root + "/new", root + "/d", "/etc/wrenn-perm-test"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s was created", p)
+		}
+	}
+	// Its own home works, via ~ too.
+	if _, err := h.client.WriteFile(ctx, connect.NewRequest(&v1.WriteFileRequest{SandboxId: runningID, Path: "~/mine/f", Content: []byte("ok")})); err != nil {
+		t.Fatalf("write in home: %v", err)
+	}
+}
