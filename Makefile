@@ -5,7 +5,7 @@ BIN   := bin
 RELEASE ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.release=$(RELEASE)
 
-.PHONY: help deps build envd generate check-generate lint test test-short bench run clean
+.PHONY: help deps build envd generate check-generate lint test test-short bench run run-envd clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,7 +45,12 @@ bench: envd ## run the benchmarks and write docs/benchmarks.md
 	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 20m ./tests/agentbench/... | tee -a $(BIN)/bench.txt
 	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
 
-run: envd ## run envd on this host for local use (loopback, port 49983)
+run: build ## set up and run the platform on this machine (root): the host agent with gVisor capsules
+	@test "$$(id -u)" = 0 || { echo "the host agent runs capsules: run as root"; exit 1; }
+	./scripts/install-deps.sh
+	$(BIN)/wrenn-agent -runsc "$$(./scripts/install-runsc.sh)" -envd $(CURDIR)/$(BIN)/envd
+
+run-envd: envd ## run envd alone on this host for local use (loopback, port 49983)
 	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }
 	$(BIN)/envd -addr 127.0.0.1:49983 -forward-ports=false -run-dir $(CURDIR)/$(BIN)/run
 

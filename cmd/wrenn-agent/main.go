@@ -35,6 +35,7 @@ type config struct {
 	netPrefix string
 	subnet    string
 	debug     bool
+	metrics   time.Duration
 	logFormat string
 	logLevel  string
 	version   bool
@@ -49,6 +50,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.envd, "envd", defaultEnvd(), "the envd binary capsules run as init")
 	fs.StringVar(&c.netPrefix, "net-prefix", "wrn", "prefix of every network namespace, link and nftables table the agent creates")
 	fs.StringVar(&c.subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
+	fs.DurationVar(&c.metrics, "metrics-interval", 5*time.Second, "how often each capsule's CPU, memory and disk are sampled")
 	fs.BoolVar(&c.debug, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -131,12 +133,13 @@ func run(args []string) error {
 	images := &image.Store{Dir: filepath.Join(c.dataDir, "images"), Log: log.With("component", "image")}
 	defer images.Close()
 	ag, err := agent.New(ctx, agent.Config{
-		DataDir: c.dataDir,
-		Runtime: rt,
-		Network: nets,
-		Images:  images,
-		Envd:    c.envd,
-		Log:     log.With("component", "agent"),
+		DataDir:      c.dataDir,
+		Runtime:      rt,
+		Network:      nets,
+		Images:       images,
+		Envd:         c.envd,
+		MetricsEvery: c.metrics,
+		Log:          log.With("component", "agent"),
 	})
 	if err != nil {
 		return err

@@ -18,13 +18,14 @@ type Netns struct {
 	InsideIP   string // 10.241.N.2
 }
 
-// NewNetns creates a namespace wrn-t-<rand> and a veth pair wrn-t-<rand>-h
-// (host, 10.241.N.1/30) / wrn-t-<rand> (inside, 10.241.N.2/30, with lo up).
+// NewNetns creates a namespace wtn-<rand> (not wrn-: the agent's default
+// prefix, whose leftovers an agent removes) and a veth pair wtn-<rand>-h
+// (host, 10.241.N.1/30) / wtn-<rand> (inside, 10.241.N.2/30, with lo up).
 // Both are deleted when the test ends.
 func NewNetns(t testing.TB) Netns {
 	t.Helper()
 	RequireRoot(t)
-	name := RandomName("wrn-t-", 6)
+	name := RandomName("wtn-", 6)
 	octet := freeOctet(t)
 	n := Netns{
 		Name:       name,

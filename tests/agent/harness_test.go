@@ -79,7 +79,7 @@ func (h *host) start() {
 	}
 	h.cmd = exec.Command(h.agent,
 		"-listen", h.addr, "-data-dir", h.dataDir, "-runsc", h.runsc, "-envd", h.envd,
-		"-net-prefix", h.prefix, "-subnet", h.subnet, "-log-level", "debug")
+		"-net-prefix", h.prefix, "-subnet", h.subnet, "-log-level", "debug", "-metrics-interval", "200ms")
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)
@@ -151,6 +151,40 @@ func (h *host) finish() {
 		t.Logf("agent log:\n%s", h.logTail())
 	}
 	h.assertClean()
+}
+
+// assertNoCapsules fails the test if any capsule left anything behind
+// while the agent runs: namespaces, links, set elements, processes, mounts,
+// capsule directories.
+func (h *host) assertNoCapsules(t *testing.T) {
+	t.Helper()
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), h.prefix) {
+		t.Errorf("network namespaces left:\n%s", out)
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), h.prefix) {
+		t.Errorf("links left:\n%s", out)
+	}
+	if out, _ := exec.Command("nft", "list", "table", "inet", h.prefix).Output(); strings.Contains(string(out), "elements =") {
+		t.Errorf("nftables elements left:\n%s", out)
+	}
+	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), h.dataDir) {
+		t.Errorf("mounts left under %s", h.dataDir)
+	}
+	var procs []string
+	for _, p := range processesMentioning(h.dataDir) {
+		if !strings.HasPrefix(p, fmt.Sprint(h.cmd.Process.Pid)+":") {
+			procs = append(procs, p)
+		}
+	}
+	if len(procs) > 0 {
+		t.Errorf("processes left: %v", procs)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.dataDir, "capsules")); len(ents) > 0 {
+		t.Errorf("capsule directories left: %d", len(ents))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.dataDir, "runtime")); len(ents) > 0 {
+		t.Errorf("runtime directories left: %d", len(ents))
+	}
 }
 
 // assertClean fails the test if anything the agent creates is left.

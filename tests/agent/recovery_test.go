@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -133,5 +134,39 @@ func TestInactivityPause(t *testing.T) {
 	}
 	if got := h.exec(t, idle.SandboxId, "cat /root/f"); got != "before\n" {
 		t.Fatalf("file after auto-pause: %q", got)
+	}
+}
+
+// The agent samples every running capsule's CPU, memory and disk.
+func TestMetrics(t *testing.T) {
+	h := newHost(t)
+	c := h.create(t, nil)
+	h.exec(t, c.SandboxId, "end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done; dd if=/dev/zero of=/root/blob bs=1M count=8 2>/dev/null")
+	var pts []*hav1.MetricPoint
+	eventually(t, 10*time.Second, "metric points", func() error {
+		res, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_10M}))
+		if err != nil {
+			return err
+		}
+		pts = res.Msg.Points
+		var busy, mem bool
+		for _, p := range pts {
+			busy = busy || p.CpuPct > 20
+			mem = mem || p.MemBytes > 1<<20
+		}
+		if !busy || !mem {
+			return fmt.Errorf("%d points, none with CPU > 20%% and memory > 1 MiB: %v", len(pts), pts)
+		}
+		return nil
+	})
+	flushed, err := h.api.FlushSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: c.SandboxId}))
+	if err != nil || len(flushed.Msg.Points_10M) < len(pts) {
+		t.Fatalf("flush: %v, %d points", err, len(flushed.Msg.GetPoints_10M()))
+	}
+	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_24H})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: newID()})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("metrics of an unknown capsule: %v", err)
 	}
 }

@@ -128,6 +128,8 @@ func TestConcurrentCapsules(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Destroy alone (not Terminate) leaves nothing behind.
+	h.assertNoCapsules(t)
 }
 
 // FlattenRootfs turns a capsule's files into an image template that new

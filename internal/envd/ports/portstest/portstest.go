@@ -62,7 +62,7 @@ func RequireRoot(t testing.TB) {
 	testutil.RequireRoot(t)
 }
 
-// Create makes a namespace wrn-t-<random> with lo up and a veth pair with
+// Create makes a namespace wtn-<random> with lo up and a veth pair with
 // addresses 10.241.<r>.<4k+1>/30 (host) and .<4k+2>/30 (namespace); t's
 // cleanup deletes both.
 func Create(t testing.TB) *Netns {
@@ -75,7 +75,7 @@ func Create(t testing.TB) *Netns {
 	id := hex.EncodeToString(rnd[:])
 	base := rnd[1] &^ 3
 	n := &Netns{
-		Name:     "wrn-t-" + id,
+		Name:     "wtn-" + id,
 		HostAddr: netip.AddrFrom4([4]byte{10, 241, rnd[0], base + 1}),
 		Addr:     netip.AddrFrom4([4]byte{10, 241, rnd[0], base + 2}),
 	}
