@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,4 +170,19 @@ func TestMetrics(t *testing.T) {
 	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: newID()})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("metrics of an unknown capsule: %v", err)
 	}
+}
+
+// A capsule's disk is bounded by disk_size_mb.
+func TestDiskLimit(t *testing.T) {
+	h := newHost(t)
+	c := h.create(t, func(r *hav1.CreateSandboxRequest) { r.DiskSizeMb = 256 })
+	out, code, err := h.tryExec(t, c.SandboxId, "dd if=/dev/zero of=/root/big bs=1M count=400 2>&1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code == 0 || !strings.Contains(out, "No space left") {
+		t.Fatalf("wrote 400 MiB into a 256 MiB disk: code %d, %s", code, out)
+	}
+	// The capsule still works and small writes succeed after cleanup.
+	h.exec(t, c.SandboxId, "rm /root/big && echo ok > /root/small")
 }
