@@ -79,6 +79,9 @@ type entry struct {
 	op   sync.Mutex // held for the whole of a lifecycle operation
 	rec  *record    // guarded by Agent.mu
 	busy int        // open streams/calls; guarded by Agent.mu
+	// netFreed, when set, closes once the network of the last pause is
+	// torn down (that runs after Pause returns); guarded by op.
+	netFreed chan struct{}
 }
 
 // New loads the capsules recorded in the data directory, reconciles them
@@ -184,6 +187,25 @@ func (a *Agent) installEnvd(src string) (string, error) {
 		return "", err
 	}
 	return dst, os.Rename(tmp, dst)
+}
+
+// background runs f after the current operation has answered; Close waits
+// for it.
+func (a *Agent) background(f func()) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		f()
+	}()
+}
+
+// waitNetFreed waits until e's previous network is gone; the caller holds
+// e.op.
+func (e *entry) waitNetFreed() {
+	if e.netFreed != nil {
+		<-e.netFreed
+		e.netFreed = nil
+	}
 }
 
 // lookup returns the entry of id or ErrNotFound.

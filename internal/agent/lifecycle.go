@@ -162,6 +162,7 @@ func (a *Agent) spec(r *record) capsule.Spec {
 
 // attachNetwork creates the capsule's network and records it.
 func (a *Agent) attachNetwork(ctx context.Context, e *entry) error {
+	e.waitNetFreed()
 	r := a.snapshotRec(e)
 	n, hostIP, err := a.net.Setup(ctx, r.ID, r.AllowInternet)
 	if err != nil {
@@ -209,6 +210,7 @@ func (a *Agent) initEnvd(ctx context.Context, r *record) error {
 // network, files and the in-memory entry. Errors are logged: it runs on
 // failure paths and for Destroy, which must not stop half way.
 func (a *Agent) discard(ctx context.Context, e *entry) error {
+	e.waitNetFreed()
 	r := a.snapshotRec(e)
 	var errs []error
 	if err := a.rt.Destroy(ctx, r.ID); err != nil {
@@ -296,9 +298,17 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if err := a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" }); err != nil {
 		return err
 	}
-	if err := a.net.Teardown(ctx, r.ID); err != nil {
-		a.log.Warn("network teardown after pause", "id", r.ID, "error", err)
-	}
+	// Tearing the network down takes tens of milliseconds (veth deletion
+	// is slow in the kernel) and nobody waits for it: do it after
+	// answering. A resume or destroy of this capsule waits for it.
+	freed := make(chan struct{})
+	e.netFreed = freed
+	a.background(func() {
+		defer close(freed)
+		if err := a.net.Teardown(context.Background(), r.ID); err != nil {
+			a.log.Warn("network teardown after pause", "id", r.ID, "error", err)
+		}
+	})
 	envdclient.CloseIdle()
 	return nil
 }
@@ -360,9 +370,17 @@ func (a *Agent) resumeLocked(ctx context.Context, e *entry) error {
 		return err
 	}
 	// Running again: the pause snapshot is stale now (templates made from
-	// it hold their own links to its files).
-	if err := os.RemoveAll(a.dirs.snapshot(r.ID)); err != nil {
+	// it hold their own links to its files). Move it aside at once, so the
+	// next pause can write a new one, and delete it after answering.
+	old := fmt.Sprintf("%s.old-%d", a.dirs.snapshot(r.ID), time.Now().UnixNano())
+	if err := os.Rename(a.dirs.snapshot(r.ID), old); err != nil {
 		a.log.Warn("remove used snapshot", "id", r.ID, "error", err)
+		return nil
 	}
+	a.background(func() {
+		if err := os.RemoveAll(old); err != nil {
+			a.log.Warn("remove used snapshot", "id", r.ID, "error", err)
+		}
+	})
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -26,6 +27,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		e := &entry{rec: r}
 		a.capsules[r.ID] = e
 		running := slices.Contains(alive, r.ID)
+		// Used snapshots whose background removal a crash cut short.
+		if old, _ := filepath.Glob(a.dirs.snapshot(r.ID) + ".old-*"); len(old) > 0 {
+			for _, o := range old {
+				_ = os.RemoveAll(o)
+			}
+		}
 		if r.Status == StatusPausing && !running && !exists(a.dirs.snapshot(r.ID)) && checkpointWritten(a.dirs.snapshotTmp(r.ID)) {
 			// The agent died between the checkpoint and the rename: the
 			// container is gone, so what it wrote is all there is. Keep it.

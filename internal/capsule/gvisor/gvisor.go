@@ -121,12 +121,9 @@ func (r *Runtime) Create(ctx context.Context, spec capsule.Spec) error {
 	defer unlock()
 
 	start := time.Now()
-	if _, ok, err := r.lookup(ctx, spec.ID); err != nil {
-		return fmt.Errorf("create capsule %s: %w", spec.ID, err)
-	} else if ok {
-		return fmt.Errorf("create capsule %s: %w", spec.ID, capsule.ErrExists)
-	}
-	// The directory outlives a pause, so it also marks paused capsules.
+	// The directory exists for every container of ours and outlives a
+	// pause, so it marks running and paused capsules alike (no runsc call
+	// needed to find out).
 	if err := os.Mkdir(r.capsuleDir(spec.ID), 0o700); errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create capsule %s: %w", spec.ID, capsule.ErrExists)
 	} else if err != nil {
@@ -245,16 +242,17 @@ func (r *Runtime) Pause(ctx context.Context, id string, snap capsule.Snapshot) e
 	defer unlock()
 
 	start := time.Now()
-	c, ok, err := r.lookup(ctx, id)
-	switch {
-	case err != nil:
-		return fmt.Errorf("pause capsule %s: %w", id, err)
-	case !ok:
+	if _, err := os.Stat(r.capsuleDir(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("pause capsule %s: %w", id, capsule.ErrNotFound)
-	case !c.alive():
-		return fmt.Errorf("pause capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
 	}
 	if _, err := r.runsc(ctx, id, "checkpoint", "-image-path", snap.Dir, id); err != nil {
+		// Only now ask runsc what the container is (the common path
+		// saves that call): gone, or not running.
+		if c, ok, lerr := r.lookup(ctx, id); lerr == nil && !ok {
+			return fmt.Errorf("pause capsule %s: %w", id, capsule.ErrNotFound)
+		} else if lerr == nil && !c.alive() {
+			return fmt.Errorf("pause capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
+		}
 		return fmt.Errorf("pause capsule %s: %w", id, err)
 	}
 	if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
@@ -276,13 +274,17 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	}
 	defer unlock()
 
-	_, ok, err := r.lookup(ctx, id)
-	if err != nil {
-		return fmt.Errorf("destroy capsule %s: %w", id, err)
-	}
-	if ok {
-		if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
+	_, derr := r.runsc(ctx, id, "delete", "-force", id)
+	ok := derr == nil
+	if derr != nil {
+		// Failing is fine when there is no such container (paused or
+		// already gone); ask runsc only in that case.
+		_, exists, err := r.lookup(ctx, id)
+		if err != nil {
 			return fmt.Errorf("destroy capsule %s: %w", id, err)
+		}
+		if exists {
+			return fmt.Errorf("destroy capsule %s: %w", id, derr)
 		}
 	}
 	if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
