@@ -1,7 +1,6 @@
 package gvisor
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,41 +26,8 @@ import (
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-// runscEnv points the tests at a runsc binary instead of the one
-// scripts/install-runsc.sh builds or finds in its cache.
-const runscEnv = "WRENN_RUNSC"
-
-var runscOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-// runscBinary returns WRENN_RUNSC or the binary of scripts/install-runsc.sh
-// (building it when the cache lacks it). Without runsc the test fails.
-func runscBinary(t *testing.T) string {
-	t.Helper()
-	runscOnce.Do(func() {
-		if p := os.Getenv(runscEnv); p != "" {
-			runscOnce.path = p
-			return
-		}
-		script := filepath.Join(testutil.ModuleRoot(t), "scripts", "install-runsc.sh")
-		var stderr bytes.Buffer
-		cmd := exec.Command(script)
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			runscOnce.err = fmt.Errorf("%s: %w\n%s", script, err, stderr.String())
-			return
-		}
-		runscOnce.path = strings.TrimSpace(string(out))
-	})
-	if runscOnce.err != nil {
-		t.Fatalf("runsc: %v", runscOnce.err)
-	}
-	return runscOnce.path
-}
+// runscBinary is the runsc the tests drive (testutil.Runsc).
+func runscBinary(t *testing.T) string { return testutil.Runsc(t) }
 
 // busybox is Debian's busybox-static, the whole userland of the test image.
 const busybox = "/bin/busybox"
