@@ -36,6 +36,7 @@ type config struct {
 	subnet    string
 	debug     bool
 	metrics   time.Duration
+	netGrace  time.Duration
 	logFormat string
 	logLevel  string
 	version   bool
@@ -51,6 +52,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.netPrefix, "net-prefix", "wrn", "prefix of every network namespace, link and nftables table the agent creates")
 	fs.StringVar(&c.subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
 	fs.DurationVar(&c.metrics, "metrics-interval", 5*time.Second, "how often each capsule's CPU, memory and disk are sampled")
+	fs.DurationVar(&c.netGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
 	fs.BoolVar(&c.debug, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -139,6 +141,7 @@ func run(args []string) error {
 		Images:       images,
 		Envd:         c.envd,
 		MetricsEvery: c.metrics,
+		NetworkGrace: c.netGrace,
 		Log:          log.With("component", "agent"),
 	})
 	if err != nil {

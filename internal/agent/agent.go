@@ -53,6 +53,10 @@ type Config struct {
 	IdleCheck time.Duration
 	// MetricsEvery is the metrics sampling interval (5 s).
 	MetricsEvery time.Duration
+	// NetworkGrace is how long a paused capsule keeps its network before
+	// it is released (30 s; negative: at once). A resume within it skips
+	// building a new one.
+	NetworkGrace time.Duration
 }
 
 // Agent owns the capsules of this host.
@@ -79,9 +83,12 @@ type entry struct {
 	op   sync.Mutex // held for the whole of a lifecycle operation
 	rec  *record    // guarded by Agent.mu
 	busy int        // open streams/calls; guarded by Agent.mu
-	// netFreed, when set, closes once the network of the last pause is
-	// torn down (that runs after Pause returns); guarded by op.
-	netFreed chan struct{}
+	// A paused capsule's network is kept for Config.NetworkGrace, so a
+	// quick resume reuses it; netTimer then tears it down. Both guarded by
+	// op.
+	netKept  bool
+	netTimer *time.Timer
+	keptIP   string
 }
 
 // New loads the capsules recorded in the data directory, reconciles them
@@ -104,6 +111,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.MetricsEvery <= 0 {
 		cfg.MetricsEvery = 5 * time.Second
 	}
+	if cfg.NetworkGrace == 0 {
+		cfg.NetworkGrace = 30 * time.Second
+	}
+	cfg.NetworkGrace = max(cfg.NetworkGrace, 0)
 	if cfg.Runtime == nil || cfg.Network == nil || cfg.Images == nil {
 		return nil, errors.New("agent: Runtime, Network and Images are required")
 	}
@@ -199,13 +210,32 @@ func (a *Agent) background(f func()) {
 	}()
 }
 
-// waitNetFreed waits until e's previous network is gone; the caller holds
-// e.op.
-func (e *entry) waitNetFreed() {
-	if e.netFreed != nil {
-		<-e.netFreed
-		e.netFreed = nil
+// keepNetwork keeps a just-paused capsule's network for the grace period
+// and then tears it down; the caller holds e.op.
+func (a *Agent) keepNetwork(e *entry, id, hostIP string) {
+	e.netKept, e.keptIP = true, hostIP
+	e.netTimer = time.AfterFunc(a.cfg.NetworkGrace, func() {
+		e.op.Lock()
+		defer e.op.Unlock()
+		if !e.netKept {
+			return // resumed or destroyed meanwhile
+		}
+		e.netKept, e.netTimer = false, nil
+		if err := a.net.Teardown(context.Background(), id); err != nil {
+			a.log.Warn("release network of paused capsule", "id", id, "error", err)
+		}
+	})
+}
+
+// takeKeptNetwork stops the release of a kept network and reports whether
+// there was one (and its host address); the caller holds e.op.
+func (e *entry) takeKeptNetwork() (string, bool) {
+	if !e.netKept {
+		return "", false
 	}
+	e.netTimer.Stop()
+	e.netKept, e.netTimer = false, nil
+	return e.keptIP, true
 }
 
 // lookup returns the entry of id or ErrNotFound.

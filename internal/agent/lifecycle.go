@@ -160,9 +160,15 @@ func (a *Agent) spec(r *record) capsule.Spec {
 	}
 }
 
-// attachNetwork creates the capsule's network and records it.
+// attachNetwork creates the capsule's network and records it, or takes
+// back the one kept since its pause.
 func (a *Agent) attachNetwork(ctx context.Context, e *entry) error {
-	e.waitNetFreed()
+	if ip, ok := e.takeKeptNetwork(); ok {
+		a.mu.Lock()
+		e.rec.HostIP = ip
+		a.mu.Unlock()
+		return nil
+	}
 	r := a.snapshotRec(e)
 	n, hostIP, err := a.net.Setup(ctx, r.ID, r.AllowInternet)
 	if err != nil {
@@ -210,7 +216,7 @@ func (a *Agent) initEnvd(ctx context.Context, r *record) error {
 // network, files and the in-memory entry. Errors are logged: it runs on
 // failure paths and for Destroy, which must not stop half way.
 func (a *Agent) discard(ctx context.Context, e *entry) error {
-	e.waitNetFreed()
+	e.takeKeptNetwork()
 	r := a.snapshotRec(e)
 	var errs []error
 	if err := a.rt.Destroy(ctx, r.ID); err != nil {
@@ -298,17 +304,10 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if err := a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" }); err != nil {
 		return err
 	}
-	// Tearing the network down takes tens of milliseconds (veth deletion
-	// is slow in the kernel) and nobody waits for it: do it after
-	// answering. A resume or destroy of this capsule waits for it.
-	freed := make(chan struct{})
-	e.netFreed = freed
-	a.background(func() {
-		defer close(freed)
-		if err := a.net.Teardown(context.Background(), r.ID); err != nil {
-			a.log.Warn("network teardown after pause", "id", r.ID, "error", err)
-		}
-	})
+	// Building a network costs milliseconds, tearing one down tens (veth
+	// deletion is slow in the kernel): keep it for a quick resume, release
+	// it after the grace period.
+	a.keepNetwork(e, r.ID, r.HostIP)
 	envdclient.CloseIdle()
 	return nil
 }

@@ -47,6 +47,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			// Still running: nothing to do.
 		case r.Status == StatusPaused && snap,
 			r.Status == StatusPausing && snap,
+			r.Status == StatusRunning && snap && !running, // paused, record not yet on disk
 			r.Status == StatusResuming && snap && !running:
 			// The snapshot is complete; whatever was in flight is undone.
 			log.Info("capsule is paused")

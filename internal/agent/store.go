@@ -78,8 +78,13 @@ func (l layout) template(team, id string) string {
 }
 func (l layout) envd() string { return filepath.Join(l.root, "envd") }
 
-// writeJSON writes v to path atomically (temp file, fsync, rename).
-func writeJSON(path string, v any) error {
+// writeJSON writes v to path atomically and durably (temp file, fsync,
+// rename).
+func writeJSON(path string, v any) error { return writeJSONSync(path, v, true) }
+
+// writeJSONSync is writeJSON; without sync the data survives an agent
+// crash (it is in the page cache) but not a host crash.
+func writeJSONSync(path string, v any, sync bool) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
@@ -93,9 +98,11 @@ func writeJSON(path string, v any) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -115,7 +122,9 @@ func (a *Agent) saveRecord(r *record) error {
 	if err := os.MkdirAll(a.dirs.capsule(r.ID), 0o700); err != nil {
 		return err
 	}
-	if err := writeJSON(a.dirs.recordFile(r.ID), r); err != nil {
+	// Only a paused capsule outlives a host crash (its sandbox does not),
+	// so only that state is worth an fsync on the hot path.
+	if err := writeJSONSync(a.dirs.recordFile(r.ID), r, r.Status == StatusPaused); err != nil {
 		return fmt.Errorf("save capsule %s: %w", r.ID, err)
 	}
 	return nil
@@ -162,5 +171,5 @@ func (a *Agent) writeMetadata(r *record) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeJSON(filepath.Join(dir, "metadata.json"), metadata{SandboxID: r.ID, TemplateID: r.TemplateID})
+	return writeJSONSync(filepath.Join(dir, "metadata.json"), metadata{SandboxID: r.ID, TemplateID: r.TemplateID}, false)
 }

@@ -79,7 +79,7 @@ func (h *host) start() {
 	}
 	h.cmd = exec.Command(h.agent,
 		"-listen", h.addr, "-data-dir", h.dataDir, "-runsc", h.runsc, "-envd", h.envd,
-		"-net-prefix", h.prefix, "-subnet", h.subnet, "-log-level", "debug", "-metrics-interval", "200ms")
+		"-net-prefix", h.prefix, "-subnet", h.subnet, "-log-level", "debug", "-metrics-interval", "200ms", "-network-grace", "1s")
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -127,6 +128,15 @@ func TestInactivityPause(t *testing.T) {
 	if st, _ := h.status(t, idle.SandboxId); st != hav1.SandboxStatus_SANDBOX_STATUS_PAUSED {
 		t.Fatalf("idle capsule is %v", st)
 	}
+	// After the grace period (1 s here) the paused capsule's network is
+	// released.
+	eventually(t, 5*time.Second, "network of the paused capsule released", func() error {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(out), idle.SandboxId) {
+			return fmt.Errorf("namespace still there:\n%s", out)
+		}
+		return nil
+	})
 	if st, _ := h.status(t, busy.SandboxId); st != hav1.SandboxStatus_SANDBOX_STATUS_RUNNING {
 		t.Fatalf("pinged capsule is %v", st)
 	}

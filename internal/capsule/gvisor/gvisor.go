@@ -157,9 +157,14 @@ func (r *Runtime) Restore(ctx context.Context, spec capsule.Spec, snap capsule.S
 	defer unlock()
 
 	start := time.Now()
-	c, ok, err := r.lookup(ctx, spec.ID)
-	if err != nil {
-		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+	// Without a directory there is no container of ours under this id (a
+	// template's new capsule): no need to ask runsc.
+	var c container
+	ok := false
+	if _, err := os.Stat(r.capsuleDir(spec.ID)); err == nil {
+		if c, ok, err = r.lookup(ctx, spec.ID); err != nil {
+			return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
+		}
 	}
 	if ok && c.alive() {
 		return fmt.Errorf("restore capsule %s: %w", spec.ID, capsule.ErrExists)
