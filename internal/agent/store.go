@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wrenn/wrenn/internal/capsule"
 )
 
@@ -122,9 +124,10 @@ func (a *Agent) saveRecord(r *record) error {
 	if err := os.MkdirAll(a.dirs.capsule(r.ID), 0o700); err != nil {
 		return err
 	}
-	// Only a paused capsule outlives a host crash (its sandbox does not),
-	// so only that state is worth an fsync on the hot path.
-	if err := writeJSONSync(a.dirs.recordFile(r.ID), r, r.Status == StatusPaused); err != nil {
+	// Not fsynced on the hot path: a record written survives an agent crash
+	// (it is in the page cache); a pause flushes its capsule's files to
+	// disk right after answering (see flushLater).
+	if err := writeJSONSync(a.dirs.recordFile(r.ID), r, false); err != nil {
 		return fmt.Errorf("save capsule %s: %w", r.ID, err)
 	}
 	return nil
@@ -158,6 +161,22 @@ func (a *Agent) loadRecords() ([]*record, error) {
 		out = append(out, &r)
 	}
 	return out, nil
+}
+
+// flushLater flushes the filesystem holding a capsule's directory (its
+// snapshot and record) to disk after the caller answered, so a paused
+// capsule also survives a host crash.
+func (a *Agent) flushLater(id string) {
+	a.background(func() {
+		f, err := os.Open(a.dirs.capsule(id))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		if err := unix.Syncfs(int(f.Fd())); err != nil {
+			a.log.Warn("flush paused capsule to disk", "id", id, "error", err)
+		}
+	})
 }
 
 // metadata is what envd reads from /.wrenn/meta/metadata.json at /init.

@@ -153,38 +153,45 @@ func (h *host) finish() {
 	h.assertClean()
 }
 
-// assertNoCapsules fails the test if any capsule left anything behind
-// while the agent runs: namespaces, links, set elements, processes, mounts,
-// capsule directories.
-func (h *host) assertNoCapsules(t *testing.T) {
-	t.Helper()
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), h.prefix) {
-		t.Errorf("network namespaces left:\n%s", out)
+// leftovers lists what capsules left behind while the agent runs:
+// namespaces, links, set elements, processes, mounts, directories.
+func (h *host) leftovers() []string {
+	var out []string
+	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), h.prefix) {
+		out = append(out, "network namespaces:\n"+string(b))
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), h.prefix) {
-		t.Errorf("links left:\n%s", out)
+	if b, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(b), h.prefix) {
+		out = append(out, "links:\n"+string(b))
 	}
-	if out, _ := exec.Command("nft", "list", "table", "inet", h.prefix).Output(); strings.Contains(string(out), "elements =") {
-		t.Errorf("nftables elements left:\n%s", out)
+	if b, _ := exec.Command("nft", "list", "table", "inet", h.prefix).Output(); strings.Contains(string(b), "elements =") {
+		out = append(out, "nftables elements:\n"+string(b))
 	}
 	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), h.dataDir) {
-		t.Errorf("mounts left under %s", h.dataDir)
+		out = append(out, "mounts under "+h.dataDir)
 	}
-	var procs []string
 	for _, p := range processesMentioning(h.dataDir) {
 		if !strings.HasPrefix(p, fmt.Sprint(h.cmd.Process.Pid)+":") {
-			procs = append(procs, p)
+			out = append(out, "process "+p)
 		}
 	}
-	if len(procs) > 0 {
-		t.Errorf("processes left: %v", procs)
+	for _, d := range []string{"capsules", "runtime"} {
+		if ents, _ := os.ReadDir(filepath.Join(h.dataDir, d)); len(ents) > 0 {
+			out = append(out, fmt.Sprintf("%d %s directories", len(ents), d))
+		}
 	}
-	if ents, _ := os.ReadDir(filepath.Join(h.dataDir, "capsules")); len(ents) > 0 {
-		t.Errorf("capsule directories left: %d", len(ents))
-	}
-	if ents, _ := os.ReadDir(filepath.Join(h.dataDir, "runtime")); len(ents) > 0 {
-		t.Errorf("runtime directories left: %d", len(ents))
-	}
+	return out
+}
+
+// assertNoCapsules waits briefly (networks go right after a destroy
+// answered) and fails the test if capsules left anything behind.
+func (h *host) assertNoCapsules(t *testing.T) {
+	t.Helper()
+	eventually(t, 10*time.Second, "capsules leave nothing behind", func() error {
+		if l := h.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+		}
+		return nil
+	})
 }
 
 // assertClean fails the test if anything the agent creates is left.

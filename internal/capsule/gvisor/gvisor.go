@@ -292,6 +292,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 			return fmt.Errorf("destroy capsule %s: %w", id, derr)
 		}
 	}
+	r.killStrays(id)
 	if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
 		return fmt.Errorf("destroy capsule %s: %w", id, err)
 	}
@@ -343,6 +344,13 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 	for _, c := range cs {
 		if c.alive() {
 			ids = append(ids, c.ID)
+		}
+	}
+	// Sandboxes of a `runsc run` cut short have no container to list, but
+	// they are ours and running: report them so they get destroyed.
+	for id := range r.strays() {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
 		}
 	}
 	slices.Sort(ids)

@@ -13,7 +13,8 @@ func (h *host) prepareSnapshot(w http.ResponseWriter, _ *http.Request) {
 	if h.ports != nil {
 		h.ports.Stop()
 	}
-	runtime.GC()
+	// Two collections, the second of which returns freed memory to the OS
+	// (FreeOSMemory collects, then scavenges).
 	runtime.GC()
 	debug.FreeOSMemory()
 	h.log.Debug("prepared for snapshot")
