@@ -209,7 +209,7 @@ func (r *Runtime) streamUpper(ctx context.Context, c container, apply func(io.Re
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
-	err = cmd.Start()
+	err = startCmd(cmd)
 	pw.Close()
 	if err != nil {
 		return fmt.Errorf("runsc tar: %w", err)

@@ -71,7 +71,7 @@ func (r *Runtime) runsc(ctx context.Context, id string, args ...string) ([]byte,
 	// do not wait for it forever.
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
-	err := cmd.Run()
+	err := runCmd(cmd)
 	r.log.DebugContext(ctx, "runsc", "args", args, "took", time.Since(start), "error", err)
 	if err != nil {
 		return stdout.Bytes(), fmt.Errorf("runsc %s: %w%s", args[0], err, formatTail(stderr.Bytes()))
@@ -106,7 +106,7 @@ func (r *Runtime) runscDetached(ctx context.Context, id string, diskMB int, args
 	// group do not reach capsules.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
-	err = cmd.Run()
+	err = runCmd(cmd)
 	r.log.DebugContext(ctx, "runsc", "args", args, "took", time.Since(start), "error", err)
 	if err != nil {
 		return fmt.Errorf("runsc %s: %w%s", args[0], err, formatTail(readFrom(logPath, offset)))
