@@ -21,13 +21,14 @@ build: ## build every binary into bin/ (static)
 envd: ## build the static envd binary
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/envd ./cmd/envd
 
-generate: ## regenerate protobuf/Connect code from api/
+generate: ## regenerate protobuf/Connect code from api/ and the store's sqlc code
 	$(GO) tool buf generate
 	$(GO) tool buf generate --template buf.gen.hostagent.yaml
+	$(GO) tool sqlc generate -f internal/store/sqlc.yaml
 
 check-generate: generate ## fail when generated code is stale
-	@git diff --exit-code -- api/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api/)" || { git status --porcelain -- api/; echo "generation produced untracked files"; exit 1; }
+	@git diff --exit-code -- api/ internal/store/db/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api/ internal/store/db/)" || { git status --porcelain -- api/ internal/store/db/; echo "generation produced untracked files"; exit 1; }
 
 lint: ## go vet, staticcheck, buf lint
 	$(GO) vet ./...

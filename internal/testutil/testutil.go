@@ -1,6 +1,6 @@
 // Package testutil holds helpers shared by Wrenn's integration tests: root
-// checks, building binaries, running envd, and creating users and network
-// namespaces that are removed again when a test ends.
+// checks, building binaries, running envd, PostgreSQL databases, and creating
+// users and network namespaces that are removed again when a test ends.
 package testutil
 
 import (
@@ -40,9 +40,11 @@ func Integration(t testing.TB) {
 }
 
 // Main runs the tests of a package and then removes the binaries BuildBinary
-// built; use it from TestMain.
+// built and stops the PostgreSQL cluster Postgres started; use it from TestMain.
 func Main(m *testing.M) {
+	mainActive = true
 	code := m.Run()
 	removeBuilds()
+	stopPostgres()
 	os.Exit(code)
 }
