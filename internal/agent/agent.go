@@ -72,9 +72,6 @@ type Agent struct {
 	capsules   map[string]*entry
 	autoPaused []string
 	metrics    map[string]*series
-	// releasing holds capsule ids whose network is being torn down after
-	// their destroy answered; a new capsule with the same id waits for it.
-	releasing map[string]chan struct{}
 
 	stop chan struct{}
 	bg   sync.WaitGroup
@@ -122,15 +119,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: Runtime, Network and Images are required")
 	}
 	a := &Agent{
-		cfg:       cfg,
-		log:       cfg.Log,
-		dirs:      layout{root: cfg.DataDir},
-		rt:        cfg.Runtime,
-		net:       cfg.Network,
-		capsules:  map[string]*entry{},
-		metrics:   map[string]*series{},
-		releasing: map[string]chan struct{}{},
-		stop:      make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Log,
+		dirs:     layout{root: cfg.DataDir},
+		rt:       cfg.Runtime,
+		net:      cfg.Network,
+		capsules: map[string]*entry{},
+		metrics:  map[string]*series{},
+		stop:     make(chan struct{}),
 	}
 	for _, d := range []string{a.dirs.capsules(), a.dirs.templates(), a.dirs.envd()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -229,53 +225,6 @@ func (a *Agent) keepNetwork(e *entry, id, hostIP string) {
 			a.log.Warn("release network of paused capsule", "id", id, "error", err)
 		}
 	})
-}
-
-// releaseNetwork tears id's network down after the caller answered.
-func (a *Agent) releaseNetwork(id string) {
-	done := make(chan struct{})
-	a.mu.Lock()
-	a.releasing[id] = done
-	a.mu.Unlock()
-	a.background(func() {
-		defer func() {
-			a.mu.Lock()
-			delete(a.releasing, id)
-			a.mu.Unlock()
-			close(done)
-		}()
-		if err := a.net.Teardown(context.Background(), id); err != nil {
-			a.log.Error("network teardown", "id", id, "error", err)
-		}
-	})
-}
-
-// waitReleased waits until a released network of id is gone.
-func (a *Agent) waitReleased(id string) {
-	a.mu.Lock()
-	done := a.releasing[id]
-	a.mu.Unlock()
-	if done != nil {
-		<-done
-	}
-}
-
-// waitAllReleased waits until no released network is still being torn
-// down.
-func (a *Agent) waitAllReleased() {
-	for {
-		a.mu.Lock()
-		var done chan struct{}
-		for _, d := range a.releasing {
-			done = d
-			break
-		}
-		a.mu.Unlock()
-		if done == nil {
-			return
-		}
-		<-done
-	}
 }
 
 // takeKeptNetwork stops the release of a kept network and reports whether

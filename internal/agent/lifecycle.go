@@ -170,7 +170,6 @@ func (a *Agent) attachNetwork(ctx context.Context, e *entry) error {
 		return nil
 	}
 	r := a.snapshotRec(e)
-	a.waitReleased(r.ID)
 	n, hostIP, err := a.net.Setup(ctx, r.ID, r.AllowInternet)
 	if err != nil {
 		return fmt.Errorf("network for %s: %w", r.ID, err)
@@ -223,9 +222,9 @@ func (a *Agent) discard(ctx context.Context, e *entry) error {
 	if err := a.rt.Destroy(ctx, r.ID); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: %w", err))
 	}
-	// The namespace and veth go after answering: deleting a veth takes tens
-	// of milliseconds in the kernel, serialised across callers.
-	a.releaseNetwork(r.ID)
+	if err := a.net.Teardown(ctx, r.ID); err != nil {
+		errs = append(errs, fmt.Errorf("network: %w", err))
+	}
 	if err := os.RemoveAll(a.dirs.capsule(r.ID)); err != nil {
 		errs = append(errs, err)
 	}
@@ -309,7 +308,6 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	// deletion is slow in the kernel): keep it for a quick resume, release
 	// it after the grace period.
 	a.keepNetwork(e, r.ID, r.HostIP)
-	a.flushLater(r.ID)
 	envdclient.CloseIdle()
 	return nil
 }

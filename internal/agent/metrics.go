@@ -191,7 +191,6 @@ func (a *Agent) Terminate(ctx context.Context) error {
 		}
 		e.op.Unlock()
 	}
-	a.waitAllReleased()
 	if len(errs) > 0 {
 		return fmt.Errorf("terminate: %d capsules not fully removed: %v", len(errs), errs[0])
 	}

@@ -109,7 +109,6 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 		}
 	}
-	a.waitAllReleased()
 	return a.net.Cleanup(ctx, func(id string) bool {
 		e, ok := a.capsules[id]
 		return ok && e.rec.Status == StatusRunning

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/wrenn/wrenn/internal/capsule"
 )
 
@@ -125,8 +123,8 @@ func (a *Agent) saveRecord(r *record) error {
 		return err
 	}
 	// Not fsynced on the hot path: a record written survives an agent crash
-	// (it is in the page cache); a pause flushes its capsule's files to
-	// disk right after answering (see flushLater).
+	// (it is in the page cache), and the kernel writes it back within
+	// seconds, like the snapshot files runsc writes.
 	if err := writeJSONSync(a.dirs.recordFile(r.ID), r, false); err != nil {
 		return fmt.Errorf("save capsule %s: %w", r.ID, err)
 	}
@@ -161,22 +159,6 @@ func (a *Agent) loadRecords() ([]*record, error) {
 		out = append(out, &r)
 	}
 	return out, nil
-}
-
-// flushLater flushes the filesystem holding a capsule's directory (its
-// snapshot and record) to disk after the caller answered, so a paused
-// capsule also survives a host crash.
-func (a *Agent) flushLater(id string) {
-	a.background(func() {
-		f, err := os.Open(a.dirs.capsule(id))
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		if err := unix.Syncfs(int(f.Fd())); err != nil {
-			a.log.Warn("flush paused capsule to disk", "id", id, "error", err)
-		}
-	})
 }
 
 // metadata is what envd reads from /.wrenn/meta/metadata.json at /init.
