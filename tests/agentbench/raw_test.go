@@ -248,11 +248,36 @@ func (h *rawHost) run(ctx context.Context, c rawCapsule) error {
 	if err := h.detached(ctx, c.id, "run", "-detach", "--bundle", bundle, c.id); err != nil {
 		return err
 	}
-	return h.waitHealthy(ctx, c)
+	if err := h.waitHealthy(ctx, c); err != nil {
+		return err
+	}
+	return h.envdPost(ctx, c, "/init")
+}
+
+// envdPost does a step of the capsule protocol by hand: POST /init after a
+// boot or restore, POST /snapshot/prepare before a checkpoint — the same
+// calls the agent makes, so both sides do the same operation.
+func (h *rawHost) envdPost(ctx context.Context, c rawCapsule, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.addr()+path, nil)
+	if err != nil {
+		return err
+	}
+	res, err := h.health.Do(req)
+	if err != nil {
+		return err
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("POST %s: status %d", path, res.StatusCode)
+	}
+	return nil
 }
 
 // checkpoint saves c into dir and deletes the container, as a pause does.
 func (h *rawHost) checkpoint(ctx context.Context, c rawCapsule, dir string) error {
+	if err := h.envdPost(ctx, c, "/snapshot/prepare"); err != nil {
+		return err
+	}
 	if err := h.runsc(ctx, c.id, "checkpoint", "-image-path", dir, c.id); err != nil {
 		return err
 	}
@@ -281,7 +306,10 @@ func (h *rawHost) restore(ctx context.Context, c rawCapsule, dir string) error {
 	if err := h.detached(ctx, c.id, "restore", "-detach", "-image-path", dir, "--bundle", bundle, c.id); err != nil {
 		return err
 	}
-	return h.waitHealthy(ctx, c)
+	if err := h.waitHealthy(ctx, c); err != nil {
+		return err
+	}
+	return h.envdPost(ctx, c, "/init")
 }
 
 // destroy deletes c's container and directory.

@@ -40,15 +40,15 @@ var comparisons = []comparison{
 	// tests/agentbench: the host agent against raw runsc on the same
 	// busybox image, envd binary, runsc flags, OCI config and limits.
 	{"capsule create from image", "AgentCreate", "RawRunscCreate", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Create (minimal image, 1 vCPU, 256 MiB) until it returns — network namespace, veth and nftables entry, records, `runsc run -detach`, envd /health and /init — vs writing the OCI bundle, `runsc run -detach` in a pre-made namespace and polling envd /health every 10 ms until 200. Destroy between iterations is not timed. Median of the per-create latencies."},
+		"agent.Create (minimal image, 1 vCPU, 256 MiB) until it returns — network namespace, veth and nftables entry, records, `runsc run -detach`, envd /health and /init — vs writing the OCI bundle, `runsc run -detach` in a pre-made namespace, polling envd /health every 10 ms until 200, then POST /init (the same steps by hand). Destroy between iterations is not timed. Median of the per-create latencies."},
 	{"capsule create from template", "AgentCreateFromTemplate", "RawRunscCreateFromTemplate", "agent adds ≤ 20 %; p50 < 150 ms", "ms/p50",
-		"agent.Create with the id of a template that agent.Snapshot made from a running capsule (new network, `runsc restore -detach`, /health, /init) vs `runsc restore -detach` of a checkpoint of the same kind of capsule into a new container id in a pre-made namespace with a different address, then /health."},
+		"agent.Create with the id of a template that agent.Snapshot made from a running capsule (new network, `runsc restore -detach`, /health, /init) vs `runsc restore -detach` of a checkpoint of the same kind of capsule into a new container id in a pre-made namespace with a different address, then /health and POST /init."},
 	{"pause, idle capsule", "AgentPause/dirty=0MiB", "RawRunscPause/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Pause (envd /snapshot/prepare, `runsc checkpoint`, `runsc delete`, network teardown, records) vs `runsc checkpoint` + `runsc delete -force`; capsules have 512 MiB. Resume runs untimed between pauses."},
+		"agent.Pause (envd /snapshot/prepare, `runsc checkpoint`, `runsc delete`, records; the network is kept for the grace period) vs POST /snapshot/prepare + `runsc checkpoint` + `runsc delete -force` by hand; capsules have 512 MiB. Resume runs untimed between pauses."},
 	{"pause, 256 MiB dirty", "AgentPause/dirty=256MiB", "RawRunscPause/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
 		"As above, with 256 MiB of /dev/urandom data in a tmpfs inside the capsule, so the checkpoint holds 256 MiB of non-zero pages."},
 	{"resume, idle capsule", "AgentResume/dirty=0MiB", "RawRunscResume/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Resume (new network, `runsc restore -detach`, /health, /init, removing the used snapshot) vs re-adding the address to the namespace, `runsc restore -detach` and /health; the raw side removes its checkpoint untimed. Pause runs untimed between resumes."},
+		"agent.Resume (the kept network, `runsc restore -detach`, /health, /init; the used snapshot is removed after answering) vs re-adding the address to the namespace, `runsc restore -detach`, /health and POST /init; the raw side removes its checkpoint untimed. Pause runs untimed between resumes."},
 	{"resume, 256 MiB dirty", "AgentResume/dirty=256MiB", "RawRunscResume/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
 		"As above, with the 256 MiB of dirty tmpfs pages."},
 	{"idle capsule host memory", "AgentIdleMemory", "RawRunscIdleMemory", "≤ 40 MiB per capsule", "MiB/capsule",
@@ -56,7 +56,7 @@ var comparisons = []comparison{
 	{"idle capsule cgroup charge", "AgentIdleMemory", "RawRunscIdleMemory", "none (what the cgroup limit sees)", "cgroup-MiB/capsule",
 		"The same capsules: the memory their cgroups are charged (memory.usage_in_bytes or memory.current: anonymous and tmpfs pages plus page cache), per capsule."},
 	{"creates per second, 4 callers", "AgentCreateParallel", "RawRunscCreateParallel", "agent ≥ 80 % of raw", "creates/s",
-		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time."},
+		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + POST /init + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time."},
 }
 
 // unit describes how a custom metric is shown and which way is better.
