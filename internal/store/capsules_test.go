@@ -67,7 +67,7 @@ func TestTemplates(t *testing.T) {
 	}
 	all, err := s.ListTemplatesForTeam(ctx, db.ListTemplatesForTeamParams{TeamID: team.ID})
 	must(t, err)
-	if got := names(all); !slices.Equal(got, []string{"base", "py-env", "py-env", "plain"}) || !all[0].Platform {
+	if got := names(all); !slices.Equal(got, []string{"base", "minimal", "py-env", "py-env", "plain"}) || !all[0].Platform {
 		t.Fatalf("list = %v", got)
 	}
 	snaps, err := s.ListTemplatesForTeam(ctx, db.ListTemplatesForTeamParams{TeamID: team.ID, Type: ptr(store.TemplateSnapshot)})
