@@ -77,7 +77,7 @@ func TestTemplates(t *testing.T) {
 	}
 	every, err := s.ListAllTemplates(ctx)
 	must(t, err)
-	if len(every) != 5 {
+	if len(every) != 6 {
 		t.Fatalf("all templates = %d", len(every))
 	}
 
