@@ -44,6 +44,7 @@ test-short: ## unit tests only (no root, no external processes)
 bench: envd ## run the benchmarks and write docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./internal/envd/... | tee $(BIN)/bench.txt
 	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 20m ./tests/agentbench/... | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench ControlPlane -benchtime 10x -count 3 -timeout 30m ./tests/cp/... | tee -a $(BIN)/bench.txt
 	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
 
 run: build ## set up and run the platform on this machine (root): the host agent with gVisor capsules

@@ -20,6 +20,7 @@ import (
 	"github.com/wrenn/wrenn/internal/agent"
 	"github.com/wrenn/wrenn/internal/agentapi"
 	"github.com/wrenn/wrenn/internal/capsule/gvisor"
+	"github.com/wrenn/wrenn/internal/enroll"
 	"github.com/wrenn/wrenn/internal/image"
 	"github.com/wrenn/wrenn/internal/network"
 )
@@ -28,24 +29,32 @@ import (
 var release = "dev"
 
 type config struct {
-	listen    string
-	dataDir   string
-	runsc     string
-	envd      string
-	netPrefix string
-	subnet    string
-	debug     bool
-	metrics   time.Duration
-	netGrace  time.Duration
-	logFormat string
-	logLevel  string
-	version   bool
+	listen       string
+	advertise    string
+	controlPlane string
+	regToken     string
+	heartbeat    time.Duration
+	dataDir      string
+	runsc        string
+	envd         string
+	netPrefix    string
+	subnet       string
+	debug        bool
+	metrics      time.Duration
+	netGrace     time.Duration
+	logFormat    string
+	logLevel     string
+	version      bool
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("wrenn-agent", flag.ContinueOnError)
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9900", "address of the hostagent.v1 Connect API (HTTP/1.1 and h2c)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9900", "address of the hostagent.v1 Connect API and the port proxy (mutual TLS with -control-plane, else HTTP/1.1 and h2c)")
+	fs.StringVar(&c.controlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "control plane base URL; when set the agent registers, heartbeats and serves mutual TLS only")
+	fs.StringVar(&c.regToken, "registration-token", os.Getenv("WRENN_REGISTRATION_TOKEN"), "one-time host registration token (needed until the agent holds credentials)")
+	fs.StringVar(&c.advertise, "advertise", "", "ip:port the control plane reaches this agent at (default -listen)")
+	fs.DurationVar(&c.heartbeat, "heartbeat-interval", enroll.DefaultHeartbeatInterval, "how often the agent reports to the control plane")
 	fs.StringVar(&c.dataDir, "data-dir", "/var/lib/wrenn", "where capsules, snapshots, templates and images live")
 	fs.StringVar(&c.runsc, "runsc", envOr("WRENN_RUNSC", gvisor.DefaultRunsc), "the runsc binary (static, see scripts/install-runsc.sh)")
 	fs.StringVar(&c.envd, "envd", defaultEnvd(), "the envd binary capsules run as init")
@@ -107,12 +116,29 @@ func run(args []string) error {
 		fmt.Println("wrenn-agent", release)
 		return nil
 	}
+	if c.controlPlane == "" && (c.regToken != "" || c.advertise != "") {
+		return errors.New("-registration-token and -advertise need -control-plane (or WRENN_CONTROL_PLANE)")
+	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	// Registration comes first: a bad token fails before anything is set
+	// up on the machine, and stored credentials survive later failures.
+	var (
+		ag      *agent.Agent
+		enr     *enroll.Client
+		deleted = make(chan struct{})
+	)
+	if c.controlPlane != "" {
+		pauseAll := func(ctx context.Context) error { return ag.PauseAll(ctx) } // Run starts once ag is set
+		if enr, err = enrollHost(ctx, c, pauseAll, log, func() { close(deleted) }); err != nil {
+			return err
+		}
+	}
 
 	subnet, err := netip.ParsePrefix(c.subnet)
 	if err != nil {
@@ -134,7 +160,8 @@ func run(args []string) error {
 	}
 	images := &image.Store{Dir: filepath.Join(c.dataDir, "images"), Log: log.With("component", "image")}
 	defer images.Close()
-	ag, err := agent.New(ctx, agent.Config{
+	proxy := agentapi.NewProxy(log.With("component", "proxy"))
+	ag, err = agent.New(ctx, agent.Config{
 		DataDir:      c.dataDir,
 		Runtime:      rt,
 		Network:      nets,
@@ -143,6 +170,7 @@ func run(args []string) error {
 		MetricsEvery: c.metrics,
 		NetworkGrace: c.netGrace,
 		Log:          log.With("component", "agent"),
+		Stopping:     proxy.Drain,
 	})
 	if err != nil {
 		return err
@@ -154,20 +182,39 @@ func run(args []string) error {
 	mux := http.NewServeMux()
 	path, h := api.Handler()
 	mux.Handle(path, h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: proxy.Wrap(ag, mux), ReadHeaderTimeout: 10 * time.Second}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return err
 	}
-	log.Info("wrenn-agent listening", "addr", ln.Addr().String(), "data_dir", c.dataDir, "release", release)
+	defer ln.Close()
+
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if enr == nil {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		log.Info("wrenn-agent listening (plain HTTP, no control plane)", "addr", ln.Addr().String(), "data_dir", c.dataDir, "release", release)
+		go func() { errc <- srv.Serve(ln) }()
+	} else {
+		if srv.TLSConfig, err = enr.TLSConfig(); err != nil {
+			return err
+		}
+		srv.Protocols.SetHTTP2(true)
+		log.Info("wrenn-agent listening (mutual TLS)", "addr", ln.Addr().String(), "host_id", enr.Credentials().HostID,
+			"control_plane", c.controlPlane, "data_dir", c.dataDir, "release", release)
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		go func() {
+			if err := enr.Run(ctx); err != nil {
+				log.Error("heartbeats stopped", "error", err)
+			}
+		}()
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down; capsules keep running")
+	case <-deleted:
+		log.Info("host deleted by the control plane: shutting down")
 	case <-terminated:
 		log.Info("terminated: every capsule destroyed")
 		if err := nets.Close(context.Background()); err != nil {
@@ -181,6 +228,43 @@ func run(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// enrollHost registers the agent with the control plane (or loads its
+// stored credentials) and returns the client that heartbeats.
+func enrollHost(ctx context.Context, c config, pauseAll func(context.Context) error, log *slog.Logger, onDeleted func()) (*enroll.Client, error) {
+	addr := c.advertise
+	if addr == "" {
+		addr = c.listen
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	specs, err := enroll.DetectSpecs(c.dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("machine specs: %w", err)
+	}
+	enr, err := enroll.New(enroll.Config{
+		ControlPlaneURL:   c.controlPlane,
+		RegistrationToken: c.regToken,
+		Address:           addr,
+		StateFile:         filepath.Join(c.dataDir, "credentials.json"),
+		Specs:             specs,
+		Log:               log.With("component", "enroll"),
+		PauseAll:          pauseAll,
+		OnDeleted:         onDeleted,
+		HeartbeatInterval: c.heartbeat,
+	})
+	if err != nil {
+		if c.advertise == "" {
+			return nil, fmt.Errorf("%w (set -advertise)", err)
+		}
+		return nil, fmt.Errorf("-advertise: %w", err)
+	}
+	if _, err := enr.Enroll(ctx); err != nil {
+		return nil, err
+	}
+	return enr, nil
 }
 
 // terminating makes Terminate also stop the agent process once the RPC has

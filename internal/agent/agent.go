@@ -57,6 +57,11 @@ type Config struct {
 	// it is released (30 s; negative: at once). A resume within it skips
 	// building a new one.
 	NetworkGrace time.Duration
+	// Stopping, when set, is called with a capsule's id when it stops
+	// serving: at the start of every pause and every destroy, before envd
+	// is quiesced. The port proxy closes the capsule's connections there.
+	// It must return quickly and not call the Agent.
+	Stopping func(id string)
 }
 
 // Agent owns the capsules of this host.
@@ -269,6 +274,13 @@ func (a *Agent) setStatus(e *entry, s Status, mutate func(r *record)) error {
 }
 
 func (a *Agent) client(r *record) *envdclient.Client { return envdclient.New(r.HostIP) }
+
+// stopping tells Config.Stopping that capsule id stops serving.
+func (a *Agent) stopping(id string) {
+	if a.cfg.Stopping != nil {
+		a.cfg.Stopping(id)
+	}
+}
 
 // touch records activity on a capsule.
 func (a *Agent) touch(e *entry) {

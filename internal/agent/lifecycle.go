@@ -218,6 +218,7 @@ func (a *Agent) initEnvd(ctx context.Context, r *record) error {
 func (a *Agent) discard(ctx context.Context, e *entry) error {
 	e.takeKeptNetwork()
 	r := a.snapshotRec(e)
+	a.stopping(r.ID)
 	var errs []error
 	if err := a.rt.Destroy(ctx, r.ID); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: %w", err))
@@ -270,6 +271,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if r.Status != StatusRunning {
 		return fmt.Errorf("%w: sandbox %s is %s", ErrState, r.ID, r.Status)
 	}
+	a.stopping(r.ID)
 	c := a.client(&r)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := c.PrepareSnapshot(pctx)

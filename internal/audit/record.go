@@ -5,6 +5,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -34,7 +35,8 @@ type Entry struct {
 }
 
 // Record writes e through q (a pool or a transaction). Recording never fails the caller's operation:
-// errors are logged and dropped.
+// errors are logged and dropped. A successful action that maps to a notification event (EventFor)
+// also queues one NotifyQueue job per channel of the team subscribed to it, in the same statement.
 func Record(ctx context.Context, q *db.Queries, e Entry) {
 	p := db.InsertAuditLogParams{
 		TeamID:       e.Team,
@@ -67,9 +69,40 @@ func Record(ctx context.Context, q *db.Queries, e Entry) {
 			p.Metadata = b
 		}
 	}
-	if _, err := q.InsertAuditLog(context.WithoutCancel(ctx), p); err != nil {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if event, ok := EventFor(e.Action); ok && !e.Failed {
+		err = insertNotify(ctx, q, p, event, e)
+	} else {
+		_, err = q.InsertAuditLog(ctx, p)
+	}
+	if err != nil {
 		slog.Default().Warn("record audit entry", "action", e.Action, "resource", e.ResourceID, "err", err)
 	}
+}
+
+// insertNotify inserts entry p and queues event for the team's subscribed channels.
+func insertNotify(ctx context.Context, q *db.Queries, p db.InsertAuditLogParams, event string, e Entry) error {
+	typ, id, name := e.Actor.Actor()
+	if p.ActorType == auth.ActorSystem {
+		typ, id, name = auth.ActorSystem, "", ""
+	}
+	payload, err := json.Marshal(Event{
+		Event:    event,
+		TeamID:   ids.Team.Format(e.Team),
+		Actor:    EventActor{Type: typ, ID: id, Name: name},
+		Resource: EventResource{ID: e.ResourceID, Type: e.ResourceType},
+	})
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	_, err = q.InsertAuditLogNotify(ctx, db.InsertAuditLogNotifyParams{
+		TeamID: p.TeamID, ActorType: p.ActorType, ActorID: p.ActorID, ActorName: p.ActorName,
+		ResourceType: p.ResourceType, ResourceID: p.ResourceID, Action: p.Action, Scope: p.Scope,
+		Status: p.Status, Metadata: p.Metadata,
+		Queue: NotifyQueue, EventPayload: payload, MaxAttempts: NotifyMaxAttempts, Event: event,
+	})
+	return err
 }
 
 func parseActor(id string) (uuid.UUID, bool) {

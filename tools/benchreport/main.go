@@ -37,6 +37,17 @@ var comparisons = []comparison{
 	{"file download, gzip", "Download/gzip", "LocalCopy", "none (opt-in; bound by compression)", "MB/s",
 		"As above with Accept-Encoding: gzip; the data is incompressible, so this is the cost of compressing at BestSpeed."},
 
+	// tests/cp: the control plane's REST API against the same call sent straight to the agent over the
+	// same mutual-TLS transport.
+	{"control plane: create → first exec result", "CPCreateExec", "DirectCreateExec", "control plane adds ≤ 5 ms p50", "ms/p50",
+		"POST /v1/capsules (minimal template, 256 MiB; scheduling, rows, the agent's CreateSandbox over mutual TLS) then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, vs CreateSandbox then Exec sent to the same agent directly over mutual TLS with a certificate of the same CA. Destroy untimed."},
+	{"control plane: exec round trip", "CPExec", "DirectExec", "control plane adds ≤ 5 ms p50", "ms/p50",
+		"POST /v1/sandboxes/{id}/exec of `/bin/sh -c 'echo x'` with an API key (key lookup, capsule lookup, activity update, agent Exec) vs the agent's Exec directly."},
+	{"control plane: pause", "CPPause", "DirectPause", "control plane adds ≤ 5 ms p50", "ms/p50",
+		"POST /v1/capsules/{id}/pause (metrics tiers flushed from the agent and persisted, PauseSandbox, status row) vs FlushSandboxMetrics + PauseSandbox directly. Resume untimed between pauses."},
+	{"control plane: resume", "CPResume", "DirectResume", "control plane adds ≤ 5 ms p50", "ms/p50",
+		"POST /v1/capsules/{id}/resume (ResumeSandbox with the template's default user and env, status row) vs ResumeSandbox directly. Pause untimed between resumes."},
+
 	// tests/agentbench: the host agent against raw runsc on the same
 	// busybox image, envd binary, runsc flags, OCI config and limits.
 	{"capsule create from image", "AgentCreate", "RawRunscCreate", "agent adds ≤ 20 %", "ms/p50",

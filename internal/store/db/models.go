@@ -184,6 +184,12 @@ type OneTimeToken struct {
 	UsedAt    *time.Time
 }
 
+type Setting struct {
+	Key       string
+	Value     string
+	CreatedAt time.Time
+}
+
 type Team struct {
 	ID        uuid.UUID
 	Name      string
@@ -223,6 +229,7 @@ type Template struct {
 	Platform    bool
 	CreatedBy   *uuid.UUID
 	CreatedAt   time.Time
+	HostID      *uuid.UUID
 }
 
 type User struct {

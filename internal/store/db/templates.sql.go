@@ -16,7 +16,7 @@ const createTemplate = `-- name: CreateTemplate :one
 INSERT INTO templates (team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
         $9, $10)
-RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at
+RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id
 `
 
 type CreateTemplateParams struct {
@@ -60,12 +60,13 @@ func (q *Queries) CreateTemplate(ctx context.Context, arg CreateTemplateParams) 
 		&i.Platform,
 		&i.CreatedBy,
 		&i.CreatedAt,
+		&i.HostID,
 	)
 	return i, err
 }
 
 const deleteTemplate = `-- name: DeleteTemplate :one
-DELETE FROM templates WHERE team_id = $1 AND name = $2 RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at
+DELETE FROM templates WHERE team_id = $1 AND name = $2 RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id
 `
 
 type DeleteTemplateParams struct {
@@ -90,6 +91,7 @@ func (q *Queries) DeleteTemplate(ctx context.Context, arg DeleteTemplateParams) 
 		&i.Platform,
 		&i.CreatedBy,
 		&i.CreatedAt,
+		&i.HostID,
 	)
 	return i, err
 }
@@ -119,7 +121,7 @@ func (q *Queries) DeleteTemplatesByTeam(ctx context.Context, teamID uuid.UUID) (
 }
 
 const getTemplate = `-- name: GetTemplate :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at FROM templates WHERE team_id = $1 AND name = $2
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates WHERE team_id = $1 AND name = $2
 `
 
 type GetTemplateParams struct {
@@ -145,12 +147,13 @@ func (q *Queries) GetTemplate(ctx context.Context, arg GetTemplateParams) (Templ
 		&i.Platform,
 		&i.CreatedBy,
 		&i.CreatedAt,
+		&i.HostID,
 	)
 	return i, err
 }
 
 const getTemplateByID = `-- name: GetTemplateByID :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at FROM templates WHERE id = $1
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates WHERE id = $1
 `
 
 func (q *Queries) GetTemplateByID(ctx context.Context, id uuid.UUID) (Template, error) {
@@ -170,12 +173,13 @@ func (q *Queries) GetTemplateByID(ctx context.Context, id uuid.UUID) (Template, 
 		&i.Platform,
 		&i.CreatedBy,
 		&i.CreatedAt,
+		&i.HostID,
 	)
 	return i, err
 }
 
 const listAllTemplates = `-- name: ListAllTemplates :many
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at FROM templates ORDER BY team_id, created_at, id
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates ORDER BY team_id, created_at, id
 `
 
 func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
@@ -201,6 +205,7 @@ func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
 			&i.Platform,
 			&i.CreatedBy,
 			&i.CreatedAt,
+			&i.HostID,
 		); err != nil {
 			return nil, err
 		}
@@ -213,7 +218,7 @@ func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
 }
 
 const listTemplatesForTeam = `-- name: ListTemplatesForTeam :many
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at FROM templates
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates
 WHERE team_id IN ($1, '00000000-0000-0000-0000-000000000000'::uuid)
   AND ($2::text IS NULL OR type = $2)
 ORDER BY platform DESC, created_at, id
@@ -248,6 +253,7 @@ func (q *Queries) ListTemplatesForTeam(ctx context.Context, arg ListTemplatesFor
 			&i.Platform,
 			&i.CreatedBy,
 			&i.CreatedAt,
+			&i.HostID,
 		); err != nil {
 			return nil, err
 		}
@@ -260,7 +266,7 @@ func (q *Queries) ListTemplatesForTeam(ctx context.Context, arg ListTemplatesFor
 }
 
 const resolveTemplate = `-- name: ResolveTemplate :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at FROM templates
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates
 WHERE name = $1 AND team_id IN ($2, '00000000-0000-0000-0000-000000000000'::uuid)
 ORDER BY platform
 LIMIT 1
@@ -289,6 +295,7 @@ func (q *Queries) ResolveTemplate(ctx context.Context, arg ResolveTemplateParams
 		&i.Platform,
 		&i.CreatedBy,
 		&i.CreatedAt,
+		&i.HostID,
 	)
 	return i, err
 }

@@ -157,7 +157,8 @@ func (r Response) ErrorCode() string {
 	return e.Error.Code
 }
 
-// Do calls the API: body is JSON-encoded unless it is an io.Reader or []byte (sent as is).
+// Do calls the API: body is JSON-encoded unless it is an io.Reader or []byte (sent as is; a reader
+// with a ContentType() string method sets the Content-Type, e.g. multipart bodies).
 func (e *Env) Do(t testing.TB, method, path string, cred Cred, body any) Response {
 	t.Helper()
 	return Call(t, e.Server.URL, method, path, cred, body)
@@ -170,6 +171,11 @@ func Call(t testing.TB, base, method, path string, cred Cred, body any) Response
 	ctype := ""
 	switch b := body.(type) {
 	case nil:
+	case interface {
+		io.Reader
+		ContentType() string
+	}:
+		rd, ctype = b, b.ContentType()
 	case io.Reader:
 		rd = b
 	case []byte:

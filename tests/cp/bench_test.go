@@ -1,0 +1,215 @@
+package cp_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
+	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
+	"github.com/wrenn/wrenn/internal/ids"
+	"github.com/wrenn/wrenn/internal/pki"
+	"github.com/wrenn/wrenn/internal/store"
+	"github.com/wrenn/wrenn/internal/testutil/cptest"
+)
+
+// BenchmarkControlPlane measures the control plane's overhead: each operation through the REST API
+// (wrenn-cp → mutual TLS → wrenn-agent) next to the same operation sent straight to the agent over
+// the same mutual-TLS transport with a certificate of the same CA. tools/benchreport pairs
+// CP<op> with Direct<op>.
+func BenchmarkControlPlane(b *testing.B) {
+	p := newPlatform(b, 1)
+	n := p.addHost(b, false)
+	key := cptest.Key(p.key)
+	direct := directAgent(b, p, n)
+	ctx := context.Background()
+
+	b.Run("CPCreateExec", func(b *testing.B) {
+		var lat latencies
+		for i := 0; b.Loop(); i++ {
+			var id string
+			lat.time(func() {
+				c := p.createCapsule(b, p.URL(), key)
+				id = c.ID
+				execEcho(b, p.URL(), key, id, "x")
+			})
+			b.StopTimer()
+			cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+id, key, nil)
+			b.StartTimer()
+		}
+		lat.report(b)
+	})
+	b.Run("DirectCreateExec", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			_, id := ids.Capsule.New()
+			lat.time(func() {
+				if _, err := direct.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
+					SandboxId: id, Vcpus: 1, MemoryMb: 256, DiskSizeMb: 5120, TemplateId: "minimal",
+					TeamId: "00000000-0000-0000-0000-000000000000", DefaultUser: "root", AllowInternet: true,
+				})); err != nil {
+					b.Fatalf("create: %v", err)
+				}
+				directExec(b, direct, id)
+			})
+			b.StopTimer()
+			if _, err := direct.DestroySandbox(ctx, connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
+				b.Fatalf("destroy: %v", err)
+			}
+			b.StartTimer()
+		}
+		lat.report(b)
+	})
+
+	c := p.createCapsule(b, p.URL(), key)
+	b.Cleanup(func() { cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+c.ID, key, nil) })
+	b.Run("CPExec", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			lat.time(func() { execEcho(b, p.URL(), key, c.ID, "x") })
+		}
+		lat.report(b)
+	})
+	b.Run("DirectExec", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			lat.time(func() { directExec(b, direct, c.ID) })
+		}
+		lat.report(b)
+	})
+	b.Run("CPPause", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			lat.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200) })
+			b.StopTimer()
+			cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200)
+			b.StartTimer()
+		}
+		lat.report(b)
+	})
+	b.Run("CPResume", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			b.StopTimer()
+			cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200)
+			b.StartTimer()
+			lat.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200) })
+		}
+		lat.report(b)
+	})
+	// The direct pair uses a capsule the control plane does not know, so its reconciler keeps out.
+	_, id := ids.Capsule.New()
+	if _, err := direct.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
+		SandboxId: id, Vcpus: 1, MemoryMb: 256, DiskSizeMb: 5120, TemplateId: "minimal",
+		TeamId: "00000000-0000-0000-0000-000000000000", DefaultUser: "root", AllowInternet: true,
+	})); err != nil {
+		b.Fatalf("create: %v", err)
+	}
+	b.Cleanup(func() {
+		_, _ = direct.DestroySandbox(context.Background(), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id}))
+	})
+	pause := func() {
+		if _, err := direct.FlushSandboxMetrics(ctx, connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: id})); err != nil {
+			b.Fatalf("flush metrics: %v", err)
+		}
+		if _, err := direct.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: id})); err != nil {
+			b.Fatalf("pause: %v", err)
+		}
+	}
+	resume := func() {
+		if _, err := direct.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: id, DefaultUser: "root"})); err != nil {
+			b.Fatalf("resume: %v", err)
+		}
+	}
+	b.Run("DirectPause", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			lat.time(pause)
+			b.StopTimer()
+			resume()
+			b.StartTimer()
+		}
+		lat.report(b)
+	})
+	b.Run("DirectResume", func(b *testing.B) {
+		var lat latencies
+		for b.Loop() {
+			b.StopTimer()
+			pause()
+			b.StartTimer()
+			lat.time(resume)
+		}
+		lat.report(b)
+	})
+}
+
+func cpCall(b testing.TB, p *platform, cred cptest.Cred, path string, want int) {
+	b.Helper()
+	if res := cptest.Call(b, p.URL(), "POST", path, cred, nil); res.Status != want {
+		b.Fatalf("POST %s: %d %s", path, res.Status, res.Body)
+	}
+}
+
+func directExec(b testing.TB, c hostagentv1connect.HostAgentServiceClient, id string) {
+	b.Helper()
+	res, err := c.Exec(context.Background(), connect.NewRequest(&hav1.ExecRequest{SandboxId: id, Cmd: "/bin/sh", Args: []string{"-c", "echo x"}, TimeoutSec: 30}))
+	if err != nil || string(res.Msg.Stdout) != "x\n" {
+		b.Fatalf("exec: %v", err)
+	}
+}
+
+// directAgent is a client of n's agent over mutual TLS with a client certificate from the platform's
+// internal CA, exactly as the control plane dials it.
+func directAgent(b testing.TB, p *platform, n *node) hostagentv1connect.HostAgentServiceClient {
+	b.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, p.dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	row, err := st.GetInternalCA(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := pki.LoadCA([]byte(row.CertPEM), []byte(row.KeyPEM))
+	if err != nil {
+		b.Fatal(err)
+	}
+	kp, err := ca.IssueClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, err := pki.NewCertificate(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := pki.ControlPlaneTLSConfig(cert, ca.CertPEM(), n.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Agent.Addr)
+}
+
+type latencies []time.Duration
+
+func (l *latencies) time(f func()) {
+	start := time.Now()
+	f()
+	*l = append(*l, time.Since(start))
+}
+
+// report adds the median as "ms/p50" to b's metrics.
+func (l latencies) report(b *testing.B) {
+	if len(l) == 0 {
+		return
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, "ms/p50")
+}
