@@ -113,6 +113,11 @@ func (d *recordingDestroyer) DestroyTeamCapsules(ctx context.Context, team uuid.
 	return err
 }
 
+func (d *recordingDestroyer) DeleteTeamTemplates(ctx context.Context, team uuid.UUID) error {
+	_, err := d.env.Store.DeleteTemplatesByTeam(ctx, team)
+	return err
+}
+
 func (d *recordingDestroyer) setFail(err error) {
 	d.mu.Lock()
 	d.fail = err

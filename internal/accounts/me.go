@@ -70,12 +70,13 @@ func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, internal("rename user", err))
 		return
 	}
-	var res AuthResponse
-	if team, terr := ids.Team.Parse(id.TeamID); terr == nil && id.Role.Valid() {
-		res, err = s.issue(u, team, string(id.Role))
-	} else {
-		res, err = s.issueDefault(r.Context(), s.st.Queries, u)
+	// Same team as the current token (none when it has none).
+	team, _ := ids.Team.Parse(id.TeamID)
+	role := ""
+	if id.TeamID != "" && id.Role.Valid() {
+		role = string(id.Role)
 	}
+	res, err := s.issue(u, team, role)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return

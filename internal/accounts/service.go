@@ -26,6 +26,8 @@ import (
 // capsule of team is destroyed and recorded stopped.
 type CapsuleDestroyer interface {
 	DestroyTeamCapsules(ctx context.Context, team uuid.UUID) error
+	// DeleteTeamTemplates removes the team's templates from every host and then their rows.
+	DeleteTeamTemplates(ctx context.Context, team uuid.UUID) error
 }
 
 // Lifetimes and limits of §3.

@@ -268,6 +268,12 @@ func TestLoginWithoutTeam(t *testing.T) {
 	}
 	expect(t, f.Do(t, http.MethodGet, "/v1/capsules/probe", cptest.Bearer(ar.Token), nil), http.StatusForbidden, "no_team")
 	expect(t, f.Do(t, http.MethodGet, "/v1/api-keys", cptest.Bearer(ar.Token), nil), http.StatusForbidden, "no_team")
+	res = f.Do(t, http.MethodPatch, "/v1/me", cptest.Bearer(ar.Token), map[string]string{"name": "Lone"})
+	expect(t, res, http.StatusOK, "")
+	res.JSON(t, &ar)
+	if ar.TeamID != "" || ar.Name != "Lone" {
+		t.Fatalf("PATCH /v1/me without a team: %+v", ar)
+	}
 	// Creating a team works without one.
 	expect(t, f.Do(t, http.MethodPost, "/v1/teams", cptest.Bearer(ar.Token), map[string]string{"name": "Fresh"}), http.StatusCreated, "")
 }

@@ -232,6 +232,10 @@ func (s *Service) deleteTeam(ctx context.Context, actor auth.Identity, team uuid
 	if err := s.capsules.DestroyTeamCapsules(ctx, team); err != nil {
 		return fmt.Errorf("destroy capsules of team %s: %w", ids.Team.Format(team), err)
 	}
+	// Template files live on hosts; the rows go too (the transaction below deletes any left).
+	if err := s.capsules.DeleteTeamTemplates(ctx, team); err != nil {
+		return fmt.Errorf("delete templates of team %s: %w", ids.Team.Format(team), err)
+	}
 	err := s.st.Tx(ctx, func(q *db.Queries) error {
 		n, err := q.SoftDeleteTeam(ctx, team)
 		if err != nil {

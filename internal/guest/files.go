@@ -171,9 +171,9 @@ func tooLarge() error {
 	return apierr.TooLarge(fmt.Sprintf("file exceeds the %s limit of files/write: use files/stream/write", apierr.FormatBytes(MaxWriteBytes)))
 }
 
-// upload reads a multipart upload and streams its file part to the capsule in 64 KiB chunks. With
-// capped (files/write) the file may come before the path field (it is then spooled to a temporary
-// file) and may not exceed MaxWriteBytes; without (files/stream/write) the path must come first.
+// upload reads a multipart upload and streams its file part to the capsule in 64 KiB chunks. For
+// files/write (!streamed) the file may come before the path field (it is then spooled to a temporary
+// file) and may not exceed MaxWriteBytes; for files/stream/write the path must come first.
 func (s *Service) upload(w http.ResponseWriter, r *http.Request, sc scope, streamed bool) error {
 	limit := int64(-1)
 	if !streamed {
@@ -283,20 +283,17 @@ func bodyError(err error) error {
 }
 
 // sendFile resolves the capsule and streams src to path with WriteFileStream, in chunkSize pieces.
-// With limit ≥ 0 a longer src fails with 413. An upload that fails on the client's side is abandoned
-// by cancelling the stream without closing it: a closed stream would read as a complete file, a
-// broken one makes the agent drop the partial upload (an existing file stays as it was).
+// With limit ≥ 0 a longer src fails with 413.
 func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader, limit int64) error {
 	t, err := s.target(r.Context(), sc, httpapi.Identity(r), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	st := t.Agent.WriteFileStream(ctx)
-	sendErr := st.Send(&hav1.WriteFileStreamRequest{Part: &hav1.WriteFileStreamRequest_Meta{
+	st := t.Agent.WriteFileStream(r.Context())
+	meta := &hav1.WriteFileStreamRequest{Part: &hav1.WriteFileStreamRequest_Meta{
 		Meta: &hav1.WriteFileMeta{SandboxId: t.PublicID, Path: path},
-	}})
+	}}
+	sendErr := st.Send(meta)
 	if limit < 0 {
 		limit = math.MaxInt64
 	}
@@ -306,7 +303,8 @@ func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader
 		n, rerr := io.ReadFull(src, buf)
 		if n > 0 {
 			if total += int64(n); total > limit {
-				return tooLarge() // abandoned by the deferred cancel
+				abandon(st, meta)
+				return tooLarge()
 			}
 			sendErr = st.Send(&hav1.WriteFileStreamRequest{Part: &hav1.WriteFileStreamRequest_Chunk{Chunk: buf[:n]}})
 		}
@@ -314,7 +312,8 @@ func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader
 			break
 		}
 		if rerr != nil {
-			return bodyError(rerr) // abandoned by the deferred cancel
+			abandon(st, meta)
+			return bodyError(rerr)
 		}
 	}
 	// A failed Send means the agent answered early; its answer says why.
@@ -325,6 +324,15 @@ func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader
 		return apierr.FromAgent(sendErr)
 	}
 	return nil
+}
+
+// abandon ends an upload the client broke off so that the agent drops it: a second meta message
+// breaks the stream's protocol (meta first, then chunks only), which the agent rejects and so
+// discards the partial file (an existing file stays as it was). Merely closing the stream would
+// commit what was sent as the whole file, and cancelling it leaves the request body unfinished.
+func abandon(st *connect.ClientStreamForClient[hav1.WriteFileStreamRequest, hav1.WriteFileResponse], meta *hav1.WriteFileStreamRequest) {
+	_ = st.Send(meta)
+	_, _ = st.CloseAndReceive()
 }
 
 // listDir serves POST …/files/list.

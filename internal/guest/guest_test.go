@@ -67,7 +67,8 @@ func TestGuest(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
-		goleak.VerifyNone(t, before)
+		// The shared PostgreSQL cluster lives until TestMain ends.
+		goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/wrenn/wrenn/internal/testutil.startServer.func1"))
 	})
 	f := newFixture(t)
 	for _, tc := range []struct {

@@ -2,6 +2,7 @@ package guest
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync"
 
@@ -15,6 +16,7 @@ import (
 // socket is an accepted, authenticated WebSocket of a resolved capsule with a goroutine reading the
 // client's messages. Every goroutine of a socket ends by the time finish returns.
 type socket struct {
+	log    *slog.Logger
 	conn   *websocket.Conn
 	ctx    context.Context // ends when the handler ends
 	cancel context.CancelFunc
@@ -32,7 +34,7 @@ func (s *Service) accept(w http.ResponseWriter, r *http.Request, sc scope) (*soc
 		return nil, capsules.Target{}, false
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	ws := &socket{conn: conn, ctx: ctx, cancel: cancel}
+	ws := &socket{log: s.log.With("path", r.URL.Path), conn: conn, ctx: ctx, cancel: cancel}
 	t, err := s.target(ctx, sc, id, r.PathValue("id"))
 	if err != nil {
 		ws.fail(err)
@@ -79,8 +81,14 @@ func (ws *socket) finish() {
 // send writes one JSON frame.
 func (ws *socket) send(v any) error { return httpapi.WriteFrame(ws.ctx, ws.conn, v) }
 
-// fail sends err as a fatal error frame and closes the socket (1000, or 1011 for server failures).
-func (ws *socket) fail(err error) { httpapi.CloseWithError(ws.ctx, ws.conn, err) }
+// fail sends err as a fatal error frame and closes the socket (1000, or 1011 for server failures,
+// which are logged).
+func (ws *socket) fail(err error) {
+	if e := apierr.From(err); e.Status >= http.StatusInternalServerError {
+		ws.log.WarnContext(ws.ctx, "websocket session failed", "status", e.Status, "code", e.Code, "err", err)
+	}
+	httpapi.CloseWithError(ws.ctx, ws.conn, err)
+}
 
 // failAgent is fail for an error of a host-agent call (§1.6 step 5).
 func (ws *socket) failAgent(err error) { ws.fail(apierr.FromAgent(err)) }

@@ -29,7 +29,7 @@ type Options struct {
 	Args []string
 	// NoWait skips waiting for the plain API to answer (agents that only serve mutual TLS).
 	NoWait bool
-	// Netns runs the agent inside this network namespace (ip netns exec).
+	// Netns runs the agent inside this network namespace (/run/netns/<Netns>).
 	Netns string
 	// Addr is the listen address; default 127.0.0.1:<free port>.
 	Addr string
@@ -93,7 +93,9 @@ func (h *Host) Start() {
 	}
 	args = append(args, h.opts.Args...)
 	if h.opts.Netns != "" {
-		h.cmd = exec.Command("ip", append([]string{"netns", "exec", h.opts.Netns, h.binary}, args...)...)
+		// nsenter switches only the network namespace; `ip netns exec` would also remount /sys, hiding
+		// the cgroup hierarchies runsc needs.
+		h.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.opts.Netns, h.binary}, args...)...)
 	} else {
 		h.cmd = exec.Command(h.binary, args...)
 	}
