@@ -22,8 +22,8 @@ import (
 	"github.com/wrenn/wrenn/internal/store/db"
 )
 
-// CapsuleDestroyer tears down a team's capsules (implemented by the capsules service): every live
-// capsule of team is destroyed and recorded stopped.
+// CapsuleDestroyer tears down a team's capsules and templates (implemented by the capsules service):
+// every live capsule is destroyed and recorded stopped, every template removed from its hosts.
 type CapsuleDestroyer interface {
 	DestroyTeamCapsules(ctx context.Context, team uuid.UUID) error
 	// DeleteTeamTemplates removes the team's templates from every host and then their rows.
