@@ -188,4 +188,3 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
 }
-

@@ -71,7 +71,6 @@ type Account struct {
 	APIKey string // wrn_… key of Team
 }
 
-
 // NewAccount creates an active user (platform admin when admin) who owns a new team, with a JWT and an
 // API key for that team.
 func (e *Env) NewAccount(t testing.TB, name string, admin bool) Account {
