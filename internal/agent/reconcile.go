@@ -51,9 +51,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			r.Status == StatusResuming && snap && !running:
 			// The snapshot is complete; whatever was in flight is undone.
 			log.Info("capsule is paused")
-			if running {
-				_ = a.rt.Destroy(ctx, r.ID)
-			}
+			// Also when the runtime no longer lists it as alive: a sandbox whose checkpoint the crash
+			// interrupted may still be exiting, and would block the next restore under this id.
+			_ = a.rt.Destroy(ctx, r.ID)
 			_ = a.net.Teardown(ctx, r.ID)
 			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
 			_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
