@@ -55,6 +55,9 @@ type Config struct {
 	// PidsLimit bounds the host tasks of one capsule (gVisor's threads and
 	// its systrap stub processes); default 16384.
 	PidsLimit int64
+	// Nameservers are the DNS servers written to every capsule's
+	// /etc/resolv.conf (none: the file says so).
+	Nameservers []string
 }
 
 // Runtime runs capsules with runsc. It keeps no state of its own beyond
@@ -208,7 +211,12 @@ func (r *Runtime) prepare(spec capsule.Spec) (string, error) {
 	}
 	bundle := filepath.Join(r.capsuleDir(spec.ID), bundleDir)
 	cgroup := filepath.Join(r.cfg.CgroupParent, spec.ID)
-	if err := writeBundle(bundle, ociSpec(spec, cgroup, r.cfg.PidsLimit)); err != nil {
+	// Rewritten on every start and restore: a restored capsule gets this host's DNS servers.
+	resolv := filepath.Join(r.capsuleDir(spec.ID), "resolv.conf")
+	if err := os.WriteFile(resolv, resolvConfFile(r.cfg.Nameservers), 0o644); err != nil {
+		return "", fmt.Errorf("write resolv.conf: %w", err)
+	}
+	if err := writeBundle(bundle, ociSpec(spec, cgroup, r.cfg.PidsLimit, resolv)); err != nil {
 		return "", fmt.Errorf("write bundle: %w", err)
 	}
 	return bundle, nil

@@ -328,3 +328,41 @@ func dirState(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestNameservers: every capsule gets the runtime's DNS servers in /etc/resolv.conf (read-only), and a
+// capsule restored on a host with another configuration gets that host's servers.
+func TestNameservers(t *testing.T) {
+	f := newFixture(t)
+	f.rt.cfg.Nameservers = []string{"192.0.2.53", "2001:db8::53"}
+	ctx := t.Context()
+	n := newNet(t)
+	id := "cl-dns"
+	spec := f.spec(t, id, n)
+	f.destroyAtEnd(t, id)
+	c := newEnvdClient(n.InsideIP)
+	if err := f.rt.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHealthy(t)
+	got := c.readFile(t, "/etc/resolv.conf")
+	if !strings.Contains(got, "nameserver 192.0.2.53\n") || !strings.Contains(got, "nameserver 2001:db8::53\n") {
+		t.Fatalf("resolv.conf:\n%s", got)
+	}
+	if out := c.sh(t, "echo x >> /etc/resolv.conf 2>&1 || echo read-only"); !strings.Contains(out, "read-only") {
+		t.Errorf("resolv.conf is writable: %q", out)
+	}
+
+	snap := capsule.Snapshot{Dir: t.TempDir()}
+	c.prepareSnapshot(t)
+	if err := f.rt.Pause(ctx, id, snap); err != nil {
+		t.Fatal(err)
+	}
+	f.rt.cfg.Nameservers = nil
+	if err := f.rt.Restore(ctx, spec, snap); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHealthy(t)
+	if got := c.readFile(t, "/etc/resolv.conf"); strings.Contains(got, "nameserver") || !strings.Contains(got, "No DNS servers") {
+		t.Fatalf("resolv.conf after restore without servers:\n%s", got)
+	}
+}

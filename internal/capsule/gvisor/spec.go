@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -100,10 +101,31 @@ func checkSpec(s capsule.Spec) error {
 	return nil
 }
 
+// ResolvConf is where a capsule finds its DNS servers.
+const ResolvConf = "/etc/resolv.conf"
+
+// resolvConfFile renders the capsule's resolv.conf for nameservers. The file is always mounted (with
+// no server it says so), so every capsule's mounts are the same and a checkpoint restores under any
+// DNS configuration.
+func resolvConfFile(nameservers []string) []byte {
+	var b strings.Builder
+	b.WriteString("# Written by the Wrenn host agent (-dns).\n")
+	if len(nameservers) == 0 {
+		b.WriteString("# No DNS servers are configured for capsules on this host.\n")
+	}
+	for _, ns := range nameservers {
+		b.WriteString("nameserver " + ns + "\n")
+	}
+	b.WriteString("options ndots:0\n")
+	return []byte(b.String())
+}
+
 // ociSpec is the OCI runtime configuration of a capsule: envd as the only
 // process, the image as a copy-on-write root, envd and the metadata bind
 // mounted read-only, and the capsule's limits in cgroup cgroupsPath.
-func ociSpec(s capsule.Spec, cgroupsPath string, pidsLimit int64) *specs.Spec {
+//
+// resolvConf is the host file mounted read-only at /etc/resolv.conf (the capsule's DNS servers).
+func ociSpec(s capsule.Spec, cgroupsPath string, pidsLimit int64, resolvConf string) *specs.Spec {
 	mem := int64(s.MemoryMB) << 20
 	quota := int64(s.VCPUs) * cpuPeriod
 	period := uint64(cpuPeriod)
@@ -133,6 +155,7 @@ func ociSpec(s capsule.Spec, cgroupsPath string, pidsLimit int64) *specs.Spec {
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: EnvdPath, Type: "bind", Source: s.Envd, Options: []string{"rbind", "ro"}},
 			{Destination: MetadataMount, Type: "bind", Source: s.MetadataDir, Options: []string{"rbind", "ro"}},
+			{Destination: ResolvConf, Type: "bind", Source: resolvConf, Options: []string{"rbind", "ro"}},
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
@@ -182,8 +205,8 @@ func writeBundle(dir string, spec *specs.Spec) error {
 }
 
 // PrepareImage creates in the root filesystem root the empty mount points
-// the runtime mounts envd and the metadata over (/.wrenn/bin/envd and
-// /.wrenn/meta). runsc would create them itself on every start; doing it once
+// the runtime mounts envd, the metadata and the DNS configuration over
+// (/.wrenn/bin/envd, /.wrenn/meta, /etc/resolv.conf). runsc would create them itself on every start; doing it once
 // when an image is built leaves the image untouched by capsules. It changes
 // nothing when they exist, so Create calls it too.
 func PrepareImage(root string) error {
@@ -192,15 +215,25 @@ func PrepareImage(root string) error {
 			return fmt.Errorf("prepare image: %w", err)
 		}
 	}
-	envd := filepath.Join(root, EnvdPath)
-	if _, err := os.Lstat(envd); err == nil {
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := os.MkdirAll(filepath.Join(root, path.Dir(ResolvConf)), 0o755); err != nil {
 		return fmt.Errorf("prepare image: %w", err)
 	}
-	f, err := os.OpenFile(envd, os.O_CREATE|os.O_WRONLY, 0o755)
+	for file, mode := range map[string]os.FileMode{EnvdPath: 0o755, ResolvConf: 0o644} {
+		if err := mountPoint(filepath.Join(root, file), mode); err != nil {
+			return fmt.Errorf("prepare image: %w", err)
+		}
+	}
+	return nil
+}
+
+// mountPoint creates an empty file at p unless something is there already.
+func mountPoint(p string, mode os.FileMode) error {
+	if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, mode)
 	if err != nil {
-		return fmt.Errorf("prepare image: %w", err)
+		return err
 	}
 	return f.Close()
 }
