@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ type config struct {
 	debug        bool
 	metrics      time.Duration
 	netGrace     time.Duration
+	dns          string
 	logFormat    string
 	logLevel     string
 	version      bool
@@ -62,6 +64,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
 	fs.DurationVar(&c.metrics, "metrics-interval", 5*time.Second, "how often each capsule's CPU, memory and disk are sampled")
 	fs.DurationVar(&c.netGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
+	fs.StringVar(&c.dns, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
 	fs.BoolVar(&c.debug, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -148,7 +151,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
+	nameservers, err := capsuleDNS(c.dns)
+	if err != nil {
+		return err
+	}
 	rt, err := gvisor.New(gvisor.Config{
+		Nameservers: nameservers,
 		Runsc:       c.runsc,
 		StateDir:    filepath.Join(c.dataDir, "runsc"),
 		CapsulesDir: filepath.Join(c.dataDir, "runtime"),
@@ -283,4 +291,23 @@ func (t terminating) Terminate(ctx context.Context) error {
 		}()
 	}
 	return err
+}
+
+// capsuleDNS resolves the -dns flag to the nameservers written into capsules.
+func capsuleDNS(v string) ([]string, error) {
+	switch v {
+	case "auto", "":
+		return network.HostNameservers(), nil
+	case "none":
+		return nil, nil
+	}
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-dns: %q is not an IP address (use auto, none or a comma-separated list)", f)
+		}
+		out = append(out, a.String())
+	}
+	return out, nil
 }
