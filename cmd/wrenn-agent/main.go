@@ -24,6 +24,9 @@ import (
 	"github.com/wrenn/wrenn/internal/enroll"
 	"github.com/wrenn/wrenn/internal/image"
 	"github.com/wrenn/wrenn/internal/network"
+	"github.com/wrenn/wrenn/internal/suspend"
+	"github.com/wrenn/wrenn/internal/telemetry"
+	"github.com/wrenn/wrenn/internal/telemetry/agentmetrics"
 )
 
 // release is set at build time (-X main.release=…).
@@ -46,6 +49,8 @@ type config struct {
 	dns          string
 	logFormat    string
 	logLevel     string
+	onShutdown   string
+	metricsAddr  string
 	version      bool
 }
 
@@ -62,12 +67,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.envd, "envd", defaultEnvd(), "the envd binary capsules run as init")
 	fs.StringVar(&c.netPrefix, "net-prefix", "wrn", "prefix of every network namespace, link and nftables table the agent creates")
 	fs.StringVar(&c.subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
-	fs.DurationVar(&c.metrics, "metrics-interval", 5*time.Second, "how often each capsule's CPU, memory and disk are sampled")
+	fs.DurationVar(&c.metrics, "metrics-interval", agent.DefaultMetricsEvery, "how often each capsule's CPU, memory and disk are sampled (10ms to 30s); the 10-minute metrics tier keeps every sample")
 	fs.DurationVar(&c.netGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
 	fs.StringVar(&c.dns, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
 	fs.BoolVar(&c.debug, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.onShutdown, "on-shutdown", envOr("WRENN_ON_SHUTDOWN", string(suspend.Keep)), "what running capsules do when the agent stops: keep (they run on; the next agent adopts them) or pause (paused now, resumed at the next start)")
+	fs.StringVar(&c.metricsAddr, "metrics-listen", os.Getenv("WRENN_METRICS_LISTEN"), "plain HTTP address serving only /metrics, /health and /ready (a local Prometheus); empty: off")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return c, fs.Parse(args)
 }
@@ -122,6 +129,13 @@ func run(args []string) error {
 	if c.controlPlane == "" && (c.regToken != "" || c.advertise != "") {
 		return errors.New("-registration-token and -advertise need -control-plane (or WRENN_CONTROL_PLANE)")
 	}
+	if c.metrics < 10*time.Millisecond || c.metrics > 30*time.Second {
+		return fmt.Errorf("-metrics-interval: %v is outside 10ms..30s", c.metrics)
+	}
+	onShutdown, err := suspend.ParseMode(c.onShutdown)
+	if err != nil {
+		return fmt.Errorf("-on-shutdown: %w", err)
+	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
@@ -166,6 +180,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("gvisor: %w", err)
 	}
+	versions := map[string]string{agent.MetaAgentVersion: release}
+	if v := runscVersion(ctx, c.runsc); v != "" {
+		versions[agent.MetaRunscVersion] = v
+	} else {
+		log.Warn("runsc does not tell its version; capsules report none", "runsc", c.runsc)
+	}
 	images := &image.Store{Dir: filepath.Join(c.dataDir, "images"), Log: log.With("component", "image")}
 	defer images.Close()
 	proxy := agentapi.NewProxy(log.With("component", "proxy"))
@@ -176,6 +196,7 @@ func run(args []string) error {
 		Images:       images,
 		Envd:         c.envd,
 		MetricsEvery: c.metrics,
+		Versions:     versions,
 		NetworkGrace: c.netGrace,
 		Log:          log.With("component", "agent"),
 		Stopping:     proxy.Drain,
@@ -185,11 +206,26 @@ func run(args []string) error {
 	}
 	defer ag.Close()
 
+	// Every API and shutdown operation goes through the metrics decorator.
+	inst := agentmetrics.Wrap(ag)
+	reg := telemetry.NewRegistry(agentmetrics.Namespace, release)
+	reg.MustRegister(agentmetrics.Collectors(inst, c.dataDir)...)
+	resumed := telemetry.NewGate("resuming the capsules paused at the last shutdown")
+	ready := append(agentmetrics.ReadyChecks(agentmetrics.ReadyConfig{
+		Runsc: c.runsc, StateDir: filepath.Join(c.dataDir, "runsc"), NetTable: c.netPrefix,
+	}), telemetry.Check{Name: "capsules", Fn: resumed.Check})
+	probes := func(mux *http.ServeMux) {
+		mux.Handle("GET /metrics", telemetry.MetricsHandler(reg, ""))
+		mux.Handle("GET /health", telemetry.Health(release))
+		mux.Handle("GET /ready", telemetry.Ready(ready...))
+	}
+
 	terminated := make(chan struct{})
-	api := agentapi.New(terminating{Agent: ag, done: terminated}, log.With("component", "api"))
+	api := agentapi.New(terminating{Agent: inst, done: terminated}, log.With("component", "api"))
 	mux := http.NewServeMux()
 	path, h := api.Handler()
 	mux.Handle(path, h)
+	probes(mux)
 	srv := &http.Server{Handler: proxy.Wrap(ag, mux), ReadHeaderTimeout: 10 * time.Second}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
@@ -199,7 +235,20 @@ func run(args []string) error {
 	}
 	defer ln.Close()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	var metricsSrv *http.Server
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("-metrics-listen: %w", err)
+		}
+		defer mln.Close()
+		pmux := http.NewServeMux()
+		probes(pmux)
+		metricsSrv = &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		log.Info("metrics listening (plain HTTP)", "addr", mln.Addr().String())
+		go func() { errc <- metricsSrv.Serve(mln) }()
+	}
 	if enr == nil {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 		log.Info("wrenn-agent listening (plain HTTP, no control plane)", "addr", ln.Addr().String(), "data_dir", c.dataDir, "release", release)
@@ -218,9 +267,19 @@ func run(args []string) error {
 			}
 		}()
 	}
+	// Capsules paused by the last shutdown come back once the API serves (readiness waits for them).
+	resumeDone := make(chan struct{})
+	go func() {
+		defer close(resumeDone)
+		if _, err := suspend.ResumeRecorded(ctx, inst, c.dataDir, log); err != nil {
+			log.Error("resume capsules paused at shutdown", "error", err)
+		}
+		resumed.Open()
+	}()
+	stopping := false
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down; capsules keep running")
+		stopping = true
 	case <-deleted:
 		log.Info("host deleted by the control plane: shutting down")
 	case <-terminated:
@@ -233,9 +292,33 @@ func run(args []string) error {
 			return err
 		}
 	}
+	<-resumeDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
+	if stopping {
+		// After the API stopped, so no call races the pauses.
+		shutdownCapsules(inst, onShutdown, c.dataDir, log)
+	}
+	if metricsSrv != nil {
+		err = errors.Join(err, metricsSrv.Shutdown(sctx))
+	}
+	return err
+}
+
+// shutdownCapsules applies -on-shutdown to the running capsules.
+func shutdownCapsules(inst *agentmetrics.Agent, mode suspend.Mode, dataDir string, log *slog.Logger) {
+	if mode != suspend.Pause {
+		log.Info("shutting down; capsules keep running")
+		return
+	}
+	log.Info("shutting down; pausing running capsules")
+	start := time.Now()
+	paused, err := suspend.PauseRunning(context.Background(), inst, dataDir, log)
+	if err != nil {
+		log.Error("some capsules could not be paused and keep running", "error", err)
+	}
+	log.Info("capsules paused; they resume at the next start", "count", len(paused), "took", time.Since(start).Round(time.Millisecond))
 }
 
 // enrollHost registers the agent with the control plane (or loads its
@@ -278,7 +361,7 @@ func enrollHost(ctx context.Context, c config, pauseAll func(context.Context) er
 // terminating makes Terminate also stop the agent process once the RPC has
 // answered.
 type terminating struct {
-	*agent.Agent
+	agentapi.Agent
 	done chan struct{}
 }
 

@@ -107,9 +107,11 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f.DurationVar(&c.MonitorInterval, "monitor-interval", 0, "how often host heartbeats are checked (default 30s)")
 	f.DurationVar(&c.ReconcileInterval, "reconcile-interval", 0, "how often capsule state is reconciled with agents (default 10s)")
 	f.DurationVar(&c.StatsInterval, "stats-interval", 0, "how often team usage is sampled (default 10s)")
+	f.StringVar(&c.MetricsToken, "metrics-token", os.Getenv("WRENN_METRICS_TOKEN"), "bearer token /metrics requires (env WRENN_METRICS_TOKEN); empty: /metrics is public")
+	f.BoolVar(&c.MetricsTeamLabels, "metrics-team-labels", os.Getenv("WRENN_METRICS_TEAM_LABELS") == "true", "add per-team capsule counts to /metrics (env WRENN_METRICS_TEAM_LABELS=true)")
 	f.StringVar(&logFormat, "log-format", envDefault("WRENN_LOG_FORMAT", "text"), "text or json (env WRENN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("WRENN_LOG_LEVEL", "info"), "debug, info, warn or error (env WRENN_LOG_LEVEL)")
-	hideDefaults(f, "secret", "smtp-password")
+	hideDefaults(f, "secret", "smtp-password", "metrics-token")
 	return cmd
 }
 

@@ -75,9 +75,10 @@ func every(ctx context.Context, interval time.Duration, fn func(context.Context)
 }
 
 // Reconcile makes the database agree with every online host's agent: capsules the agent paused for
-// inactivity become paused (system audit entry), running or missing capsules it reports running become
-// running, running, missing and stale pending capsules it does not know become stopped, and capsules
-// it still has that the database records stopped or errored are destroyed on it.
+// inactivity become paused (system audit entry), missing capsules it reports running become running,
+// paused capsules it resumed itself (an agent restarted with -on-shutdown=pause) become running (system
+// audit entry), running, missing and stale pending capsules it does not know become stopped, and
+// capsules it still has that the database records stopped or errored are destroyed on it.
 func (s *Service) Reconcile(ctx context.Context) error {
 	hosts, err := s.Store.ListOnlineHosts(ctx)
 	if err != nil {
@@ -110,9 +111,11 @@ func (s *Service) reconcileHost(ctx context.Context, host uuid.UUID) error {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}
 	known := map[uuid.UUID]hav1.SandboxStatus{}
+	hostIPs := map[uuid.UUID]string{}
 	for _, sb := range res.Msg.GetSandboxes() {
 		if id, err := ids.Capsule.Parse(sb.GetSandboxId()); err == nil {
 			known[id] = sb.GetStatus()
+			hostIPs[id] = sb.GetHostIp()
 		}
 	}
 	autoPaused := map[uuid.UUID]bool{}
@@ -146,6 +149,9 @@ func (s *Service) reconcileHost(ctx context.Context, host uuid.UUID) error {
 			if _, err := s.Store.MarkCapsuleRunningAgain(ctx, c.ID); err == nil {
 				s.Log.Info("missing capsule is running again", "capsule_id", ids.Capsule.Format(c.ID))
 			}
+		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_RUNNING && c.Status == StatusPaused:
+			// Resumed by its host: an agent that paused its capsules at shutdown resumes them at start.
+			s.recordHostResume(ctx, c, hostIPs[c.ID])
 		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_PAUSED && (c.Status == StatusRunning || c.Status == StatusMissing):
 			// Paused for inactivity, its id drained by another control plane.
 			s.recordAutoPause(ctx, agent, c)
@@ -175,6 +181,21 @@ func (s *Service) recordAutoPause(ctx context.Context, agent hostagentv1connect.
 	audit.Record(ctx, s.Store.Queries, audit.Entry{Team: c.TeamID, Actor: auth.Identity{}, ResourceType: "capsule",
 		ResourceID: ids.Capsule.Format(c.ID), Action: "capsule.pause", Metadata: map[string]any{"reason": "inactivity"}})
 	s.Log.Info("capsule paused for inactivity", "capsule_id", ids.Capsule.Format(c.ID))
+}
+
+// recordHostResume records paused capsule c running again at hostIP: its host resumed it.
+func (s *Service) recordHostResume(ctx context.Context, c db.Capsule, hostIP string) {
+	if _, err := s.Store.SetCapsuleRunning(ctx, db.SetCapsuleRunningParams{
+		HostID: c.HostID, HostIP: parseIP(hostIP), Metadata: c.Metadata, ID: c.ID, FromStatuses: []string{StatusPaused},
+	}); err != nil {
+		if !store.IsNotFound(err) {
+			s.Log.Warn("record capsule resumed by its host", "capsule_id", ids.Capsule.Format(c.ID), "err", err)
+		}
+		return
+	}
+	audit.Record(ctx, s.Store.Queries, audit.Entry{Team: c.TeamID, Actor: auth.Identity{}, ResourceType: "capsule",
+		ResourceID: ids.Capsule.Format(c.ID), Action: "capsule.resume", Metadata: map[string]any{"reason": "resumed by its host"}})
+	s.Log.Info("capsule resumed by its host", "capsule_id", ids.Capsule.Format(c.ID))
 }
 
 // recordGone records capsule c stopped: its host no longer has it.

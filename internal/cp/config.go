@@ -29,6 +29,11 @@ type Config struct {
 	ProxyDomain  string          // port proxy: {port}-{capsule_id}.<ProxyDomain>; empty disables it
 	SMTP         mail.SMTPConfig // empty Host: mails are logged, not sent
 	Version      string
+	// MetricsToken, when set, protects /metrics: scrapers send "Authorization: Bearer <token>".
+	// Empty: /metrics is public (it shows counts and host capacity, no capsule or user data).
+	MetricsToken string
+	// MetricsTeamLabels adds per-team capsule counts to /metrics (one series per team and state).
+	MetricsTeamLabels bool
 
 	// Intervals of the background loops; zero = the packages' defaults.
 	HeartbeatTimeout  time.Duration

@@ -23,6 +23,8 @@ import (
 	"github.com/wrenn/wrenn/internal/mail"
 	"github.com/wrenn/wrenn/internal/portproxy"
 	"github.com/wrenn/wrenn/internal/store"
+	"github.com/wrenn/wrenn/internal/telemetry"
+	"github.com/wrenn/wrenn/internal/telemetry/cpmetrics"
 )
 
 // Server is an assembled control plane: its router and the services with background loops.
@@ -33,6 +35,8 @@ type Server struct {
 	router  *httpapi.Router
 	handler http.Handler
 	loops   []func(context.Context) error
+	// websockets are ended cleanly (1001) by a graceful shutdown.
+	websockets *httpapi.WebSockets
 }
 
 // New opens the database (applying migrations), loads the secret and the internal CA, and builds every
@@ -72,6 +76,8 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 			return nil, fmt.Errorf("smtp: %w", err)
 		}
 	}
+	ws := &httpapi.WebSockets{}
+	metrics := cpmetrics.New(cpmetrics.Config{Store: st, Version: cfg.Version, TeamLabels: cfg.MetricsTeamLabels, WebSockets: ws})
 	fl, err := fleet.New(ctx, fleet.Config{
 		Store: st, Signer: signer, Log: log.With("component", "fleet"),
 		HeartbeatTimeout: cfg.HeartbeatTimeout, MonitorInterval: cfg.MonitorInterval,
@@ -80,7 +86,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		return nil, err
 	}
 	caps, err := capsules.New(capsules.Config{
-		Store: st, Agents: fl, Scheduler: fl, Log: log.With("component", "capsules"),
+		Store: st, Agents: metrics.Agents(fl), Scheduler: fl, Log: log.With("component", "capsules"),
 		ReconcileInterval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
 	})
 	if err != nil {
@@ -124,13 +130,27 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	aud.Register(rt)
 	chs.Register(rt)
 
+	// /metrics and /ready are operational endpoints beside the API (not in openapi.yaml).
+	ops := http.NewServeMux()
+	ops.Handle("/metrics", telemetry.MetricsHandler(metrics.Registry, cfg.MetricsToken))
+	ops.Handle("/ready", telemetry.Ready(telemetry.Check{Name: "database", Fn: st.Pool().Ping}))
+	api := metrics.Middleware(rt)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if telemetry.IsProbe(r, "/metrics", "/ready") {
+			ops.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+
 	return &Server{
-		cfg:     cfg,
-		store:   st,
-		fleet:   fl,
-		router:  rt,
-		handler: proxy.Middleware(rt),
-		loops:   []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run},
+		cfg:        cfg,
+		store:      st,
+		fleet:      fl,
+		router:     rt,
+		handler:    proxy.Middleware(handler),
+		loops:      []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run},
+		websockets: ws,
 	}, nil
 }
 
@@ -147,12 +167,15 @@ func (s *Server) Close() {
 }
 
 // Serve runs the background loops and serves ln until ctx ends, then shuts down gracefully: requests
-// in flight get up to 10 s.
+// in flight get up to 10 s, open WebSockets are closed with 1001 (going away) and their handlers
+// waited for within the same 10 s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext: func(net.Listener) context.Context {
+			return httpapi.WithWebSockets(context.WithoutCancel(ctx), s.websockets)
+		},
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, loop := range s.loops {
@@ -173,7 +196,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		wsDone := make(chan error, 1)
+		go func() { wsDone <- s.websockets.Shutdown(sctx) }()
+		err := srv.Shutdown(sctx)
+		if werr := <-wsDone; werr != nil {
+			s.cfg.Log.Warn("websockets still open at shutdown", "count", s.websockets.Len(), "error", werr)
+		}
+		return err
 	})
 	return g.Wait()
 }

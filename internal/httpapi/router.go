@@ -76,6 +76,17 @@ func (rt *Router) HandleCapsuleWS(sub string, kind auth.Kind, h http.HandlerFunc
 	}
 }
 
+// Match returns the route pattern r is served by, without the method (e.g.
+// "/v1/capsules/{id}/exec"), or "" when no route matches (404 and 405 answers). Metrics label requests
+// with it.
+func (rt *Router) Match(r *http.Request) string {
+	_, pattern := rt.mux.Handler(r)
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		return path
+	}
+	return pattern
+}
+
 // Routes returns every registered route in registration order.
 func (rt *Router) Routes() []Route { return slices.Clone(rt.routes) }
 
