@@ -51,8 +51,14 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// IdleCheck is how often inactivity timeouts are checked (1 s).
 	IdleCheck time.Duration
-	// MetricsEvery is the metrics sampling interval (5 s).
+	// MetricsEvery is the metrics sampling interval (500 ms). The 10m tier
+	// keeps the samples themselves; the 2h and 24h tiers average them.
 	MetricsEvery time.Duration
+	// Versions are reported in every capsule's metadata: agent_version and
+	// the backend's version (runsc_version or firecracker_version). The
+	// agent adds kernel_version (the host kernel release, unless set here)
+	// and each capsule's envd_version.
+	Versions map[string]string
 	// NetworkGrace is how long a paused capsule keeps its network before
 	// it is released (30 s; negative: at once). A resume within it skips
 	// building a new one.
@@ -72,6 +78,8 @@ type Agent struct {
 	rt   capsule.Runtime
 	net  Network
 	envd string // content-addressed envd for new capsules
+	// versions is Config.Versions plus kernel_version; read-only.
+	versions map[string]string
 
 	mu         sync.Mutex
 	capsules   map[string]*entry
@@ -114,7 +122,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.IdleCheck = time.Second
 	}
 	if cfg.MetricsEvery <= 0 {
-		cfg.MetricsEvery = 5 * time.Second
+		cfg.MetricsEvery = DefaultMetricsEvery
 	}
 	if cfg.NetworkGrace == 0 {
 		cfg.NetworkGrace = 30 * time.Second
@@ -131,6 +139,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		net:      cfg.Network,
 		capsules: map[string]*entry{},
 		metrics:  map[string]*series{},
+		versions: runtimeVersions(cfg.Versions),
 		stop:     make(chan struct{}),
 	}
 	for _, d := range []string{a.dirs.capsules(), a.dirs.templates(), a.dirs.envd()} {
@@ -297,7 +306,7 @@ func (a *Agent) Info(id string) (Info, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return e.rec.info(), nil
+	return a.info(e.rec), nil
 }
 
 // List returns every capsule and drains the ids paused for inactivity
@@ -307,7 +316,7 @@ func (a *Agent) List(context.Context) ([]Info, []string, error) {
 	defer a.mu.Unlock()
 	out := make([]Info, 0, len(a.capsules))
 	for _, e := range a.capsules {
-		out = append(out, e.rec.info())
+		out = append(out, a.info(e.rec))
 	}
 	auto := a.autoPaused
 	a.autoPaused = nil
@@ -350,5 +359,5 @@ func (a *Agent) Envd(_ context.Context, id string) (*envdclient.Client, Info, fu
 			a.mu.Unlock()
 		})
 	}
-	return a.client(&r), r.info(), done, nil
+	return a.client(&r), a.info(&r), done, nil
 }

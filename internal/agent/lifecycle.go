@@ -96,10 +96,13 @@ func (a *Agent) create(ctx context.Context, e *entry, p CreateParams) (Info, err
 	if err != nil {
 		return Info{}, fmt.Errorf("start capsule %s: %w", r.ID, err)
 	}
-	if err := a.initEnvd(ctx, &r); err != nil {
+	envdVer, err := a.initEnvd(ctx, &r)
+	if err != nil {
 		return Info{}, err
 	}
-	if err := a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt = time.Now().UTC() }); err != nil {
+	if err := a.setStatus(e, StatusRunning, func(r *record) {
+		r.LastActiveAt, r.EnvdVersion = time.Now().UTC(), envdVer
+	}); err != nil {
 		return Info{}, err
 	}
 	return a.Info(r.ID)
@@ -198,18 +201,25 @@ func syncFS(ctx context.Context, c *envdclient.Client) error {
 }
 
 // initEnvd waits for envd and applies the capsule's defaults; /init also
-// makes envd re-read its identity and restart its port subsystem.
-func (a *Agent) initEnvd(ctx context.Context, r *record) error {
+// makes envd re-read its identity and restart its port subsystem. It
+// returns envd's version, or r's last known one when envd does not tell.
+func (a *Agent) initEnvd(ctx context.Context, r *record) (envdVer string, err error) {
 	c := a.client(r)
 	wctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
 	defer cancel()
 	if err := c.WaitHealthy(wctx); err != nil {
-		return fmt.Errorf("capsule %s: %w", r.ID, err)
+		return "", fmt.Errorf("capsule %s: %w", r.ID, err)
 	}
 	if err := c.Init(wctx, envdclient.Init{EnvVars: r.DefaultEnv, DefaultUser: r.DefaultUser}); err != nil {
-		return fmt.Errorf("capsule %s: %w", r.ID, err)
+		return "", fmt.Errorf("capsule %s: %w", r.ID, err)
 	}
-	return nil
+	v, err := envdVersion(wctx, r.HostIP)
+	if err != nil || v == "" {
+		// Only metadata: the capsule works.
+		a.log.Warn("envd version unknown", "id", r.ID, "error", err)
+		return r.EnvdVersion, nil
+	}
+	return v, nil
 }
 
 // discard removes everything a capsule has on this host: runtime state,
@@ -293,7 +303,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if err := a.rt.Pause(ctx, r.ID, capsule.Snapshot{Dir: tmp}); err != nil {
 		_ = os.RemoveAll(tmp)
 		// Still running: undo the quiesce.
-		if ierr := a.initEnvd(context.WithoutCancel(ctx), &r); ierr != nil {
+		if _, ierr := a.initEnvd(context.WithoutCancel(ctx), &r); ierr != nil {
 			a.log.Error("capsule did not recover from a failed pause", "id", r.ID, "error", ierr)
 		}
 		_ = a.setStatus(e, StatusRunning, nil)
@@ -364,10 +374,20 @@ func (a *Agent) resumeLocked(ctx context.Context, e *entry) error {
 	if err := a.rt.Restore(ctx, a.spec(&r), capsule.Snapshot{Dir: a.dirs.snapshot(r.ID)}); err != nil {
 		return fmt.Errorf("resume %s: %w", r.ID, err)
 	}
-	if err := a.initEnvd(ctx, &r); err != nil {
+	envdVer, err := a.initEnvd(ctx, &r)
+	if err != nil {
 		return err
 	}
-	if err := a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt = time.Now().UTC() }); err != nil {
+	// The restored capsule's CPU counter starts anew: no CPU % across the
+	// pause. (Not sampled before it is running.)
+	a.mu.Lock()
+	if s := a.metrics[r.ID]; s != nil {
+		s.haveLast = false
+	}
+	a.mu.Unlock()
+	if err := a.setStatus(e, StatusRunning, func(r *record) {
+		r.LastActiveAt, r.EnvdVersion = time.Now().UTC(), envdVer
+	}); err != nil {
 		return err
 	}
 	// Running again: the pause snapshot is stale now (templates made from

@@ -62,7 +62,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			// may run; if envd answers, make it whole again.
 			log.Info("capsule may be running; re-initialising envd")
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := a.initEnvd(ictx, r)
+			envdVer, err := a.initEnvd(ictx, r)
 			cancel()
 			if err != nil {
 				if r.Status == StatusPausing && checkpointWritten(a.dirs.snapshotTmp(r.ID)) {
@@ -82,7 +82,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
 			_ = os.RemoveAll(a.dirs.snapshot(r.ID))
-			_ = a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt = time.Now().UTC() })
+			_ = a.setStatus(e, StatusRunning, func(r *record) { r.LastActiveAt, r.EnvdVersion = time.Now().UTC(), envdVer })
 		default:
 			// Creating (never finished), or running without a container
 			// (e.g. the host rebooted): nothing can be recovered.

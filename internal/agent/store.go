@@ -29,19 +29,21 @@ type record struct {
 	AllowInternet bool              `json:"allow_internet"`
 	Image         capsule.Image     `json:"image"`
 	Envd          string            `json:"envd"`
+	EnvdVersion   string            `json:"envd_version,omitempty"` // what envd's /health reported at the last boot or restore
 	Network       capsule.Network   `json:"network"`
 	HostIP        string            `json:"host_ip,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
 	LastActiveAt  time.Time         `json:"last_active_at"`
 }
 
-func (r *record) info() Info {
+// info describes r; the caller holds a.mu or owns r.
+func (a *Agent) info(r *record) Info {
 	i := Info{
 		ID: r.ID, Status: r.Status, TeamID: r.TeamID, TemplateID: r.TemplateID,
 		VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB, TimeoutSec: r.TimeoutSec,
 		DefaultUser: r.DefaultUser, DefaultEnv: copyEnv(r.DefaultEnv), AllowInternet: r.AllowInternet,
 		CreatedAt: r.CreatedAt, LastActiveAt: r.LastActiveAt,
-		Metadata: map[string]string{"image_id": r.Image.ID},
+		Metadata: a.runtimeMetadata(r),
 	}
 	if r.Status == StatusRunning {
 		i.HostIP = r.HostIP

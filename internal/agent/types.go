@@ -68,7 +68,10 @@ type Info struct {
 	HostIP        string // capsule address reachable from this host; empty when paused
 	CreatedAt     time.Time
 	LastActiveAt  time.Time
-	Metadata      map[string]string
+	// Metadata holds the capsule's runtime versions (API contract §6.1):
+	// kernel_version, agent_version, envd_version (once envd answered) and
+	// the backend's runsc_version or firecracker_version, plus image_id.
+	Metadata map[string]string
 }
 
 // MetricPoint is one sample of a capsule's resource use.
@@ -83,7 +86,7 @@ type MetricPoint struct {
 type MetricsRange int
 
 const (
-	Range10m MetricsRange = iota // 5 s resolution
-	Range2h                      // 1 min resolution
-	Range24h                     // 10 min resolution
+	Range10m MetricsRange = iota // every sample (Config.MetricsEvery, 500 ms) of the last 10 min
+	Range2h                      // 30 s averages over 2 h
+	Range24h                     // 5 min averages over 24 h
 )

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 )
@@ -169,5 +171,65 @@ func TestPauseResumeCycles(t *testing.T) {
 	}
 	if err := tcpDial(c.HostIp + ":49983"); err == nil {
 		t.Fatal("destroyed capsule's envd still answers")
+	}
+}
+
+// checkMetadata verifies a create or resume answer carries the runtime
+// versions (API contract §6.1): this kernel, this agent binary's release,
+// the envd it runs and the runsc version.
+func (h *host) checkMetadata(t *testing.T, what string, md map[string]string) {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(h.agent, "-version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentVersion := strings.TrimPrefix(strings.TrimSpace(string(out)), "wrenn-agent ")
+	out, err = exec.Command(h.envd, "-version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, envdVersion, _ := strings.Cut(strings.TrimSpace(string(out)), "(protocol ")
+	envdVersion = strings.TrimSuffix(envdVersion, ")")
+	want := map[string]string{
+		"kernel_version": unix.ByteSliceToString(u.Release[:]),
+		"agent_version":  agentVersion,
+		"envd_version":   envdVersion,
+	}
+	for k, v := range want {
+		if v == "" || md[k] != v {
+			t.Errorf("%s: metadata %s = %q, want %q (metadata %v)", what, k, md[k], v, md)
+		}
+	}
+	if v := md["runsc_version"]; v == "" || v == "VERSION_MISSING" {
+		t.Errorf("%s: runsc_version %q (metadata %v)", what, v, md)
+	}
+	if md["image_id"] == "" {
+		t.Errorf("%s: no image_id (metadata %v)", what, md)
+	}
+	t.Logf("%s: metadata %v", what, md)
+}
+
+// Create and resume report the capsule's runtime versions.
+func TestRuntimeMetadata(t *testing.T) {
+	h := newHost(t)
+	c := h.create(t, nil)
+	h.checkMetadata(t, "create", c.Metadata)
+	if _, err := h.api.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.SandboxId})); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	// Resumed by a restarted agent: nothing is left in memory.
+	h.stop()
+	h.start()
+	res, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.SandboxId}))
+	if err != nil {
+		t.Fatalf("resume: %v\n%s", err, h.logTail())
+	}
+	h.checkMetadata(t, "resume", res.Msg.Metadata)
+	if res.Msg.Metadata["runsc_version"] != c.Metadata["runsc_version"] {
+		t.Errorf("runsc_version changed from %q to %q", c.Metadata["runsc_version"], res.Msg.Metadata["runsc_version"])
 	}
 }

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"os/exec"
 	"slices"
 	"strings"
@@ -170,15 +171,60 @@ func TestMetrics(t *testing.T) {
 		}
 		return nil
 	})
+	// Sub-second samples (the harness samples every 200 ms): more points
+	// than seconds they cover.
+	if span := pts[len(pts)-1].Ts - pts[0].Ts + 1; int64(len(pts)) <= span {
+		t.Fatalf("%d points over %d s", len(pts), span)
+	}
 	flushed, err := h.api.FlushSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: c.SandboxId}))
 	if err != nil || len(flushed.Msg.Points_10M) < len(pts) {
 		t.Fatalf("flush: %v, %d points", err, len(flushed.Msg.GetPoints_10M()))
+	}
+	// The coarse tiers average the samples of aligned 30 s and 5 min
+	// buckets (the one still filling included); the capsule is younger
+	// than 10 min, so the 10m tier holds every sample.
+	checkAverages(t, "2h", flushed.Msg.Points_10M, flushed.Msg.Points_2H, 30)
+	checkAverages(t, "24h", flushed.Msg.Points_10M, flushed.Msg.Points_24H, 300)
+	if res, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId})); err != nil || len(res.Msg.Points) > 10 {
+		t.Fatalf("metrics right after a flush: %v, %d points", err, len(res.Msg.GetPoints()))
 	}
 	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_24H})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: newID()})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("metrics of an unknown capsule: %v", err)
+	}
+}
+
+// checkAverages verifies that every point of a coarse tier is the mean of
+// the samples in its bucket of width seconds, stamped with the bucket's
+// start, and that together they cover every sample.
+func checkAverages(t *testing.T, tier string, samples, avgs []*hav1.MetricPoint, width int64) {
+	t.Helper()
+	if len(avgs) == 0 {
+		t.Fatalf("%s tier empty", tier)
+	}
+	covered := 0
+	for _, a := range avgs {
+		if a.Ts%width != 0 {
+			t.Fatalf("%s point at %d, not on a %d s boundary", tier, a.Ts, width)
+		}
+		var n, mem uint64
+		var cpu float64
+		for _, s := range samples {
+			if s.Ts >= a.Ts && s.Ts < a.Ts+width {
+				n++
+				mem += s.MemBytes
+				cpu += s.CpuPct
+			}
+		}
+		if n == 0 || a.MemBytes != mem/n || math.Abs(a.CpuPct-cpu/float64(n)) > 1e-6 {
+			t.Fatalf("%s point %v is not the mean of its %d samples (mem %d, cpu %.3f)", tier, a, n, mem/max(n, 1), cpu/float64(max(n, 1)))
+		}
+		covered += int(n)
+	}
+	if covered != len(samples) {
+		t.Fatalf("%s tier covers %d of %d samples", tier, covered, len(samples))
 	}
 }
 

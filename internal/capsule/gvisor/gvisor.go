@@ -15,6 +15,7 @@
 package gvisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/wrenn/wrenn/internal/capsule"
@@ -68,6 +70,10 @@ type Runtime struct {
 	cfg   Config
 	log   *slog.Logger
 	locks idLocks
+	// sandboxes caches each capsule's sandbox PID (id → int) so that Stats, called every sampling
+	// interval, reads the cgroup directly instead of running `runsc list`. An entry is trusted only
+	// while that PID is still a runsc sandbox of the id; Pause and Destroy drop it.
+	sandboxes sync.Map
 }
 
 var _ capsule.Runtime = (*Runtime)(nil)
@@ -258,6 +264,7 @@ func (r *Runtime) Pause(ctx context.Context, id string, snap capsule.Snapshot) e
 	if _, err := os.Stat(r.capsuleDir(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("pause capsule %s: %w", id, capsule.ErrNotFound)
 	}
+	r.sandboxes.Delete(id)
 	if _, err := r.runsc(ctx, id, "checkpoint", "-image-path", snap.Dir, id); err != nil {
 		// Only now ask runsc what the container is (the common path
 		// saves that call): gone, or not running.
@@ -287,6 +294,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	}
 	defer unlock()
 
+	r.sandboxes.Delete(id)
 	_, derr := r.runsc(ctx, id, "delete", "-force", id)
 	ok := derr == nil
 	if derr != nil {
@@ -320,25 +328,47 @@ func (r *Runtime) Stats(ctx context.Context, id string) (capsule.Stats, error) {
 	}
 	defer unlock()
 
-	c, ok, err := r.lookup(ctx, id)
-	switch {
-	case err != nil:
-		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
-	case !ok:
-		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, capsule.ErrNotFound)
-	case !c.alive():
-		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
+	pid, ok := r.cachedSandbox(id)
+	if !ok {
+		c, found, err := r.lookup(ctx, id)
+		switch {
+		case err != nil:
+			return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
+		case !found:
+			return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, capsule.ErrNotFound)
+		case !c.alive():
+			return capsule.Stats{}, fmt.Errorf("stats of capsule %s: container is %s: %w", id, c.Status, capsule.ErrState)
+		}
+		pid = c.PID
+		r.sandboxes.Store(id, pid)
 	}
-	cpu, mem, err := cgroupUsage(c.PID)
+	cpu, mem, err := cgroupUsage(pid)
 	if err != nil {
+		r.sandboxes.Delete(id)
 		return capsule.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
 	}
 	return capsule.Stats{
 		CPUNanos:  cpu,
 		MemBytes:  mem,
-		DiskBytes: filestoreBytes(c.PID, r.capsuleDir(id)),
+		DiskBytes: filestoreBytes(pid, r.capsuleDir(id)),
 		At:        time.Now(),
 	}, nil
+}
+
+// cachedSandbox returns the cached sandbox PID of id while that process is still the runsc sandbox of
+// id (its command line ends with the container id), so a recycled PID is never read.
+func (r *Runtime) cachedSandbox(id string) (int, bool) {
+	v, ok := r.sandboxes.Load(id)
+	if !ok {
+		return 0, false
+	}
+	pid := v.(int)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.HasSuffix(bytes.TrimRight(b, "\x00"), []byte(" "+id)) && !bytes.HasSuffix(bytes.TrimRight(b, "\x00"), []byte("\x00"+id)) {
+		r.sandboxes.Delete(id)
+		return 0, false
+	}
+	return pid, true
 }
 
 // List returns the ids of the containers in the state directory whose
