@@ -56,15 +56,12 @@ func (l Lookups) UserState(ctx context.Context, userID, teamID string) (auth.Use
 // APIKeyByHash finds a live team's key by the SHA-256 hex of its secret and records its use
 // (auth.APIKeys).
 func (l Lookups) APIKeyByHash(ctx context.Context, hash string) (auth.APIKeyRecord, error) {
-	k, err := l.Store.GetAPIKeyByHash(ctx, hash)
+	k, err := l.Store.UseAPIKey(ctx, hash)
 	if err != nil {
 		if store.IsNotFound(err) {
 			return auth.APIKeyRecord{}, auth.ErrNotFound
 		}
 		return auth.APIKeyRecord{}, fmt.Errorf("read api key: %w", err)
-	}
-	if err := l.Store.TouchAPIKey(ctx, k.ID); err != nil {
-		return auth.APIKeyRecord{}, fmt.Errorf("record api key use: %w", err)
 	}
 	return auth.APIKeyRecord{ID: ids.APIKey.Format(k.ID), TeamID: ids.Team.Format(k.TeamID), Name: k.Name}, nil
 }

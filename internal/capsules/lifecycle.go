@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -121,8 +122,21 @@ func (s *Service) Pause(ctx context.Context, actor auth.Identity, team uuid.UUID
 
 // pause persists t's metrics tiers, pauses it on its host and records it paused.
 func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.Capsule, error) {
-	s.persistMetrics(ctx, t.Agent, t.Capsule)
-	if _, err := t.Agent.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: t.PublicID})); err != nil {
+	// The tiers are taken before the pause and stored while the agent pauses.
+	start := time.Now()
+	tiers := s.flushMetrics(ctx, t.Agent, t.Capsule)
+	flushed := time.Now()
+	stored := make(chan struct{})
+	go func() {
+		defer close(stored)
+		s.storeMetrics(ctx, t.Capsule, tiers)
+	}()
+	_, err := t.Agent.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: t.PublicID}))
+	paused := time.Now()
+	<-stored
+	s.Log.Debug("capsule pause timing", "capsule_id", t.PublicID, "flush", flushed.Sub(start),
+		"pause", paused.Sub(flushed), "store_wait", time.Since(paused))
+	if err != nil {
 		return db.Capsule{}, apierr.FromAgent(err)
 	}
 	bg := context.WithoutCancel(ctx)
@@ -190,22 +204,35 @@ func (s *Service) Ping(ctx context.Context, team uuid.UUID, rawID string) error 
 // persistMetrics hands c's metrics tiers over from its agent and stores them (replacing what an
 // earlier pause stored). Failures are logged: metrics never block a pause.
 func (s *Service) persistMetrics(ctx context.Context, agent hostagentv1connect.HostAgentServiceClient, c db.Capsule) {
+	s.storeMetrics(ctx, c, s.flushMetrics(ctx, agent, c))
+}
+
+// flushMetrics takes every tier the agent holds for c (the agent stops sampling it); nil when the agent
+// has none or fails (logged).
+func (s *Service) flushMetrics(ctx context.Context, agent hostagentv1connect.HostAgentServiceClient, c db.Capsule) map[string][]*hav1.MetricPoint {
 	publicID := ids.Capsule.Format(c.ID)
 	res, err := agent.FlushSandboxMetrics(ctx, connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: publicID}))
 	if err != nil {
 		s.Log.Warn("flush capsule metrics", "capsule_id", publicID, "err", err)
-		return
+		return nil
 	}
-	tiers := map[string][]*hav1.MetricPoint{
+	if len(res.Msg.GetPoints_10M())+len(res.Msg.GetPoints_2H())+len(res.Msg.GetPoints_24H()) == 0 {
+		return nil // nothing sampled since the last hand-over: keep what is stored
+	}
+	return map[string][]*hav1.MetricPoint{
 		store.MetricsTier10m: res.Msg.GetPoints_10M(),
 		store.MetricsTier2h:  res.Msg.GetPoints_2H(),
 		store.MetricsTier24h: res.Msg.GetPoints_24H(),
 	}
-	if len(res.Msg.GetPoints_10M())+len(res.Msg.GetPoints_2H())+len(res.Msg.GetPoints_24H()) == 0 {
-		return // nothing sampled since the last hand-over: keep what is stored
+}
+
+// storeMetrics replaces c's persisted tiers with tiers (nil: nothing to store). Failures are logged.
+func (s *Service) storeMetrics(ctx context.Context, c db.Capsule, tiers map[string][]*hav1.MetricPoint) {
+	if tiers == nil {
+		return
 	}
 	bg := context.WithoutCancel(ctx)
-	err = s.Store.Tx(bg, func(q *db.Queries) error {
+	err := s.Store.Tx(bg, func(q *db.Queries) error {
 		if _, err := q.DeleteCapsuleMetrics(bg, c.ID); err != nil {
 			return err
 		}
@@ -217,6 +244,6 @@ func (s *Service) persistMetrics(ctx context.Context, agent hostagentv1connect.H
 		return nil
 	})
 	if err != nil {
-		s.Log.Warn("store capsule metrics", "capsule_id", publicID, "err", err)
+		s.Log.Warn("store capsule metrics", "capsule_id", ids.Capsule.Format(c.ID), "err", err)
 	}
 }

@@ -73,13 +73,14 @@ func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, need
 	if err != nil {
 		return Target{}, err
 	}
-	c, err := r.Store.GetCapsule(ctx, db.GetCapsuleParams{TeamID: team, ID: id})
+	row, err := r.Store.GetCapsuleWithHost(ctx, db.GetCapsuleWithHostParams{TeamID: team, ID: id})
 	if err != nil {
 		if store.IsNotFound(err) {
 			return Target{}, apierr.NotFound("sandbox not found")
 		}
 		return Target{}, apierr.Internal(err)
 	}
+	c := row.Capsule
 	t := Target{Capsule: c, PublicID: ids.Capsule.Format(c.ID)}
 	if len(needs) == 0 {
 		return t, nil
@@ -90,7 +91,11 @@ func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, need
 	if c.HostID == nil {
 		return Target{}, apierr.HostUnavailable("sandbox host is not reachable")
 	}
-	t.Agent, err = r.Agents.Agent(ctx, *c.HostID)
+	if fast, ok := r.Agents.(fleet.HostAgents); ok && row.HostStatus != nil {
+		t.Agent, err = fast.AgentOf(*c.HostID, *row.HostStatus, row.HostAddress)
+	} else {
+		t.Agent, err = r.Agents.Agent(ctx, *c.HostID)
+	}
 	if err != nil {
 		return Target{}, err
 	}

@@ -19,3 +19,9 @@ type Agents interface {
 	// "sandbox host is not reachable".
 	Agent(ctx context.Context, hostID uuid.UUID) (hostagentv1connect.HostAgentServiceClient, error)
 }
+
+// HostAgents is an optional fast path of Agents for a caller that has just read the host's status and
+// address (with the capsule, in one query): the same checks and clients as Agent, no database read.
+type HostAgents interface {
+	AgentOf(hostID uuid.UUID, status string, address *string) (hostagentv1connect.HostAgentServiceClient, error)
+}

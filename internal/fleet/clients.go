@@ -70,19 +70,35 @@ func (s *Service) conn(ctx context.Context, hostID uuid.UUID) (*agentConn, error
 		}
 		return nil, apierr.Internal(fmt.Errorf("read host %s: %w", ids.Host.Format(hostID), err))
 	}
-	if h.Address == nil || (h.Status != store.HostOnline && h.Status != store.HostDraining) {
-		return nil, apierr.HostUnavailable(msgHostUnavailable).WithCause(fmt.Errorf("host %s is %s", ids.Host.Format(hostID), h.Status))
+	return s.connOf(hostID, h.Status, h.Address)
+}
+
+// AgentOf is Agent for a caller that has just read the host's status and address (capsules.Resolver
+// reads them with the capsule in one query): no database read.
+func (s *Service) AgentOf(hostID uuid.UUID, status string, address *string) (hostagentv1connect.HostAgentServiceClient, error) {
+	c, err := s.connOf(hostID, status, address)
+	if err != nil {
+		return nil, err
+	}
+	return c.client, nil
+}
+
+// connOf returns the cached (or new) connection of a host in status at address, or 503 when the host
+// cannot serve capsules.
+func (s *Service) connOf(hostID uuid.UUID, status string, address *string) (*agentConn, error) {
+	if address == nil || (status != store.HostOnline && status != store.HostDraining) {
+		return nil, apierr.HostUnavailable(msgHostUnavailable).WithCause(fmt.Errorf("host %s is %s", ids.Host.Format(hostID), status))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c, ok := s.conns[hostID]; ok {
-		if c.address == *h.Address {
+		if c.address == *address {
 			return c, nil
 		}
 		c.transport.CloseIdleConnections()
 		delete(s.conns, hostID)
 	}
-	c, err := s.newConn(h)
+	c, err := s.newConn(db.Host{ID: hostID, Address: address})
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}

@@ -19,8 +19,8 @@ import (
 
 // BenchmarkControlPlane measures the control plane's overhead: each operation through the REST API
 // (wrenn-cp → mutual TLS → wrenn-agent) next to the same operation sent straight to the agent over
-// the same mutual-TLS transport with a certificate of the same CA. tools/benchreport pairs
-// CP<op> with Direct<op>.
+// the same mutual-TLS transport with a certificate of the same CA, alternating in one loop.
+// tools/benchreport compares each control-plane metric with its direct-… twin.
 func BenchmarkControlPlane(b *testing.B) {
 	p := newPlatform(b, 1)
 	n := p.addHost(b, false)
@@ -28,89 +28,57 @@ func BenchmarkControlPlane(b *testing.B) {
 	direct := directAgent(b, p, n)
 	ctx := context.Background()
 
-	b.Run("CPCreateExec", func(b *testing.B) {
-		var lat latencies
-		for i := 0; b.Loop(); i++ {
+	// Each operation runs through the control plane and directly on the agent alternately in one
+	// loop, so both sides see the same machine; "ms/p50" is the control plane's median and
+	// "direct-ms/p50" the agent's.
+	createDirect := func() string {
+		_, id := ids.Capsule.New()
+		if _, err := direct.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
+			SandboxId: id, Vcpus: 1, MemoryMb: 256, DiskSizeMb: 5120, TemplateId: "minimal",
+			TeamId: "00000000-0000-0000-0000-000000000000", DefaultUser: "root", AllowInternet: true,
+		})); err != nil {
+			b.Fatalf("create: %v", err)
+		}
+		return id
+	}
+	destroyDirect := func(id string) {
+		if _, err := direct.DestroySandbox(ctx, connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
+			b.Fatalf("destroy: %v", err)
+		}
+	}
+	b.Run("CreateExec", func(b *testing.B) {
+		var cp, dir latencies
+		for b.Loop() {
 			var id string
-			lat.time(func() {
-				c := p.createCapsule(b, p.URL(), key)
-				id = c.ID
+			cp.time(func() {
+				id = p.createCapsule(b, p.URL(), key).ID
 				execEcho(b, p.URL(), key, id, "x")
 			})
+			var did string
+			dir.time(func() {
+				did = createDirect()
+				directExec(b, direct, did)
+			})
 			b.StopTimer()
+			destroyDirect(did)
 			cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+id, key, nil)
 			b.StartTimer()
 		}
-		lat.report(b)
-	})
-	b.Run("DirectCreateExec", func(b *testing.B) {
-		var lat latencies
-		for b.Loop() {
-			_, id := ids.Capsule.New()
-			lat.time(func() {
-				if _, err := direct.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
-					SandboxId: id, Vcpus: 1, MemoryMb: 256, DiskSizeMb: 5120, TemplateId: "minimal",
-					TeamId: "00000000-0000-0000-0000-000000000000", DefaultUser: "root", AllowInternet: true,
-				})); err != nil {
-					b.Fatalf("create: %v", err)
-				}
-				directExec(b, direct, id)
-			})
-			b.StopTimer()
-			if _, err := direct.DestroySandbox(ctx, connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
-				b.Fatalf("destroy: %v", err)
-			}
-			b.StartTimer()
-		}
-		lat.report(b)
+		report(b, cp, dir)
 	})
 
 	c := p.createCapsule(b, p.URL(), key)
 	b.Cleanup(func() { cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+c.ID, key, nil) })
-	b.Run("CPExec", func(b *testing.B) {
-		var lat latencies
+	// The direct side uses a capsule the control plane does not know, so its reconciler keeps out.
+	id := createDirect()
+	b.Cleanup(func() { destroyDirect(id) })
+	b.Run("Exec", func(b *testing.B) {
+		var cp, dir latencies
 		for b.Loop() {
-			lat.time(func() { execEcho(b, p.URL(), key, c.ID, "x") })
+			cp.time(func() { execEcho(b, p.URL(), key, c.ID, "x") })
+			dir.time(func() { directExec(b, direct, id) })
 		}
-		lat.report(b)
-	})
-	b.Run("DirectExec", func(b *testing.B) {
-		var lat latencies
-		for b.Loop() {
-			lat.time(func() { directExec(b, direct, c.ID) })
-		}
-		lat.report(b)
-	})
-	b.Run("CPPause", func(b *testing.B) {
-		var lat latencies
-		for b.Loop() {
-			lat.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200) })
-			b.StopTimer()
-			cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200)
-			b.StartTimer()
-		}
-		lat.report(b)
-	})
-	b.Run("CPResume", func(b *testing.B) {
-		var lat latencies
-		for b.Loop() {
-			b.StopTimer()
-			cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200)
-			b.StartTimer()
-			lat.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200) })
-		}
-		lat.report(b)
-	})
-	// The direct pair uses a capsule the control plane does not know, so its reconciler keeps out.
-	_, id := ids.Capsule.New()
-	if _, err := direct.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
-		SandboxId: id, Vcpus: 1, MemoryMb: 256, DiskSizeMb: 5120, TemplateId: "minimal",
-		TeamId: "00000000-0000-0000-0000-000000000000", DefaultUser: "root", AllowInternet: true,
-	})); err != nil {
-		b.Fatalf("create: %v", err)
-	}
-	b.Cleanup(func() {
-		_, _ = direct.DestroySandbox(context.Background(), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id}))
+		report(b, cp, dir)
 	})
 	pause := func() {
 		if _, err := direct.FlushSandboxMetrics(ctx, connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: id})); err != nil {
@@ -125,26 +93,25 @@ func BenchmarkControlPlane(b *testing.B) {
 			b.Fatalf("resume: %v", err)
 		}
 	}
-	b.Run("DirectPause", func(b *testing.B) {
-		var lat latencies
+	b.Run("PauseResume", func(b *testing.B) {
+		var cpPause, dirPause, cpResume, dirResume latencies
 		for b.Loop() {
-			lat.time(pause)
-			b.StopTimer()
-			resume()
-			b.StartTimer()
+			cpPause.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200) })
+			dirPause.time(pause)
+			cpResume.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200) })
+			dirResume.time(resume)
 		}
-		lat.report(b)
+		b.ReportMetric(cpPause.p50(), "pause-ms/p50")
+		b.ReportMetric(dirPause.p50(), "direct-pause-ms/p50")
+		b.ReportMetric(cpResume.p50(), "resume-ms/p50")
+		b.ReportMetric(dirResume.p50(), "direct-resume-ms/p50")
 	})
-	b.Run("DirectResume", func(b *testing.B) {
-		var lat latencies
-		for b.Loop() {
-			b.StopTimer()
-			pause()
-			b.StartTimer()
-			lat.time(resume)
-		}
-		lat.report(b)
-	})
+}
+
+// report adds the control plane's and the agent's medians to b.
+func report(b *testing.B, cp, direct latencies) {
+	b.ReportMetric(cp.p50(), "ms/p50")
+	b.ReportMetric(direct.p50(), "direct-ms/p50")
 }
 
 func cpCall(b testing.TB, p *platform, cred cptest.Cred, path string, want int) {
@@ -204,12 +171,12 @@ func (l *latencies) time(f func()) {
 	*l = append(*l, time.Since(start))
 }
 
-// report adds the median as "ms/p50" to b's metrics.
-func (l latencies) report(b *testing.B) {
+// p50 is the median in milliseconds.
+func (l latencies) p50() float64 {
 	if len(l) == 0 {
-		return
+		return 0
 	}
 	s := slices.Clone(l)
 	slices.Sort(s)
-	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, "ms/p50")
+	return float64(s[len(s)/2].Microseconds()) / 1000
 }

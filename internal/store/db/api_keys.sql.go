@@ -162,3 +162,28 @@ func (q *Queries) TouchAPIKey(ctx context.Context, id uuid.UUID) error {
 	_, err := q.db.Exec(ctx, touchAPIKey, id)
 	return err
 }
+
+const useAPIKey = `-- name: UseAPIKey :one
+UPDATE api_keys SET last_used_at = now()
+FROM teams
+WHERE api_keys.key_hash = $1 AND teams.id = api_keys.team_id AND teams.deleted_at IS NULL
+RETURNING api_keys.id, api_keys.team_id, api_keys.name, api_keys.key_hash, api_keys.key_prefix, api_keys.created_by, api_keys.created_at, api_keys.last_used_at
+`
+
+// The key presented in X-API-Key (by the SHA-256 hex of the secret), recording its use in the same
+// statement; keys of deleted teams never match.
+func (q *Queries) UseAPIKey(ctx context.Context, keyHash string) (APIKey, error) {
+	row := q.db.QueryRow(ctx, useAPIKey, keyHash)
+	var i APIKey
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.KeyHash,
+		&i.KeyPrefix,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.LastUsedAt,
+	)
+	return i, err
+}

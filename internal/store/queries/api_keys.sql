@@ -27,3 +27,11 @@ DELETE FROM api_keys WHERE team_id = @team_id;
 -- Used when an admin deactivates a user.
 DELETE FROM api_keys
 WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = @user_id AND role = 'owner');
+
+-- name: UseAPIKey :one
+-- The key presented in X-API-Key (by the SHA-256 hex of the secret), recording its use in the same
+-- statement; keys of deleted teams never match.
+UPDATE api_keys SET last_used_at = now()
+FROM teams
+WHERE api_keys.key_hash = @key_hash AND teams.id = api_keys.team_id AND teams.deleted_at IS NULL
+RETURNING api_keys.*;

@@ -54,3 +54,10 @@ FROM team_stats_samples
 WHERE team_id = @team_id AND ts >= @since
 GROUP BY bucket
 ORDER BY bucket;
+
+-- name: GetCapsuleWithHost :one
+-- A capsule of one team with its host (NULL columns when it has none), for the §1.6 checks in one
+-- round trip.
+SELECT sqlc.embed(capsules), hosts.status AS host_status, hosts.address AS host_address
+FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
+WHERE capsules.team_id = @team_id AND capsules.id = @id;
