@@ -9,177 +9,32 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
-	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
 	"github.com/wrenn/wrenn/internal/testutil"
+	"github.com/wrenn/wrenn/internal/testutil/agenthost"
 )
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-// host is one test's agent environment: a data directory, a network prefix
-// and subnet of its own, and the running agent process.
+// host is one test's agent (internal/testutil/agenthost: its own data directory, network prefix and
+// subnet; every capsule destroyed and the machine checked when the test ends) with the helpers the
+// tests share.
 type host struct {
-	t       *testing.T
-	dataDir string
-	prefix  string
-	subnet  string
-	agent   string
-	envd    string
-	runsc   string
-	addr    string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
-	api     hostagentv1connect.HostAgentServiceClient
+	*agenthost.Host
+	t *testing.T
 }
 
-var subnetSeq atomic.Int32
-
-// newHost prepares an environment and starts the agent. When the test ends
-// every capsule is destroyed, the agent stops, and the test fails if
-// anything the agent created is left on the machine.
 func newHost(t *testing.T) *host {
 	t.Helper()
-	testutil.Integration(t)
-	h := &host{
-		t:       t,
-		dataDir: t.TempDir(),
-		prefix:  testutil.RandomName("wt", 4),
-		subnet:  fmt.Sprintf("10.%d.0.0/16", 200+subnetSeq.Add(1)%50),
-		agent:   testutil.BuildBinary(t, "./cmd/wrenn-agent"),
-		envd:    testutil.BuildBinary(t, testutil.EnvdPackage),
-		runsc:   testutil.Runsc(t),
-	}
-	h.addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	h.api = hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+h.addr)
-	h.start()
-	t.Cleanup(h.finish)
-	return h
-}
-
-// start runs the agent and waits until its API answers.
-func (h *host) start() {
-	h.t.Helper()
-	h.logPath = filepath.Join(h.dataDir, fmt.Sprintf("agent-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(h.logPath)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.cmd = exec.Command(h.agent,
-		"-listen", h.addr, "-data-dir", h.dataDir, "-runsc", h.runsc, "-envd", h.envd,
-		"-net-prefix", h.prefix, "-subnet", h.subnet, "-log-level", "debug", "-metrics-interval", "200ms", "-network-grace", "1s")
-	h.cmd.Stdout, h.cmd.Stderr = logf, logf
-	if err := h.cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	h.exited = exited
-	go func() { _ = h.cmd.Wait(); logf.Close(); close(exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := h.api.ListSandboxes(ctx, connect.NewRequest(&hav1.ListSandboxesRequest{}))
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			h.t.Fatalf("agent exited at start:\n%s", h.logTail())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	h.t.Fatalf("agent API not answering:\n%s", h.logTail())
-}
-
-// kill SIGKILLs the agent (capsules keep running).
-func (h *host) kill() {
-	_ = h.cmd.Process.Signal(syscall.SIGKILL)
-	<-h.exited
-}
-
-// stop ends the agent gracefully (capsules keep running).
-func (h *host) stop() {
-	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-h.exited:
-	case <-time.After(10 * time.Second):
-		h.kill()
-	}
-}
-
-func (h *host) logTail() string {
-	b, _ := os.ReadFile(h.logPath)
-	if len(b) > 16<<10 {
-		b = b[len(b)-16<<10:]
-	}
-	return string(b)
-}
-
-// finish terminates every capsule through the API and checks the machine.
-func (h *host) finish() {
-	t := h.t
-	select {
-	case <-h.exited:
-		h.start()
-	default:
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := h.api.Terminate(ctx, connect.NewRequest(&hav1.TerminateRequest{})); err != nil {
-		t.Errorf("Terminate: %v", err)
-	}
-	select {
-	case <-h.exited:
-	case <-time.After(15 * time.Second):
-		t.Errorf("agent did not exit after Terminate")
-		h.kill()
-	}
-	if t.Failed() {
-		t.Logf("agent log:\n%s", h.logTail())
-	}
-	h.assertClean()
-}
-
-// leftovers lists what capsules left behind while the agent runs:
-// namespaces, links, set elements, processes, mounts, directories.
-func (h *host) leftovers() []string {
-	var out []string
-	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), h.prefix) {
-		out = append(out, "network namespaces:\n"+string(b))
-	}
-	if b, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(b), h.prefix) {
-		out = append(out, "links:\n"+string(b))
-	}
-	if b, _ := exec.Command("nft", "list", "table", "inet", h.prefix).Output(); strings.Contains(string(b), "elements =") {
-		out = append(out, "nftables elements:\n"+string(b))
-	}
-	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), h.dataDir) {
-		out = append(out, "mounts under "+h.dataDir)
-	}
-	for _, p := range processesMentioning(h.dataDir) {
-		if !strings.HasPrefix(p, fmt.Sprint(h.cmd.Process.Pid)+":") {
-			out = append(out, "process "+p)
-		}
-	}
-	for _, d := range []string{"capsules", "runtime"} {
-		if ents, _ := os.ReadDir(filepath.Join(h.dataDir, d)); len(ents) > 0 {
-			out = append(out, fmt.Sprintf("%d %s directories", len(ents), d))
-		}
-	}
-	return out
+	return &host{Host: agenthost.Start(t, agenthost.Options{}), t: t}
 }
 
 // assertNoCapsules waits briefly (networks go right after a destroy
@@ -187,51 +42,11 @@ func (h *host) leftovers() []string {
 func (h *host) assertNoCapsules(t *testing.T) {
 	t.Helper()
 	eventually(t, 10*time.Second, "capsules leave nothing behind", func() error {
-		if l := h.leftovers(); len(l) > 0 {
+		if l := h.Leftovers(); len(l) > 0 {
 			return fmt.Errorf("left behind:\n%s", strings.Join(l, "\n"))
 		}
 		return nil
 	})
-}
-
-// assertClean fails the test if anything the agent creates is left.
-func (h *host) assertClean() {
-	t := h.t
-	t.Helper()
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), h.prefix) {
-		t.Errorf("network namespaces left:\n%s", out)
-	}
-	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), h.prefix) {
-		t.Errorf("links left:\n%s", out)
-	}
-	if out, _ := exec.Command("nft", "list", "tables").Output(); strings.Contains(string(out), h.prefix) {
-		t.Errorf("nftables tables left:\n%s", out)
-	}
-	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), h.dataDir) {
-		t.Errorf("mounts left under %s", h.dataDir)
-	}
-	if procs := processesMentioning(h.dataDir); len(procs) > 0 {
-		t.Errorf("processes left: %v", procs)
-	}
-	if ents, _ := os.ReadDir(filepath.Join(h.dataDir, "capsules")); len(ents) > 0 {
-		t.Errorf("capsule directories left: %d", len(ents))
-	}
-}
-
-// processesMentioning lists processes whose command line contains s.
-func processesMentioning(s string) []string {
-	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || e.Name() == fmt.Sprint(os.Getpid()) {
-			continue
-		}
-		if cmd := strings.ReplaceAll(string(b), "\x00", " "); strings.Contains(cmd, s) {
-			out = append(out, e.Name()+": "+cmd)
-		}
-	}
-	return out
 }
 
 var idSeq atomic.Int64
@@ -256,9 +71,9 @@ func (h *host) create(t *testing.T, mod func(*hav1.CreateSandboxRequest)) *hav1.
 	if mod != nil {
 		mod(req)
 	}
-	res, err := h.api.CreateSandbox(ctxT(t, time.Minute), connect.NewRequest(req))
+	res, err := h.API.CreateSandbox(ctxT(t, time.Minute), connect.NewRequest(req))
 	if err != nil {
-		t.Fatalf("CreateSandbox: %v\n%s", err, h.logTail())
+		t.Fatalf("CreateSandbox: %v\n%s", err, h.LogTail())
 	}
 	return res.Msg
 }
@@ -276,7 +91,7 @@ func (h *host) exec(t *testing.T, id, script string) string {
 
 func (h *host) tryExec(t *testing.T, id, script string) (string, int32, error) {
 	t.Helper()
-	res, err := h.api.Exec(ctxT(t, time.Minute), connect.NewRequest(&hav1.ExecRequest{SandboxId: id, Cmd: "/bin/sh", Args: []string{"-c", script}, TimeoutSec: 30}))
+	res, err := h.API.Exec(ctxT(t, time.Minute), connect.NewRequest(&hav1.ExecRequest{SandboxId: id, Cmd: "/bin/sh", Args: []string{"-c", script}, TimeoutSec: 30}))
 	if err != nil {
 		return "", -1, err
 	}
@@ -343,7 +158,7 @@ func (h *host) attachPTY(t *testing.T, id, tag, cmd string) *pty {
 	if cmd != "" {
 		req.Cmd = cmd
 	}
-	st, err := h.api.PtyAttach(ctx, connect.NewRequest(req))
+	st, err := h.API.PtyAttach(ctx, connect.NewRequest(req))
 	if err != nil {
 		cancel()
 		t.Fatalf("PtyAttach: %v", err)

@@ -27,7 +27,7 @@ func cycles() int {
 // readInt reads a number the capsule wrote to path.
 func (h *host) readInt(t *testing.T, id, path string) int {
 	t.Helper()
-	res, err := h.api.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: path}))
+	res, err := h.API.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: path}))
 	if err != nil {
 		t.Fatalf("ReadFile %s: %v", path, err)
 	}
@@ -59,22 +59,22 @@ const counterScript = `i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp; 
 func (h *host) startWorkload(t *testing.T, id string) *pty {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
-	if _, err := h.api.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/srv/index.html", Content: []byte("served from " + id)})); err != nil {
+	if _, err := h.API.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/srv/index.html", Content: []byte("served from " + id)})); err != nil {
 		t.Fatalf("WriteFile: %v", err)
 	}
-	if _, err := h.api.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/root/data.txt", Content: []byte("precious data")})); err != nil {
+	if _, err := h.API.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/root/data.txt", Content: []byte("precious data")})); err != nil {
 		t.Fatalf("WriteFile: %v", err)
 	}
 	for _, bg := range []*hav1.StartBackgroundRequest{
 		{SandboxId: id, Tag: "counter", Cmd: "/bin/sh", Args: []string{"-c", counterScript}},
 		{SandboxId: id, Tag: "httpd", Cmd: "/bin/busybox", Args: []string{"httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/srv"}},
 	} {
-		if _, err := h.api.StartBackground(ctx, connect.NewRequest(bg)); err != nil {
+		if _, err := h.API.StartBackground(ctx, connect.NewRequest(bg)); err != nil {
 			t.Fatalf("StartBackground %s: %v", bg.Tag, err)
 		}
 	}
 	p := h.attachPTY(t, id, "term", "/bin/sh")
-	if _, err := h.api.PtySendInput(ctx, connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo pty-$((40+2))\n")})); err != nil {
+	if _, err := h.API.PtySendInput(ctx, connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo pty-$((40+2))\n")})); err != nil {
 		t.Fatalf("PtySendInput: %v", err)
 	}
 	p.waitFor(t, "pty-42")
@@ -95,7 +95,7 @@ func (h *host) checkWorkload(t *testing.T, id, hostIP string, counterBefore int,
 		return nil
 	})
 	v := h.waitCounterAbove(t, id, counterBefore)
-	res, err := h.api.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: "/root/data.txt"}))
+	res, err := h.API.ReadFile(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ReadFileRequest{SandboxId: id, Path: "/root/data.txt"}))
 	if err != nil || string(res.Msg.Content) != "precious data" {
 		t.Fatalf("data file after round %d: %q, %v", round, res.Msg.GetContent(), err)
 	}
@@ -104,7 +104,7 @@ func (h *host) checkWorkload(t *testing.T, id, hostIP string, counterBefore int,
 		t.Fatalf("PTY reattach did not report reconnected: %+v", p.started)
 	}
 	marker := fmt.Sprintf("round-%d-42", round) // the echoed input shows $((6*7)), not 42
-	if _, err := h.api.PtySendInput(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo round-" + strconv.Itoa(round) + "-$((6*7))\n")})); err != nil {
+	if _, err := h.API.PtySendInput(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.PtySendInputRequest{SandboxId: id, Tag: "term", Data: []byte("echo round-" + strconv.Itoa(round) + "-$((6*7))\n")})); err != nil {
 		t.Fatalf("PtySendInput: %v", err)
 	}
 	p.waitFor(t, marker)
@@ -127,16 +127,16 @@ func TestPauseResumeCycles(t *testing.T) {
 	counter := h.checkWorkload(t, id, c.HostIp, 0, 0)
 
 	for round := 1; round <= cycles(); round++ {
-		if _, err := h.api.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: id})); err != nil {
+		if _, err := h.API.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: id})); err != nil {
 			t.Fatalf("round %d: pause: %v", round, err)
 		}
 		if _, _, err := h.tryExec(t, id, "true"); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 			t.Fatalf("round %d: exec in a paused capsule: %v", round, err)
 		}
 		before := counter
-		res, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: id}))
+		res, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: id}))
 		if err != nil {
-			t.Fatalf("round %d: resume: %v\n%s", round, err, h.logTail())
+			t.Fatalf("round %d: resume: %v\n%s", round, err, h.LogTail())
 		}
 		counter = h.checkWorkload(t, id, res.Msg.HostIp, before, round)
 		// The counter continued from where it was: no restart from 1.
@@ -145,7 +145,7 @@ func TestPauseResumeCycles(t *testing.T) {
 		}
 	}
 
-	procs, err := h.api.ListProcesses(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListProcessesRequest{SandboxId: id}))
+	procs, err := h.API.ListProcesses(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListProcessesRequest{SandboxId: id}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,13 +159,13 @@ func TestPauseResumeCycles(t *testing.T) {
 		}
 	}
 
-	if _, err := h.api.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
+	if _, err := h.API.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.api.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := h.API.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("second destroy: %v", err)
 	}
-	list, err := h.api.ListSandboxes(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListSandboxesRequest{}))
+	list, err := h.API.ListSandboxes(ctxT(t, 30*time.Second), connect.NewRequest(&hav1.ListSandboxesRequest{}))
 	if err != nil || len(list.Msg.Sandboxes) != 0 {
 		t.Fatalf("list after destroy: %v %v", list, err)
 	}
@@ -183,12 +183,12 @@ func (h *host) checkMetadata(t *testing.T, what string, md map[string]string) {
 	if err := unix.Uname(&u); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(h.agent, "-version").Output()
+	out, err := exec.Command(h.Binary(), "-version").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	agentVersion := strings.TrimPrefix(strings.TrimSpace(string(out)), "wrenn-agent ")
-	out, err = exec.Command(h.envd, "-version").Output()
+	out, err = exec.Command(h.Envd(), "-version").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,15 +218,15 @@ func TestRuntimeMetadata(t *testing.T) {
 	h := newHost(t)
 	c := h.create(t, nil)
 	h.checkMetadata(t, "create", c.Metadata)
-	if _, err := h.api.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.SandboxId})); err != nil {
+	if _, err := h.API.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.SandboxId})); err != nil {
 		t.Fatalf("pause: %v", err)
 	}
 	// Resumed by a restarted agent: nothing is left in memory.
-	h.stop()
-	h.start()
-	res, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.SandboxId}))
+	h.Stop()
+	h.Start()
+	res, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.SandboxId}))
 	if err != nil {
-		t.Fatalf("resume: %v\n%s", err, h.logTail())
+		t.Fatalf("resume: %v\n%s", err, h.LogTail())
 	}
 	h.checkMetadata(t, "resume", res.Msg.Metadata)
 	if res.Msg.Metadata["runsc_version"] != c.Metadata["runsc_version"] {

@@ -61,12 +61,13 @@ func (h *host) metadataService(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	table := "4242" + fmt.Sprint(subnetSeq.Load()%10)
+	// A routing table of this test's own: numbered after its reserved subnet (10.N.0.0/16).
+	table := "42" + strings.Split(h.Subnet, ".")[1]
 	ipOK(t, "route", "add", "169.254.169.254/32", "via", n.InsideIP, "table", table)
 	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "169.254.169.254/32", "table", table).Run() })
-	ipOK(t, "rule", "add", "from", h.subnet, "to", "169.254.169.254", "lookup", table)
+	ipOK(t, "rule", "add", "from", h.Subnet, "to", "169.254.169.254", "lookup", table)
 	t.Cleanup(func() {
-		_ = exec.Command("ip", "rule", "del", "from", h.subnet, "to", "169.254.169.254", "lookup", table).Run()
+		_ = exec.Command("ip", "rule", "del", "from", h.Subnet, "to", "169.254.169.254", "lookup", table).Run()
 	})
 	// The stand-in serves (so a capsule reaching it would be seen).
 	if out, err := exec.Command("ip", "netns", "exec", n.Name, "curl", "-sf", "-m", "2", "http://169.254.169.254/").CombinedOutput(); err != nil {
@@ -108,7 +109,7 @@ func (h *host) installProbe(t *testing.T, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.api.WriteFile(ctxT(t, time.Minute), connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/tmp/probe", Content: b})); err != nil {
+	if _, err := h.API.WriteFile(ctxT(t, time.Minute), connect.NewRequest(&hav1.WriteFileRequest{SandboxId: id, Path: "/tmp/probe", Content: b})); err != nil {
 		t.Fatal(err)
 	}
 	h.exec(t, id, "chmod +x /tmp/probe")
@@ -128,7 +129,7 @@ func TestNetworkIsolation(t *testing.T) {
 	// Positive control first: the outside is reachable at all.
 	if out, ok := h.fetch(t, online.SandboxId, "http://"+world+"/"); !ok {
 		diag, _, _ := h.tryExec(t, online.SandboxId, "ip addr; ip route")
-		nft, _ := exec.Command("nft", "list", "table", "inet", h.prefix).CombinedOutput()
+		nft, _ := exec.Command("nft", "list", "table", "inet", h.Prefix).CombinedOutput()
 		routes, _ := exec.Command("ip", "route").CombinedOutput()
 		t.Fatalf("capsule with internet cannot reach the outside: %s\ncapsule:\n%s\nnft:\n%s\nhost routes:\n%s", out, diag, nft, routes)
 	}

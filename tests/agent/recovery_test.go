@@ -17,7 +17,7 @@ import (
 
 func (h *host) list(t *testing.T) *hav1.ListSandboxesResponse {
 	t.Helper()
-	res, err := h.api.ListSandboxes(ctxT(t, time.Minute), connect.NewRequest(&hav1.ListSandboxesRequest{}))
+	res, err := h.API.ListSandboxes(ctxT(t, time.Minute), connect.NewRequest(&hav1.ListSandboxesRequest{}))
 	if err != nil {
 		t.Fatalf("ListSandboxes: %v", err)
 	}
@@ -42,12 +42,12 @@ func TestAgentRestart(t *testing.T) {
 	paused := h.create(t, nil)
 	h.startWorkload(t, running.SandboxId).close()
 	before := h.waitCounterAbove(t, running.SandboxId, 0)
-	if _, err := h.api.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: paused.SandboxId})); err != nil {
+	if _, err := h.API.PauseSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: paused.SandboxId})); err != nil {
 		t.Fatal(err)
 	}
-	for _, restart := range []func(){h.stop, h.kill} {
+	for _, restart := range []func(){h.Stop, h.Kill} {
 		restart()
-		h.start()
+		h.Start()
 		if st, ok := h.status(t, running.SandboxId); !ok || st != hav1.SandboxStatus_SANDBOX_STATUS_RUNNING {
 			t.Fatalf("running capsule after restart: %v %v", st, ok)
 		}
@@ -56,7 +56,7 @@ func TestAgentRestart(t *testing.T) {
 		}
 		before = h.checkWorkload(t, running.SandboxId, running.HostIp, before, 1)
 	}
-	if _, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: paused.SandboxId})); err != nil {
+	if _, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: paused.SandboxId})); err != nil {
 		t.Fatalf("resume after restarts: %v", err)
 	}
 	h.exec(t, paused.SandboxId, "true")
@@ -70,11 +70,11 @@ func TestAgentKilledMidOperation(t *testing.T) {
 		// Mid-create.
 		id := newID()
 		go func() {
-			_, _ = h.api.CreateSandbox(context.Background(), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, Vcpus: 1, MemoryMb: 128, TemplateId: "minimal"}))
+			_, _ = h.API.CreateSandbox(context.Background(), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, Vcpus: 1, MemoryMb: 128, TemplateId: "minimal"}))
 		}()
 		time.Sleep(delay)
-		h.kill()
-		h.start()
+		h.Kill()
+		h.Start()
 		if st, ok := h.status(t, id); ok {
 			if st != hav1.SandboxStatus_SANDBOX_STATUS_RUNNING {
 				t.Fatalf("delay %v: capsule killed mid-create is %v", delay, st)
@@ -86,18 +86,18 @@ func TestAgentKilledMidOperation(t *testing.T) {
 		c := h.create(t, nil)
 		h.exec(t, c.SandboxId, "echo keep > /root/keep")
 		go func() {
-			_, _ = h.api.PauseSandbox(context.Background(), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.SandboxId}))
+			_, _ = h.API.PauseSandbox(context.Background(), connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.SandboxId}))
 		}()
 		time.Sleep(delay)
-		h.kill()
-		h.start()
+		h.Kill()
+		h.Start()
 		st, ok := h.status(t, c.SandboxId)
 		if !ok {
 			t.Fatalf("delay %v: capsule killed mid-pause was lost", delay)
 		}
 		if st == hav1.SandboxStatus_SANDBOX_STATUS_PAUSED {
-			if _, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.SandboxId})); err != nil {
-				t.Fatalf("delay %v: resume after crash: %v\n%s", delay, err, h.logTail())
+			if _, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.SandboxId})); err != nil {
+				t.Fatalf("delay %v: resume after crash: %v\n%s", delay, err, h.LogTail())
 			}
 		}
 		if got := h.exec(t, c.SandboxId, "cat /root/keep"); got != "keep\n" {
@@ -114,7 +114,7 @@ func TestInactivityPause(t *testing.T) {
 	h.exec(t, idle.SandboxId, "echo before > /root/f")
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := h.api.PingSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PingSandboxRequest{SandboxId: busy.SandboxId})); err != nil {
+		if _, err := h.API.PingSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.PingSandboxRequest{SandboxId: busy.SandboxId})); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -141,7 +141,7 @@ func TestInactivityPause(t *testing.T) {
 	if st, _ := h.status(t, busy.SandboxId); st != hav1.SandboxStatus_SANDBOX_STATUS_RUNNING {
 		t.Fatalf("pinged capsule is %v", st)
 	}
-	if _, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: idle.SandboxId, TimeoutSec: 600})); err != nil {
+	if _, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: idle.SandboxId, TimeoutSec: 600})); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.exec(t, idle.SandboxId, "cat /root/f"); got != "before\n" {
@@ -156,7 +156,7 @@ func TestMetrics(t *testing.T) {
 	h.exec(t, c.SandboxId, "end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done; dd if=/dev/zero of=/root/blob bs=1M count=8 2>/dev/null")
 	var pts []*hav1.MetricPoint
 	eventually(t, 10*time.Second, "metric points", func() error {
-		res, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_10M}))
+		res, err := h.API.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_10M}))
 		if err != nil {
 			return err
 		}
@@ -176,7 +176,7 @@ func TestMetrics(t *testing.T) {
 	if span := pts[len(pts)-1].Ts - pts[0].Ts + 1; int64(len(pts)) <= span {
 		t.Fatalf("%d points over %d s", len(pts), span)
 	}
-	flushed, err := h.api.FlushSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: c.SandboxId}))
+	flushed, err := h.API.FlushSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: c.SandboxId}))
 	if err != nil || len(flushed.Msg.Points_10M) < len(pts) {
 		t.Fatalf("flush: %v, %d points", err, len(flushed.Msg.GetPoints_10M()))
 	}
@@ -185,13 +185,13 @@ func TestMetrics(t *testing.T) {
 	// than 10 min, so the 10m tier holds every sample.
 	checkAverages(t, "2h", flushed.Msg.Points_10M, flushed.Msg.Points_2H, 30)
 	checkAverages(t, "24h", flushed.Msg.Points_10M, flushed.Msg.Points_24H, 300)
-	if res, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId})); err != nil || len(res.Msg.Points) > 10 {
+	if res, err := h.API.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId})); err != nil || len(res.Msg.Points) > 10 {
 		t.Fatalf("metrics right after a flush: %v, %d points", err, len(res.Msg.GetPoints()))
 	}
-	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_24H})); err != nil {
+	if _, err := h.API.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: c.SandboxId, Range: hav1.MetricsRange_METRICS_RANGE_24H})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.api.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: newID()})); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := h.API.GetSandboxMetrics(ctxT(t, time.Minute), connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: newID()})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("metrics of an unknown capsule: %v", err)
 	}
 }

@@ -22,14 +22,14 @@ func TestSnapshotTemplate(t *testing.T) {
 	p.close()
 	before := h.waitCounterAbove(t, src.SandboxId, 0)
 
-	snap, err := h.api.CreateSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "tpl-1"}))
+	snap, err := h.API.CreateSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "tpl-1"}))
 	if err != nil {
-		t.Fatalf("CreateSnapshot: %v\n%s", err, h.logTail())
+		t.Fatalf("CreateSnapshot: %v\n%s", err, h.LogTail())
 	}
 	if snap.Msg.SizeBytes <= 0 {
 		t.Fatalf("snapshot size %d", snap.Msg.SizeBytes)
 	}
-	if _, err := h.api.CreateSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "tpl-1"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
+	if _, err := h.API.CreateSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "tpl-1"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
 		t.Fatalf("second snapshot under the same id: %v", err)
 	}
 
@@ -66,20 +66,20 @@ func TestSnapshotTemplate(t *testing.T) {
 	}
 
 	// The source stays paused and resumes normally.
-	res, err := h.api.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: src.SandboxId}))
+	res, err := h.API.ResumeSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: src.SandboxId}))
 	if err != nil {
 		t.Fatalf("resume source: %v", err)
 	}
 	h.checkWorkload(t, src.SandboxId, res.Msg.HostIp, before, 2)
 
 	// Deleting the template does not affect capsules made from it.
-	if _, err := h.api.DeleteSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.DeleteSnapshotRequest{TeamId: "team-test", TemplateId: "tpl-1"})); err != nil {
+	if _, err := h.API.DeleteSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.DeleteSnapshotRequest{TeamId: "team-test", TemplateId: "tpl-1"})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.api.DeleteSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.DeleteSnapshotRequest{TeamId: "team-test", TemplateId: "tpl-1"})); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := h.API.DeleteSnapshot(ctxT(t, time.Minute), connect.NewRequest(&hav1.DeleteSnapshotRequest{TeamId: "team-test", TemplateId: "tpl-1"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("second delete: %v", err)
 	}
-	_, err = h.api.CreateSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: newID(), TeamId: "team-test", TemplateId: "tpl-1", Vcpus: 1, MemoryMb: 256}))
+	_, err = h.API.CreateSandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: newID(), TeamId: "team-test", TemplateId: "tpl-1", Vcpus: 1, MemoryMb: 256}))
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("create from a deleted template: %v", err)
 	}
@@ -98,17 +98,17 @@ func TestConcurrentCapsules(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := newID()
-			_, err := h.api.CreateSandbox(ctxT(t, 3*time.Minute), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, Vcpus: 1, MemoryMb: 128, TemplateId: "minimal"}))
+			_, err := h.API.CreateSandbox(ctxT(t, 3*time.Minute), connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, Vcpus: 1, MemoryMb: 128, TemplateId: "minimal"}))
 			ids[i], errs[i] = id, err
 		}()
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("create %d: %v\n%s", i, err, h.logTail())
+			t.Fatalf("create %d: %v\n%s", i, err, h.LogTail())
 		}
 	}
-	list, err := h.api.ListSandboxes(ctxT(t, time.Minute), connect.NewRequest(&hav1.ListSandboxesRequest{}))
+	list, err := h.API.ListSandboxes(ctxT(t, time.Minute), connect.NewRequest(&hav1.ListSandboxesRequest{}))
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
@@ -122,7 +122,7 @@ func TestConcurrentCapsules(t *testing.T) {
 			if out, code, err := h.tryExec(t, id, "echo $((20+1))"); err != nil || code != 0 || out != "21\n" {
 				t.Errorf("exec in %s: %q %d %v", id, out, code, err)
 			}
-			if _, err := h.api.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
+			if _, err := h.API.DestroySandbox(ctxT(t, time.Minute), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: id})); err != nil {
 				t.Errorf("destroy %s: %v", id, err)
 			}
 		}()
@@ -138,12 +138,12 @@ func TestFlattenTemplate(t *testing.T) {
 	h := newHost(t)
 	src := h.create(t, nil)
 	h.exec(t, src.SandboxId, "mkdir -p /opt/app && echo built > /opt/app/artifact && rm /etc/hostname")
-	if _, err := h.api.StartBackground(ctxT(t, time.Minute), connect.NewRequest(&hav1.StartBackgroundRequest{SandboxId: src.SandboxId, Tag: "sleeper", Cmd: "sleep", Args: []string{"1000"}})); err != nil {
+	if _, err := h.API.StartBackground(ctxT(t, time.Minute), connect.NewRequest(&hav1.StartBackgroundRequest{SandboxId: src.SandboxId, Tag: "sleeper", Cmd: "sleep", Args: []string{"1000"}})); err != nil {
 		t.Fatal(err)
 	}
-	res, err := h.api.FlattenRootfs(ctxT(t, 2*time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "flat-1"}))
+	res, err := h.API.FlattenRootfs(ctxT(t, 2*time.Minute), connect.NewRequest(&hav1.CreateSnapshotRequest{SandboxId: src.SandboxId, TeamId: "team-test", TemplateId: "flat-1"}))
 	if err != nil {
-		t.Fatalf("FlattenRootfs: %v\n%s", err, h.logTail())
+		t.Fatalf("FlattenRootfs: %v\n%s", err, h.LogTail())
 	}
 	if res.Msg.SizeBytes <= 0 {
 		t.Fatalf("size %d", res.Msg.SizeBytes)

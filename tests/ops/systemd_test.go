@@ -253,7 +253,7 @@ func TestAgentUnderUnitRestrictions(t *testing.T) {
 	cmd := exec.Command(setpriv, "--no-new-privs", "--bounding-set", strings.Join(drop, ","), "--",
 		testutil.BuildBinary(t, "./cmd/wrenn-agent"), "-listen", addr, "-data-dir", dataDir,
 		"-runsc", testutil.Runsc(t), "-envd", testutil.BuildBinary(t, testutil.EnvdPackage),
-		"-net-prefix", prefix, "-subnet", "10.199.0.0/16", "-network-grace", "0s")
+		"-net-prefix", prefix, "-subnet", testutil.Subnet(t), "-network-grace", "0s")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -52,8 +51,6 @@ type Host struct {
 	logPath             string
 }
 
-var subnetSeq atomic.Int32
-
 // Start builds (once per test binary) and starts an agent.
 func Start(t testing.TB, opts Options) *Host {
 	t.Helper()
@@ -63,7 +60,7 @@ func Start(t testing.TB, opts Options) *Host {
 		opts:    opts,
 		DataDir: t.TempDir(),
 		Prefix:  testutil.RandomName("wc", 4),
-		Subnet:  fmt.Sprintf("10.%d.0.0/16", 150+subnetSeq.Add(1)%40),
+		Subnet:  testutil.Subnet(t),
 		binary:  testutil.BuildBinary(t, "./cmd/wrenn-agent"),
 		envd:    testutil.BuildBinary(t, testutil.EnvdPackage),
 		runsc:   testutil.Runsc(t),
@@ -196,6 +193,41 @@ func (h *Host) finish() {
 	}
 	h.AssertClean(t)
 }
+
+// Leftovers lists what capsules left behind while the agent runs: namespaces, links, nftables set
+// elements, mounts, processes other than the agent, capsule and runtime directories.
+func (h *Host) Leftovers() []string {
+	var out []string
+	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), h.Prefix) {
+		out = append(out, "network namespaces:\n"+string(b))
+	}
+	if b, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(b), h.Prefix) {
+		out = append(out, "links:\n"+string(b))
+	}
+	if b, _ := exec.Command("nft", "list", "table", "inet", h.Prefix).Output(); strings.Contains(string(b), "elements =") {
+		out = append(out, "nftables elements:\n"+string(b))
+	}
+	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), h.DataDir) {
+		out = append(out, "mounts under "+h.DataDir)
+	}
+	for _, p := range processesMentioning(h.DataDir) {
+		if !strings.HasPrefix(p, fmt.Sprint(h.cmd.Process.Pid)+":") {
+			out = append(out, "process "+p)
+		}
+	}
+	for _, d := range []string{"capsules", "runtime"} {
+		if ents, _ := os.ReadDir(filepath.Join(h.DataDir, d)); len(ents) > 0 {
+			out = append(out, fmt.Sprintf("%d %s directories", len(ents), d))
+		}
+	}
+	return out
+}
+
+// Binary is the wrenn-agent binary.
+func (h *Host) Binary() string { return h.binary }
+
+// Envd is the envd binary capsules run.
+func (h *Host) Envd() string { return h.envd }
 
 // AssertClean fails t if anything the agent creates is left: namespaces, links, nftables tables,
 // mounts, processes or capsule directories.
