@@ -9,9 +9,11 @@ import (
 	"github.com/google/uuid"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
+	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/audit"
 	"github.com/wrenn/wrenn/internal/auth"
+	"github.com/wrenn/wrenn/internal/fleet"
 	"github.com/wrenn/wrenn/internal/ids"
 	"github.com/wrenn/wrenn/internal/store"
 	"github.com/wrenn/wrenn/internal/store/db"
@@ -125,7 +127,12 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		log.Warn("capsule creation failed", "err", err)
 		return db.Capsule{}, err
 	}
-	agent, err := s.Agents.Agent(ctx, host.ID)
+	var agent hostagentv1connect.HostAgentServiceClient
+	if fast, ok := s.Agents.(fleet.HostAgents); ok {
+		agent, err = fast.AgentOf(host.ID, host.Status, host.Address)
+	} else {
+		agent, err = s.Agents.Agent(ctx, host.ID)
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -161,12 +161,17 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		return db.Capsule{}, err
 	}
 	c := t.Capsule
+	start := time.Now()
 	res, err := t.Agent.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{
 		SandboxId: t.PublicID, TimeoutSec: c.TimeoutSec, DefaultUser: c.DefaultUser, DefaultEnv: c.DefaultEnv,
 	}))
 	if err != nil {
 		return db.Capsule{}, apierr.FromAgent(err)
 	}
+	resumed := time.Now()
+	defer func() {
+		s.Log.Debug("capsule resume timing", "capsule_id", t.PublicID, "resume", resumed.Sub(start), "record", time.Since(resumed))
+	}()
 	meta := maps.Clone(c.Metadata)
 	if m := res.Msg.GetMetadata(); len(m) > 0 {
 		meta = m

@@ -69,11 +69,28 @@ func ParseID(raw string) (uuid.UUID, error) {
 // team (404), status among needs (409 invalid_state; no needs = any status), host reachable (503).
 // With no needs the agent is not looked up (Target.Agent is nil).
 func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, needs ...string) (Target, error) {
+	return r.resolve(ctx, team, raw, false, needs)
+}
+
+// ResolveActive is Resolve for a running capsule that also records the call as capsule activity
+// (last_active_at, §6.9) in the same database round trip.
+func (r *Resolver) ResolveActive(ctx context.Context, team uuid.UUID, raw string) (Target, error) {
+	return r.resolve(ctx, team, raw, true, []string{StatusRunning})
+}
+
+func (r *Resolver) resolve(ctx context.Context, team uuid.UUID, raw string, touch bool, needs []string) (Target, error) {
 	id, err := ParseID(raw)
 	if err != nil {
 		return Target{}, err
 	}
-	row, err := r.Store.GetCapsuleWithHost(ctx, db.GetCapsuleWithHostParams{TeamID: team, ID: id})
+	var row db.GetCapsuleWithHostRow
+	if touch {
+		var tr db.GetCapsuleWithHostTouchRow
+		tr, err = r.Store.GetCapsuleWithHostTouch(ctx, db.GetCapsuleWithHostTouchParams{TeamID: team, ID: id})
+		row = db.GetCapsuleWithHostRow(tr)
+	} else {
+		row, err = r.Store.GetCapsuleWithHost(ctx, db.GetCapsuleWithHostParams{TeamID: team, ID: id})
+	}
 	if err != nil {
 		if store.IsNotFound(err) {
 			return Target{}, apierr.NotFound("sandbox not found")

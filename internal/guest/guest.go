@@ -150,12 +150,7 @@ func (s *Service) target(ctx context.Context, sc scope, id auth.Identity, rawID 
 	if err != nil {
 		return capsules.Target{}, err
 	}
-	t, err := s.res.Resolve(ctx, team, rawID, capsules.StatusRunning)
-	if err != nil {
-		return capsules.Target{}, err
-	}
-	s.res.Touch(ctx, t.Capsule.ID)
-	return t, nil
+	return s.res.ResolveActive(ctx, team, rawID)
 }
 
 // tagRe is the §1.4 rule of client-chosen tags (1–64 characters); all-digit tags are refused apart.

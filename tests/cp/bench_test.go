@@ -22,7 +22,7 @@ import (
 // the same mutual-TLS transport with a certificate of the same CA, alternating in one loop.
 // tools/benchreport compares each control-plane metric with its direct-… twin.
 func BenchmarkControlPlane(b *testing.B) {
-	p := newPlatform(b, 1)
+	p := newPlatform(b, 1, "--reconcile-interval", "1h")
 	n := p.addHost(b, false)
 	key := cptest.Key(p.key)
 	direct := directAgent(b, p, n)
@@ -48,17 +48,21 @@ func BenchmarkControlPlane(b *testing.B) {
 	}
 	b.Run("CreateExec", func(b *testing.B) {
 		var cp, dir latencies
-		for b.Loop() {
-			var id string
-			cp.time(func() {
-				id = p.createCapsule(b, p.URL(), key).ID
-				execEcho(b, p.URL(), key, id, "x")
-			})
-			var did string
-			dir.time(func() {
-				did = createDirect()
-				directExec(b, direct, did)
-			})
+		for i := 0; b.Loop(); i++ {
+			var id, did string
+			viaCP := func() {
+				cp.time(func() {
+					id = p.createCapsule(b, p.URL(), key).ID
+					execEcho(b, p.URL(), key, id, "x")
+				})
+			}
+			viaAgent := func() {
+				dir.time(func() {
+					did = createDirect()
+					directExec(b, direct, did)
+				})
+			}
+			alternate(i, viaCP, viaAgent)
 			b.StopTimer()
 			destroyDirect(did)
 			cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+id, key, nil)
@@ -67,45 +71,59 @@ func BenchmarkControlPlane(b *testing.B) {
 		report(b, cp, dir)
 	})
 
+	// Exec, pause and resume act on one capsule from both sides, so the two sides measure the same
+	// capsule. The benchmark's control plane reconciles once an hour: it must not notice the direct
+	// resumes of a capsule it has recorded paused.
 	c := p.createCapsule(b, p.URL(), key)
 	b.Cleanup(func() { cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+c.ID, key, nil) })
-	// The direct side uses a capsule the control plane does not know, so its reconciler keeps out.
-	id := createDirect()
-	b.Cleanup(func() { destroyDirect(id) })
 	b.Run("Exec", func(b *testing.B) {
 		var cp, dir latencies
-		for b.Loop() {
-			cp.time(func() { execEcho(b, p.URL(), key, c.ID, "x") })
-			dir.time(func() { directExec(b, direct, id) })
+		for i := 0; b.Loop(); i++ {
+			alternate(i,
+				func() { cp.time(func() { execEcho(b, p.URL(), key, c.ID, "x") }) },
+				func() { dir.time(func() { directExec(b, direct, c.ID) }) })
 		}
 		report(b, cp, dir)
 	})
 	pause := func() {
-		if _, err := direct.FlushSandboxMetrics(ctx, connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: id})); err != nil {
+		if _, err := direct.FlushSandboxMetrics(ctx, connect.NewRequest(&hav1.FlushSandboxMetricsRequest{SandboxId: c.ID})); err != nil {
 			b.Fatalf("flush metrics: %v", err)
 		}
-		if _, err := direct.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: id})); err != nil {
+		if _, err := direct.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: c.ID})); err != nil {
 			b.Fatalf("pause: %v", err)
 		}
 	}
 	resume := func() {
-		if _, err := direct.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: id, DefaultUser: "root"})); err != nil {
+		if _, err := direct.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{SandboxId: c.ID, DefaultUser: "root"})); err != nil {
 			b.Fatalf("resume: %v", err)
 		}
 	}
 	b.Run("PauseResume", func(b *testing.B) {
 		var cpPause, dirPause, cpResume, dirResume latencies
 		for b.Loop() {
+			// Every pause follows a resume and every resume a pause, on both sides.
 			cpPause.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/pause", 200) })
+			dirResume.time(resume)
 			dirPause.time(pause)
 			cpResume.time(func() { cpCall(b, p, key, "/v1/capsules/"+c.ID+"/resume", 200) })
-			dirResume.time(resume)
 		}
 		b.ReportMetric(cpPause.p50(), "pause-ms/p50")
 		b.ReportMetric(dirPause.p50(), "direct-pause-ms/p50")
 		b.ReportMetric(cpResume.p50(), "resume-ms/p50")
 		b.ReportMetric(dirResume.p50(), "direct-resume-ms/p50")
 	})
+}
+
+// alternate runs a then b on even iterations and b then a on odd ones, so neither side always runs
+// right after the other's work (an agent finishes some of it after answering).
+func alternate(i int, a, b func()) {
+	if i%2 == 0 {
+		a()
+		b()
+		return
+	}
+	b()
+	a()
 }
 
 // report adds the control plane's and the agent's medians to b.

@@ -34,6 +34,7 @@ type platform struct {
 	admin  string // admin JWT
 	key    string // admin team API key
 	teamID string
+	cpArgs []string // extra wrenn-cp serve flags (they override the harness's)
 }
 
 type controlPlane struct {
@@ -47,10 +48,10 @@ type controlPlane struct {
 
 // newPlatform starts PostgreSQL (a fresh database), n control planes on 0.0.0.0:<port> (agents in
 // network namespaces reach them through their veth), and bootstraps an admin with an API key.
-func newPlatform(t testing.TB, n int) *platform {
+func newPlatform(t testing.TB, n int, cpArgs ...string) *platform {
 	t.Helper()
 	testutil.Integration(t)
-	p := &platform{t: t, dsn: testutil.Postgres(t), cpBin: testutil.BuildBinary(t, "./cmd/wrenn-cp"), dir: t.TempDir()}
+	p := &platform{t: t, dsn: testutil.Postgres(t), cpBin: testutil.BuildBinary(t, "./cmd/wrenn-cp"), dir: t.TempDir(), cpArgs: cpArgs}
 	out, err := exec.Command(p.cpBin, "bootstrap", "--database-url", p.dsn, "--email", "admin@example.test",
 		"--password", "admin-password", "--name", "Admin", "--json").CombinedOutput()
 	if err != nil {
@@ -105,6 +106,7 @@ func (p *platform) startCP(port int) *controlPlane {
 	c.cmd = exec.Command(p.cpBin, "serve", "--database-url", p.dsn, "--listen", fmt.Sprintf("0.0.0.0:%d", port),
 		"--secret", secret, "--heartbeat-timeout", "4s", "--monitor-interval", "1s", "--reconcile-interval", "1s",
 		"--stats-interval", "1s", "--log-level", "debug")
+	c.cmd.Args = append(c.cmd.Args, p.cpArgs...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

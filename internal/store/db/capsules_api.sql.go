@@ -63,6 +63,61 @@ func (q *Queries) GetCapsuleWithHost(ctx context.Context, arg GetCapsuleWithHost
 	return i, err
 }
 
+const getCapsuleWithHostTouch = `-- name: GetCapsuleWithHostTouch :one
+WITH touched AS (
+    UPDATE capsules SET last_active_at = now()
+    WHERE capsules.team_id = $1 AND capsules.id = $2 AND capsules.status = 'running'
+    RETURNING capsules.id
+)
+SELECT capsules.id, capsules.team_id, capsules.template_id, capsules.template_name, capsules.host_id, capsules.status, capsules.vcpus, capsules.memory_mb, capsules.disk_mb, capsules.timeout_sec, capsules.allow_internet, capsules.default_user, capsules.default_env, capsules.host_ip, capsules.guest_ip, capsules.metadata, capsules.created_at, capsules.started_at, capsules.last_active_at, capsules.stopped_at, capsules.updated_at, hosts.status AS host_status, hosts.address AS host_address
+FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
+WHERE capsules.team_id = $1 AND capsules.id = $2
+`
+
+type GetCapsuleWithHostTouchParams struct {
+	TeamID uuid.UUID
+	ID     uuid.UUID
+}
+
+type GetCapsuleWithHostTouchRow struct {
+	Capsule     Capsule
+	HostStatus  *string
+	HostAddress *string
+}
+
+// GetCapsuleWithHost that also records activity on the capsule when it is running, in the same round
+// trip (the row returned is the one read before the update).
+func (q *Queries) GetCapsuleWithHostTouch(ctx context.Context, arg GetCapsuleWithHostTouchParams) (GetCapsuleWithHostTouchRow, error) {
+	row := q.db.QueryRow(ctx, getCapsuleWithHostTouch, arg.TeamID, arg.ID)
+	var i GetCapsuleWithHostTouchRow
+	err := row.Scan(
+		&i.Capsule.ID,
+		&i.Capsule.TeamID,
+		&i.Capsule.TemplateID,
+		&i.Capsule.TemplateName,
+		&i.Capsule.HostID,
+		&i.Capsule.Status,
+		&i.Capsule.VCPUs,
+		&i.Capsule.MemoryMB,
+		&i.Capsule.DiskMB,
+		&i.Capsule.TimeoutSec,
+		&i.Capsule.AllowInternet,
+		&i.Capsule.DefaultUser,
+		&i.Capsule.DefaultEnv,
+		&i.Capsule.HostIP,
+		&i.Capsule.GuestIP,
+		&i.Capsule.Metadata,
+		&i.Capsule.CreatedAt,
+		&i.Capsule.StartedAt,
+		&i.Capsule.LastActiveAt,
+		&i.Capsule.StoppedAt,
+		&i.Capsule.UpdatedAt,
+		&i.HostStatus,
+		&i.HostAddress,
+	)
+	return i, err
+}
+
 const insertTemplate = `-- name: InsertTemplate :one
 INSERT INTO templates (id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata,
                        created_by, host_id)

@@ -61,3 +61,15 @@ ORDER BY bucket;
 SELECT sqlc.embed(capsules), hosts.status AS host_status, hosts.address AS host_address
 FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
 WHERE capsules.team_id = @team_id AND capsules.id = @id;
+
+-- name: GetCapsuleWithHostTouch :one
+-- GetCapsuleWithHost that also records activity on the capsule when it is running, in the same round
+-- trip (the row returned is the one read before the update).
+WITH touched AS (
+    UPDATE capsules SET last_active_at = now()
+    WHERE capsules.team_id = @team_id AND capsules.id = @id AND capsules.status = 'running'
+    RETURNING capsules.id
+)
+SELECT sqlc.embed(capsules), hosts.status AS host_status, hosts.address AS host_address
+FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
+WHERE capsules.team_id = @team_id AND capsules.id = @id;
