@@ -145,9 +145,11 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return fail(apierr.FromAgent(err))
 	}
-	c, err = s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
-		HostID: &host.ID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: res.Msg.GetMetadata(),
-		ID: c.ID, FromStatuses: []string{StatusPending},
+	c, err = s.withAudit(bg, entry, func() (db.Capsule, error) {
+		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
+			HostID: &host.ID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: res.Msg.GetMetadata(),
+			ID: c.ID, FromStatuses: []string{StatusPending},
+		})
 	})
 	if store.IsNotFound(err) {
 		// Destroyed (or reconciled away) while it was being created.
@@ -156,7 +158,6 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(fmt.Errorf("record running capsule: %w", err))
 	}
-	audit.Record(bg, s.Store.Queries, entry)
 	log.Info("capsule created")
 	return c, nil
 }
@@ -201,4 +202,17 @@ func parseIP(s string) *netip.Addr {
 		return nil
 	}
 	return &a
+}
+
+// withAudit runs record (the row update that completes an action) and writes entry at the same time:
+// two PostgreSQL round trips in the time of one on the request's path. Both are done when it returns.
+func (s *Service) withAudit(ctx context.Context, entry audit.Entry, record func() (db.Capsule, error)) (db.Capsule, error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		audit.Record(ctx, s.Store.Queries, entry)
+	}()
+	c, err := record()
+	<-done
+	return c, err
 }

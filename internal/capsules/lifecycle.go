@@ -140,7 +140,10 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 		return db.Capsule{}, apierr.FromAgent(err)
 	}
 	bg := context.WithoutCancel(ctx)
-	c, err := s.Store.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{StatusRunning}})
+	c, err := s.withAudit(bg, audit.Entry{Team: t.Capsule.TeamID, Actor: actor, ResourceType: "capsule",
+		ResourceID: t.PublicID, Action: "capsule.pause"}, func() (db.Capsule, error) {
+		return s.Store.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{StatusRunning}})
+	})
 	if store.IsNotFound(err) {
 		// Changed meanwhile (destroyed, or paused by the reconciler): answer what it is now.
 		c, err = s.Store.GetCapsuleByID(bg, t.Capsule.ID)
@@ -148,8 +151,6 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(fmt.Errorf("record paused capsule: %w", err))
 	}
-	audit.Record(bg, s.Store.Queries, audit.Entry{Team: c.TeamID, Actor: actor, ResourceType: "capsule",
-		ResourceID: t.PublicID, Action: "capsule.pause"})
 	s.Log.Info("capsule paused", "capsule_id", t.PublicID)
 	return c, nil
 }
@@ -177,9 +178,12 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		meta = m
 	}
 	bg := context.WithoutCancel(ctx)
-	c, err = s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
-		HostID: c.HostID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: meta,
-		ID: c.ID, FromStatuses: []string{StatusPaused},
+	c, err = s.withAudit(bg, audit.Entry{Team: c.TeamID, Actor: actor, ResourceType: "capsule",
+		ResourceID: t.PublicID, Action: "capsule.resume"}, func() (db.Capsule, error) {
+		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
+			HostID: c.HostID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: meta,
+			ID: c.ID, FromStatuses: []string{StatusPaused},
+		})
 	})
 	if store.IsNotFound(err) {
 		c, err = s.Store.GetCapsuleByID(bg, t.Capsule.ID)
@@ -187,8 +191,6 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(fmt.Errorf("record resumed capsule: %w", err))
 	}
-	audit.Record(bg, s.Store.Queries, audit.Entry{Team: c.TeamID, Actor: actor, ResourceType: "capsule",
-		ResourceID: t.PublicID, Action: "capsule.resume"})
 	s.Log.Info("capsule resumed", "capsule_id", t.PublicID)
 	return c, nil
 }
