@@ -40,13 +40,13 @@ var comparisons = []comparison{
 	// tests/cp: the control plane's REST API against the same call sent straight to the agent over the
 	// same mutual-TLS transport, alternating in one loop (one benchmark, two metrics).
 	{"control plane: create → first exec result", "ControlPlane/CreateExec", "ControlPlane/CreateExec", "control plane adds ≤ 5 ms p50", "ms/p50:direct-ms/p50",
-		"POST /v1/capsules (minimal template, 256 MiB; scheduling, rows, the agent's CreateSandbox over mutual TLS) then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, vs CreateSandbox then Exec sent to the same agent directly over mutual TLS with a certificate of the same CA, alternating. Destroy untimed."},
+		"POST /v1/capsules (minimal template, 256 MiB; scheduling, rows, the agent's CreateSandbox over mutual TLS) then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, vs CreateSandbox then Exec sent to the same agent directly over mutual TLS with a certificate of the same CA; the two sides alternate and swap order every iteration. Destroys untimed."},
 	{"control plane: exec round trip", "ControlPlane/Exec", "ControlPlane/Exec", "control plane adds ≤ 5 ms p50", "ms/p50:direct-ms/p50",
-		"POST /v1/sandboxes/{id}/exec of `/bin/sh -c 'echo x'` with an API key (key lookup + use, capsule and host in one query, agent Exec over the pooled mTLS connection, activity update) vs the agent's Exec directly, alternating."},
+		"POST /v1/sandboxes/{id}/exec of `/bin/sh -c 'echo x'` with an API key (key lookup + use, capsule and host in one query, agent Exec over the pooled mTLS connection, activity update) vs the agent's Exec of the same capsule sent directly, the two alternating (order swapped every iteration)."},
 	{"control plane: pause", "ControlPlane/PauseResume", "ControlPlane/PauseResume", "control plane adds ≤ 5 ms p50", "pause-ms/p50:direct-pause-ms/p50",
-		"POST /v1/capsules/{id}/pause (metrics tiers flushed from the agent and stored while the agent pauses, status row, audit entry) vs FlushSandboxMetrics + PauseSandbox directly, alternating with resumes."},
+		"POST /v1/capsules/{id}/pause (metrics tiers flushed from the agent and stored while the agent pauses, status row, audit entry) vs FlushSandboxMetrics + PauseSandbox sent directly, on the same capsule: each iteration is pause through the control plane, resume directly, pause directly, resume through the control plane (every pause follows a resume on both sides; the benchmark's control plane does not reconcile meanwhile)."},
 	{"control plane: resume", "ControlPlane/PauseResume", "ControlPlane/PauseResume", "control plane adds ≤ 5 ms p50", "resume-ms/p50:direct-resume-ms/p50",
-		"POST /v1/capsules/{id}/resume (ResumeSandbox with the template's default user and env, status row, audit entry) vs ResumeSandbox directly, alternating with pauses."},
+		"POST /v1/capsules/{id}/resume (ResumeSandbox with the template's default user and env, status row, audit entry) vs ResumeSandbox sent directly, on the same capsule, in the sequence described for pause."},
 
 	// tests/agentbench: the host agent against raw runsc on the same
 	// busybox image, envd binary, runsc flags, OCI config and limits.
