@@ -44,13 +44,14 @@ test-short: ## unit tests only (no root, no external processes)
 bench: envd ## run the benchmarks and write docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./internal/envd/... | tee $(BIN)/bench.txt
 	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 20m ./tests/agentbench/... | tee -a $(BIN)/bench.txt
-	$(GO) test -run '^$$' -bench ControlPlane -benchtime 10x -count 3 -timeout 30m ./tests/cp/... | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench ControlPlane -benchtime 20x -count 3 -timeout 30m ./tests/cp/... | tee -a $(BIN)/bench.txt
 	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
 
-run: build ## set up and run the platform on this machine (root): the host agent with gVisor capsules
-	@test "$$(id -u)" = 0 || { echo "the host agent runs capsules: run as root"; exit 1; }
-	./scripts/install-deps.sh
-	$(BIN)/wrenn-agent -runsc "$$(./scripts/install-runsc.sh)" -envd $(CURDIR)/$(BIN)/envd
+# Flags of `wrenn up` for `make run`, e.g. UP_FLAGS="--data-dir /srv/wrenn --listen 0.0.0.0:8080".
+UP_FLAGS ?=
+run: build ## set up and run the whole platform on this machine (root): `bin/wrenn up $(UP_FLAGS)`
+	@test "$$(id -u)" = 0 || { echo "wrenn up runs the host agent, which runs capsules: run as root"; exit 1; }
+	$(BIN)/wrenn up $(UP_FLAGS)
 
 run-envd: envd ## run envd alone on this host for local use (loopback, port 49983)
 	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }

@@ -298,7 +298,13 @@ func run(args []string) error {
 	err = srv.Shutdown(sctx)
 	if stopping {
 		// After the API stopped, so no call races the pauses.
-		shutdownCapsules(inst, onShutdown, c.dataDir, log)
+		if shutdownCapsules(inst, onShutdown, c.dataDir, log) {
+			// Nothing runs any more: the networks kept for quick resumes and the nftables table go
+			// too (the next start sets up networks again for what it resumes).
+			if err := nets.Close(context.Background()); err != nil {
+				log.Warn("remove network rules", "error", err)
+			}
+		}
 	}
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(sctx))
@@ -306,11 +312,12 @@ func run(args []string) error {
 	return err
 }
 
-// shutdownCapsules applies -on-shutdown to the running capsules.
-func shutdownCapsules(inst *agentmetrics.Agent, mode suspend.Mode, dataDir string, log *slog.Logger) {
+// shutdownCapsules applies -on-shutdown to the running capsules and reports whether none is left
+// running (pause mode, every pause succeeded).
+func shutdownCapsules(inst *agentmetrics.Agent, mode suspend.Mode, dataDir string, log *slog.Logger) bool {
 	if mode != suspend.Pause {
 		log.Info("shutting down; capsules keep running")
-		return
+		return false
 	}
 	log.Info("shutting down; pausing running capsules")
 	start := time.Now()
@@ -319,6 +326,7 @@ func shutdownCapsules(inst *agentmetrics.Agent, mode suspend.Mode, dataDir strin
 		log.Error("some capsules could not be paused and keep running", "error", err)
 	}
 	log.Info("capsules paused; they resume at the next start", "count", len(paused), "took", time.Since(start).Round(time.Millisecond))
+	return err == nil
 }
 
 // enrollHost registers the agent with the control plane (or loads its

@@ -1,0 +1,127 @@
+package up
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// child is a long-running process of the platform (control plane, host agent) whose output goes to
+// a log file under <data-dir>/logs.
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	logFrom int64         // where this run's output starts in the log
+	done    chan struct{} // closed when the process has exited
+	err     error         // the exit status; set before done is closed
+}
+
+// startChild starts path with args and env, output appended to logPath. The child gets its own process
+// group, so a Ctrl-C on the terminal reaches only `wrenn up`, which then stops the children in order;
+// and SIGTERM when `wrenn up` dies, so nothing outlives it.
+func startChild(name, path string, args, env []string, logPath string) (*child, error) {
+	logf, err := openLog(logPath)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(logf, "\n=== %s: %s started by wrenn up ===\n", time.Now().UTC().Format(time.RFC3339), name)
+	from, err := logf.Seek(0, io.SeekCurrent)
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	c := &child{name: name, logPath: logPath, logFrom: from, done: make(chan struct{})}
+	c.cmd = exec.Command(path, args...)
+	c.cmd.Env = env
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child exits: keep it for the child's life.
+		runtime.LockOSThread()
+		defer logf.Close()
+		if err := c.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// exited reports whether the process has ended.
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits up to timeout (or until force is closed), then kills the process.
+func (c *child) stop(timeout time.Duration, force <-chan struct{}) error {
+	if c.exited() {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(timeout):
+	case <-force:
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.done
+	return fmt.Errorf("%s did not stop in time: killed", c.name)
+}
+
+// exitError describes an unexpected exit, with the end of the log.
+func (c *child) exitError() error {
+	return fmt.Errorf("%s exited (%v); end of %s:\n%s", c.name, c.err, c.logPath, c.logTail())
+}
+
+// logTail returns the last lines this run of the process wrote.
+func (c *child) logTail() string { return tailFrom(c.logPath, c.logFrom, 30) }
+
+// openLog opens a log file for appending (mode 0600: logs may hold links with tokens).
+func openLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+}
+
+// logTail returns the last n lines of a log file.
+func logTail(path string, n int) string { return tailFrom(path, 0, n) }
+
+// tailFrom returns the last n lines of a log file after offset from.
+func tailFrom(path string, from int64, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	if from <= int64(len(b)) {
+		b = b[from:]
+	}
+	if len(b) > 64<<10 {
+		b = b[len(b)-64<<10:]
+	}
+	lines := 0
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == '\n' && i != len(b)-1 {
+			lines++
+			if lines == n {
+				return string(b[i+1:])
+			}
+		}
+	}
+	return string(b)
+}
