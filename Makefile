@@ -24,11 +24,11 @@ envd: ## build the static envd binary
 generate: ## regenerate protobuf/Connect code from api/ and the store's sqlc code
 	$(GO) tool buf generate
 	$(GO) tool buf generate --template buf.gen.hostagent.yaml
-	$(GO) tool sqlc generate -f internal/store/sqlc.yaml
+	$(GO) tool sqlc generate -f internal/controlplane/store/sqlc.yaml
 
 check-generate: generate ## fail when generated code is stale
-	@git diff --exit-code -- api/ internal/store/db/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api/ internal/store/db/)" || { git status --porcelain -- api/ internal/store/db/; echo "generation produced untracked files"; exit 1; }
+	@git diff --exit-code -- api/ internal/controlplane/store/db/ || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api/ internal/controlplane/store/db/)" || { git status --porcelain -- api/ internal/controlplane/store/db/; echo "generation produced untracked files"; exit 1; }
 
 lint: ## go vet, staticcheck, buf lint
 	$(GO) vet ./...
@@ -61,7 +61,7 @@ IMAGES_DIR ?= /var/lib/wrenn/images
 .PHONY: base-image
 base-image: ## build the base capsule image (debootstrap, root) into IMAGES_DIR
 	@test "$$(id -u)" = 0 || { echo "building images needs root"; exit 1; }
-	$(GO) run ./internal/image/buildimage -dir $(IMAGES_DIR) -name base
+	$(GO) run ./internal/hostagent/images/buildimage -dir $(IMAGES_DIR) -name base
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -18,15 +18,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wrenn/wrenn/internal/agent"
-	"github.com/wrenn/wrenn/internal/agentapi"
-	"github.com/wrenn/wrenn/internal/capsule/gvisor"
-	"github.com/wrenn/wrenn/internal/enroll"
-	"github.com/wrenn/wrenn/internal/image"
-	"github.com/wrenn/wrenn/internal/network"
-	"github.com/wrenn/wrenn/internal/suspend"
+	"github.com/wrenn/wrenn/internal/hostagent/capsules"
+	"github.com/wrenn/wrenn/internal/hostagent/enroll"
+	"github.com/wrenn/wrenn/internal/hostagent/images"
+	"github.com/wrenn/wrenn/internal/hostagent/metrics"
+	"github.com/wrenn/wrenn/internal/hostagent/network"
+	"github.com/wrenn/wrenn/internal/hostagent/rpc"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime/gvisor"
+	"github.com/wrenn/wrenn/internal/hostagent/suspend"
 	"github.com/wrenn/wrenn/internal/telemetry"
-	"github.com/wrenn/wrenn/internal/telemetry/agentmetrics"
 )
 
 // release is set at build time (-X main.release=…).
@@ -67,7 +67,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.envd, "envd", defaultEnvd(), "the envd binary capsules run as init")
 	fs.StringVar(&c.netPrefix, "net-prefix", "wrn", "prefix of every network namespace, link and nftables table the agent creates")
 	fs.StringVar(&c.subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
-	fs.DurationVar(&c.metrics, "metrics-interval", agent.DefaultMetricsEvery, "how often each capsule's CPU, memory and disk are sampled (10ms to 30s); the 10-minute metrics tier keeps every sample")
+	fs.DurationVar(&c.metrics, "metrics-interval", capsules.DefaultMetricsEvery, "how often each capsule's CPU, memory and disk are sampled (10ms to 30s); the 10-minute metrics tier keeps every sample")
 	fs.DurationVar(&c.netGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
 	fs.StringVar(&c.dns, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
 	fs.BoolVar(&c.debug, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
@@ -146,7 +146,7 @@ func run(args []string) error {
 	// Registration comes first: a bad token fails before anything is set
 	// up on the machine, and stored credentials survive later failures.
 	var (
-		ag      *agent.Agent
+		ag      *capsules.Agent
 		enr     *enroll.Client
 		deleted = make(chan struct{})
 	)
@@ -180,20 +180,20 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("gvisor: %w", err)
 	}
-	versions := map[string]string{agent.MetaAgentVersion: release}
+	versions := map[string]string{capsules.MetaAgentVersion: release}
 	if v := runscVersion(ctx, c.runsc); v != "" {
-		versions[agent.MetaRunscVersion] = v
+		versions[capsules.MetaRunscVersion] = v
 	} else {
 		log.Warn("runsc does not tell its version; capsules report none", "runsc", c.runsc)
 	}
-	images := &image.Store{Dir: filepath.Join(c.dataDir, "images"), Log: log.With("component", "image")}
-	defer images.Close()
-	proxy := agentapi.NewProxy(log.With("component", "proxy"))
-	ag, err = agent.New(ctx, agent.Config{
+	imageStore := &images.Store{Dir: filepath.Join(c.dataDir, "images"), Log: log.With("component", "image")}
+	defer imageStore.Close()
+	proxy := rpc.NewProxy(log.With("component", "proxy"))
+	ag, err = capsules.New(ctx, capsules.Config{
 		DataDir:      c.dataDir,
 		Runtime:      rt,
 		Network:      nets,
-		Images:       images,
+		Images:       imageStore,
 		Envd:         c.envd,
 		MetricsEvery: c.metrics,
 		Versions:     versions,
@@ -207,11 +207,11 @@ func run(args []string) error {
 	defer ag.Close()
 
 	// Every API and shutdown operation goes through the metrics decorator.
-	inst := agentmetrics.Wrap(ag)
-	reg := telemetry.NewRegistry(agentmetrics.Namespace, release)
-	reg.MustRegister(agentmetrics.Collectors(inst, c.dataDir)...)
+	inst := metrics.Wrap(ag)
+	reg := telemetry.NewRegistry(metrics.Namespace, release)
+	reg.MustRegister(metrics.Collectors(inst, c.dataDir)...)
 	resumed := telemetry.NewGate("resuming the capsules paused at the last shutdown")
-	ready := append(agentmetrics.ReadyChecks(agentmetrics.ReadyConfig{
+	ready := append(metrics.ReadyChecks(metrics.ReadyConfig{
 		Runsc: c.runsc, StateDir: filepath.Join(c.dataDir, "runsc"), NetTable: c.netPrefix,
 	}), telemetry.Check{Name: "capsules", Fn: resumed.Check})
 	probes := func(mux *http.ServeMux) {
@@ -221,7 +221,7 @@ func run(args []string) error {
 	}
 
 	terminated := make(chan struct{})
-	api := agentapi.New(terminating{Agent: inst, done: terminated}, log.With("component", "api"))
+	api := rpc.New(terminating{Agent: inst, done: terminated}, log.With("component", "api"))
 	mux := http.NewServeMux()
 	path, h := api.Handler()
 	mux.Handle(path, h)
@@ -314,7 +314,7 @@ func run(args []string) error {
 
 // shutdownCapsules applies -on-shutdown to the running capsules and reports whether none is left
 // running (pause mode, every pause succeeded).
-func shutdownCapsules(inst *agentmetrics.Agent, mode suspend.Mode, dataDir string, log *slog.Logger) bool {
+func shutdownCapsules(inst *metrics.Agent, mode suspend.Mode, dataDir string, log *slog.Logger) bool {
 	if mode != suspend.Pause {
 		log.Info("shutting down; capsules keep running")
 		return false
@@ -369,7 +369,7 @@ func enrollHost(ctx context.Context, c config, pauseAll func(context.Context) er
 // terminating makes Terminate also stop the agent process once the RPC has
 // answered.
 type terminating struct {
-	agentapi.Agent
+	rpc.Agent
 	done chan struct{}
 }
 

@@ -19,11 +19,11 @@ import (
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
-	"github.com/wrenn/wrenn/internal/enroll/enrolltest"
-	"github.com/wrenn/wrenn/internal/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/portproxy"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+	"github.com/wrenn/wrenn/internal/hostagent/enroll/enrolltest"
 	"github.com/wrenn/wrenn/internal/pki"
-	"github.com/wrenn/wrenn/internal/portproxy"
-	"github.com/wrenn/wrenn/internal/store/db"
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/agenthost"
 )

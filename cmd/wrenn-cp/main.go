@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/wrenn/wrenn/internal/cp"
-	"github.com/wrenn/wrenn/internal/mail"
+	"github.com/wrenn/wrenn/internal/controlplane/daemon"
+	"github.com/wrenn/wrenn/internal/controlplane/mail"
 )
 
 // release is set at build time (-X main.release=…).
@@ -60,7 +60,7 @@ func envDefault(key, def string) string {
 
 func newServe(dbURL func() (string, error)) *cobra.Command {
 	var (
-		c         cp.Config
+		c         daemon.Config
 		smtpPort  string
 		smtpTLS   string
 		logFormat string
@@ -89,7 +89,7 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 			c.Version = release
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return cp.Run(ctx, c)
+			return daemon.Run(ctx, c)
 		},
 	}
 	f := cmd.Flags()
@@ -139,7 +139,7 @@ func newBootstrap(dbURL func() (string, error)) *cobra.Command {
 			if password == "" {
 				password = os.Getenv("WRENN_ADMIN_PASSWORD")
 			}
-			res, err := cp.Bootstrap(cmd.Context(), dsn, email, password, name)
+			res, err := daemon.Bootstrap(cmd.Context(), dsn, email, password, name)
 			if err != nil {
 				return err
 			}
@@ -171,7 +171,7 @@ func newMigrate(dbURL func() (string, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return cp.Migrate(cmd.Context(), dsn)
+			return daemon.Migrate(cmd.Context(), dsn)
 		},
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"os"
 
 	"github.com/wrenn/wrenn/internal/cli"
-	"github.com/wrenn/wrenn/internal/up"
+	"github.com/wrenn/wrenn/internal/cli/up"
 )
 
 // release is set at build time (-X main.release=…).

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wrenn/wrenn/internal/cliconfig"
+	"github.com/wrenn/wrenn/internal/cli/profile"
 )
 
 func TestParseRemote(t *testing.T) {
@@ -125,7 +125,7 @@ func TestOneLine(t *testing.T) {
 // run executes the CLI in-process with the configuration file cfg and returns its output and code.
 func run(t *testing.T, cfg string, args ...string) (string, string, int) {
 	t.Helper()
-	t.Setenv(cliconfig.EnvPath, cfg)
+	t.Setenv(profile.EnvPath, cfg)
 	for _, k := range []string{EnvURL, EnvAPIKey, EnvToken, EnvProfile} {
 		t.Setenv(k, "")
 	}
@@ -181,8 +181,8 @@ func fakeAPI(t *testing.T, key, jwt string) *httptest.Server {
 func TestExecuteErrors(t *testing.T) {
 	srv := fakeAPI(t, "wrn_good", "jwt-good")
 	cfg := filepath.Join(t.TempDir(), "config.json")
-	c := &cliconfig.Config{Profiles: map[string]cliconfig.Profile{}}
-	c.Set("test", cliconfig.Profile{URL: srv.URL, APIKey: "wrn_good", Token: "jwt-good"})
+	c := &profile.Config{Profiles: map[string]profile.Profile{}}
+	c.Set("test", profile.Profile{URL: srv.URL, APIKey: "wrn_good", Token: "jwt-good"})
 	if err := c.Save(cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/wrenn/wrenn/internal/cliconfig"
+	"github.com/wrenn/wrenn/internal/cli/profile"
 )
 
 // EnvPassword is read by `wrenn login` when --password is not given.
@@ -42,11 +42,11 @@ The password comes from --password, else $` + EnvPassword + `, else a prompt on 
 }
 
 func (a *app) login(ctx context.Context, email, password string) error {
-	path, err := cliconfig.Path()
+	path, err := profile.Path()
 	if err != nil {
 		return err
 	}
-	cfg, err := cliconfig.Load(path)
+	cfg, err := profile.Load(path)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (a *app) login(ctx context.Context, email, password string) error {
 		key = created.Key
 	}
 
-	cfg.Set(name, cliconfig.Profile{URL: base, APIKey: key, Token: auth.Token, Email: auth.Email})
+	cfg.Set(name, profile.Profile{URL: base, APIKey: key, Token: auth.Token, Email: auth.Email})
 	if err := cfg.Save(path); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}

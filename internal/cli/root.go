@@ -1,7 +1,7 @@
 // Package cli is the `wrenn` command line: a client of the control plane's API (contract
 // /work/shared/spec/wrenn-api.md) for capsules, their processes, files and terminals, templates and hosts.
 //
-// Credentials come from a profile of the CLI configuration (internal/cliconfig, written by `wrenn login`
+// Credentials come from a profile of the CLI configuration (internal/cli/profile, written by `wrenn login`
 // and `wrenn up`), overridden by --url/--api-key and WRENN_URL/WRENN_API_KEY. Errors print one line,
 // `wrenn: <message>`, and exit 1; usage errors exit 2; `capsule exec` and `capsule shell` exit with the
 // remote command's code.
@@ -20,10 +20,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wrenn/wrenn/internal/cliconfig"
+	"github.com/wrenn/wrenn/internal/cli/profile"
 )
 
-// Environment variables the CLI reads (besides cliconfig.EnvPath).
+// Environment variables the CLI reads (besides profile.EnvPath).
 const (
 	EnvURL     = "WRENN_URL"
 	EnvAPIKey  = "WRENN_API_KEY"
@@ -222,11 +222,11 @@ func (a *app) client() (*Client, error) {
 	token := os.Getenv(EnvToken)
 
 	name := firstNonEmpty(a.profile, os.Getenv(EnvProfile))
-	path, err := cliconfig.Path()
+	path, err := profile.Path()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := cliconfig.Load(path)
+	cfg, err := profile.Load(path)
 	if err != nil {
 		return nil, err
 	}

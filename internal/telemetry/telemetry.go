@@ -1,7 +1,7 @@
 // Package telemetry holds what the control plane and the host agent share for operations: a Prometheus
 // registry with the Go runtime and process collectors, the /metrics handler (optionally behind a bearer
 // token), the HTTP latency middleware, and the /health (liveness) and /ready (readiness) handlers.
-// The metrics of each component live in telemetry/cpmetrics and telemetry/agentmetrics.
+// The metrics of each component live in controlplane/metrics and hostagent/metrics.
 package telemetry
 
 import (

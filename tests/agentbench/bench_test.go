@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wrenn/wrenn/internal/agent"
+	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/testutil"
 )
 
@@ -25,7 +25,7 @@ func BenchmarkAgentCreate(b *testing.B) {
 	h := newAgentHost(b, newSetup(b))
 	ctx := ctxFor(b)
 	createDestroy := func(lat *latencies) {
-		var info agent.Info
+		var info capsules.Info
 		var err error
 		lat.time(func() { info, err = h.create(ctx, memoryMB) })
 		if err != nil {
@@ -83,7 +83,7 @@ func BenchmarkAgentCreateFromTemplate(b *testing.B) {
 	restoreDestroy := func(lat *latencies) {
 		id := h.newID()
 		var err error
-		lat.time(func() { _, err = h.Create(ctx, agent.CreateParams{ID: id, TemplateID: tpl}) })
+		lat.time(func() { _, err = h.Create(ctx, capsules.CreateParams{ID: id, TemplateID: tpl}) })
 		if err != nil {
 			b.Fatalf("create from template: %v", err)
 		}
@@ -162,7 +162,7 @@ func benchAgentPauseResume(b *testing.B, timePause bool) {
 			}
 			pause := func() error { return h.Pause(ctx, info.ID) }
 			resume := func() error {
-				_, err := h.Resume(ctx, agent.ResumeParams{ID: info.ID})
+				_, err := h.Resume(ctx, capsules.ResumeParams{ID: info.ID})
 				return err
 			}
 			cycle(b, pause, resume, nil, timePause)

@@ -21,11 +21,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/wrenn/wrenn/internal/agent"
-	"github.com/wrenn/wrenn/internal/capsule"
-	"github.com/wrenn/wrenn/internal/capsule/gvisor"
-	"github.com/wrenn/wrenn/internal/image"
-	"github.com/wrenn/wrenn/internal/network"
+	"github.com/wrenn/wrenn/internal/hostagent/capsules"
+	"github.com/wrenn/wrenn/internal/hostagent/images"
+	"github.com/wrenn/wrenn/internal/hostagent/network"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime/gvisor"
 	"github.com/wrenn/wrenn/internal/testutil"
 )
 
@@ -47,9 +47,9 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 
 // minimalImage builds the minimal image into a store under the
 // benchmark's temporary directory; the agent and raw runsc both boot it.
-func minimalImage(b *testing.B) (*image.Store, capsule.Image) {
+func minimalImage(b *testing.B) (*images.Store, runtime.Image) {
 	b.Helper()
-	store := &image.Store{Dir: b.TempDir(), Log: quietLog()}
+	store := &images.Store{Dir: b.TempDir(), Log: quietLog()}
 	b.Cleanup(func() {
 		if err := store.Close(); err != nil {
 			b.Errorf("image store: %v", err)
@@ -83,8 +83,8 @@ func envdBinary(b *testing.B) string {
 
 // setup is what every benchmark needs: root, the image, envd and runsc.
 type setup struct {
-	images *image.Store
-	image  capsule.Image
+	images *images.Store
+	image  runtime.Image
 	envd   string
 	runsc  string
 }
@@ -141,7 +141,7 @@ next:
 // subnet and cgroup parent. When the benchmark ends every capsule is
 // destroyed and the network, cgroups and files are removed.
 type agentHost struct {
-	*agent.Agent
+	*capsules.Agent
 	cgroup string // cgroup parent of its capsules
 	seq    int
 	mu     sync.Mutex
@@ -173,7 +173,7 @@ func newAgentHost(b *testing.B, s setup) *agentHost {
 	if err != nil {
 		b.Fatalf("gvisor: %v", err)
 	}
-	ag, err := agent.New(ctx, agent.Config{
+	ag, err := capsules.New(ctx, capsules.Config{
 		DataDir: dataDir,
 		Runtime: rt,
 		Network: nets,
@@ -203,12 +203,12 @@ func (h *agentHost) newID() string {
 }
 
 // create makes a running capsule from the minimal image.
-func (h *agentHost) create(ctx context.Context, mem int) (agent.Info, error) {
-	return h.Create(ctx, agent.CreateParams{ID: h.newID(), VCPUs: 1, MemoryMB: mem, TemplateID: imageName})
+func (h *agentHost) create(ctx context.Context, mem int) (capsules.Info, error) {
+	return h.Create(ctx, capsules.CreateParams{ID: h.newID(), VCPUs: 1, MemoryMB: mem, TemplateID: imageName})
 }
 
 // mustCreate is create that fails the benchmark.
-func (h *agentHost) mustCreate(b *testing.B, mem int) agent.Info {
+func (h *agentHost) mustCreate(b *testing.B, mem int) capsules.Info {
 	b.Helper()
 	info, err := h.create(ctxFor(b), mem)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn/wrenn/api/envd/process"
-	"github.com/wrenn/wrenn/internal/envdclient"
+	"github.com/wrenn/wrenn/internal/hostagent/envdclient"
 )
 
 // hostMemory is what one capsule costs the host: the proportional set

@@ -23,7 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/wrenn/wrenn/internal/capsule/gvisor"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime/gvisor"
 	"github.com/wrenn/wrenn/internal/testutil"
 )
 

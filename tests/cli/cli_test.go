@@ -22,7 +22,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
-	"github.com/wrenn/wrenn/internal/cliconfig"
+	"github.com/wrenn/wrenn/internal/cli/profile"
 	"github.com/wrenn/wrenn/internal/testutil"
 )
 
@@ -101,7 +101,7 @@ func testLogin(t *testing.T, p *platform) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("profile file mode %v, want 0600", fi.Mode().Perm())
 	}
-	cfg, err := cliconfig.Load(p.config)
+	cfg, err := profile.Load(p.config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func testLogin(t *testing.T, p *platform) {
 	if res.Profile != "default" || res.URL != p.URL || res.Email != adminEmail || !strings.HasPrefix(res.UserID, "usr-") {
 		t.Fatalf("login --json: %+v", res)
 	}
-	cfg, _ = cliconfig.Load(p.config)
+	cfg, _ = profile.Load(p.config)
 	if again := cfg.Profiles["default"]; again.APIKey != prof.APIKey {
 		t.Fatalf("second login replaced the API key %s… with %s…", prof.APIKey[:10], again.APIKey[:10])
 	}
@@ -672,7 +672,7 @@ func testHosts(t *testing.T, p *platform) {
 	p.fails(t, 2, "--type", "host", "create", "--type", "cloud")
 
 	// Host routes need the user login, not an API key.
-	cfg, _ := cliconfig.Load(p.config)
+	cfg, _ := profile.Load(p.config)
 	key := cfg.Profiles["default"].APIKey
 	r := p.runEnv([]string{"WRENN_CONFIG=" + filepath.Join(t.TempDir(), "none.json")}, nil, "--url", p.URL, "--api-key", key, "host", "ls")
 	if r.code != 1 || !oneLine(r.stderr) || !strings.Contains(r.stderr, "wrenn login") {

@@ -11,9 +11,9 @@ import (
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
-	"github.com/wrenn/wrenn/internal/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/pki"
-	"github.com/wrenn/wrenn/internal/store"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 )
 

@@ -21,8 +21,8 @@ import (
 	"github.com/google/uuid"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
-	"github.com/wrenn/wrenn/internal/ids"
-	"github.com/wrenn/wrenn/internal/suspend"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/hostagent/suspend"
 	"github.com/wrenn/wrenn/internal/telemetry"
 	"github.com/wrenn/wrenn/internal/telemetry/telemetrytest"
 	"github.com/wrenn/wrenn/internal/testutil"

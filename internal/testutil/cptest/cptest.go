@@ -15,12 +15,12 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/wrenn/wrenn/internal/accounts"
-	"github.com/wrenn/wrenn/internal/auth"
-	"github.com/wrenn/wrenn/internal/httpapi"
-	"github.com/wrenn/wrenn/internal/ids"
-	"github.com/wrenn/wrenn/internal/store"
-	"github.com/wrenn/wrenn/internal/store/db"
+	"github.com/wrenn/wrenn/internal/controlplane/accounts"
+	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 	"github.com/wrenn/wrenn/internal/testutil"
 )
 

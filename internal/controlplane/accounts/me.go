@@ -1,0 +1,240 @@
+package accounts
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+// Me is the answer of GET /v1/me.
+type Me struct {
+	Name        string   `json:"name"`
+	Email       string   `json:"email"`
+	HasPassword bool     `json:"has_password"`
+	Providers   []string `json:"providers"`
+}
+
+// GET /v1/me.
+func (s *Service) handleGetMe(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	u, err := s.userOf(ctx, httpapi.Identity(r))
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	idents, err := s.st.ListUserIdentities(ctx, u.ID)
+	if err != nil {
+		apierr.Write(w, r, internal("list identities", err))
+		return
+	}
+	me := Me{Name: u.Name, Email: u.Email, HasPassword: u.PasswordHash != nil, Providers: make([]string, 0, len(idents))}
+	for _, i := range idents {
+		me.Providers = append(me.Providers, i.Provider)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, me)
+}
+
+// PATCH /v1/me {name} → 200 AuthResponse with a fresh JWT (same team).
+func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name *string `json:"name"`
+	}
+	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	if req.Name == nil {
+		apierr.Write(w, r, apierr.InvalidRequest("name is required"))
+		return
+	}
+	name, err := checkName(*req.Name)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	id := httpapi.Identity(r)
+	u, err := s.userOf(r.Context(), id)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	u, err = s.st.SetUserName(r.Context(), db.SetUserNameParams{Name: name, ID: u.ID})
+	if err != nil {
+		apierr.Write(w, r, internal("rename user", err))
+		return
+	}
+	// Same team as the current token (none when it has none).
+	team, _ := ids.Team.Parse(id.TeamID)
+	role := ""
+	if id.TeamID != "" && id.Role.Valid() {
+		role = string(id.Role)
+	}
+	res, err := s.issue(u, team, role)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, res)
+}
+
+// POST /v1/me/password {current_password?, new_password, confirm_password?} → 204.
+func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		CurrentPassword *string `json:"current_password"`
+		NewPassword     string  `json:"new_password"`
+		ConfirmPassword *string `json:"confirm_password"`
+	}
+	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	u, err := s.userOf(ctx, httpapi.Identity(r))
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	switch {
+	case req.NewPassword == "":
+		err = apierr.InvalidRequest("new_password is required")
+	case req.ConfirmPassword != nil && *req.ConfirmPassword != req.NewPassword:
+		err = apierr.InvalidRequest("confirm_password does not match new_password")
+	case u.PasswordHash != nil && (req.CurrentPassword == nil || *req.CurrentPassword == ""):
+		err = apierr.InvalidRequest("current_password is required")
+	default:
+		err = auth.ValidatePassword(req.NewPassword)
+	}
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	if u.PasswordHash != nil && !auth.CheckPassword(*u.PasswordHash, *req.CurrentPassword) {
+		apierr.Write(w, r, apierr.WrongPassword("current password is incorrect"))
+		return
+	}
+	hash, err := auth.HashPassword(req.NewPassword)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	if _, err := s.st.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
+		apierr.Write(w, r, internal("set password", err))
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+// DELETE /v1/me/providers/{provider} → 204: unlinks an OAuth sign-in method.
+func (s *Service) handleUnlinkProvider(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	provider := r.PathValue("provider")
+	u, err := s.userOf(ctx, httpapi.Identity(r))
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	err = s.st.Tx(ctx, func(q *db.Queries) error {
+		idents, err := q.ListUserIdentities(ctx, u.ID)
+		if err != nil {
+			return internal("list identities", err)
+		}
+		linked := false
+		for _, i := range idents {
+			linked = linked || i.Provider == provider
+		}
+		switch {
+		case !linked:
+			return apierr.NotFound("provider " + provider + " is not linked to your account")
+		case u.PasswordHash == nil && len(idents) == 1:
+			return apierr.LastLoginMethod("this is your only way to sign in: set a password first")
+		}
+		if _, err := q.DeleteUserIdentity(ctx, db.DeleteUserIdentityParams{UserID: u.ID, Provider: provider}); err != nil {
+			return internal("unlink provider", err)
+		}
+		return nil
+	})
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+// DELETE /v1/me {confirmation: own email} → 204.
+func (s *Service) handleDeleteMe(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Confirmation string `json:"confirmation"`
+	}
+	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	id := httpapi.Identity(r)
+	u, err := s.userOf(r.Context(), id)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	if !strings.EqualFold(strings.TrimSpace(req.Confirmation), u.Email) {
+		apierr.Write(w, r, apierr.InvalidRequest("confirmation must be your email address"))
+		return
+	}
+	if err := s.deleteAccount(r.Context(), id, u); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+// deleteAccount soft-deletes u (purged after DeletedUserRetention): refused while u owns a team with
+// other members; the teams it owns alone are deleted (§5) and it leaves the others.
+func (s *Service) deleteAccount(ctx context.Context, actor auth.Identity, u db.User) error {
+	busy, err := s.st.UserOwnsTeamWithMembers(ctx, u.ID)
+	if err != nil {
+		return internal("check owned teams", err)
+	}
+	if busy {
+		return apierr.OwnsTeamWithMembers("you own a team with other members: remove them or delete the team first")
+	}
+	sole, err := s.st.ListSoleOwnedTeamIDs(ctx, u.ID)
+	if err != nil {
+		return internal("list owned teams", err)
+	}
+	for _, team := range sole {
+		if err := s.deleteTeam(ctx, actor, team); err != nil && !isNotFound(err) {
+			return err
+		}
+	}
+	return s.st.Tx(ctx, func(q *db.Queries) error {
+		// A member added to one of its teams meanwhile keeps the account from being deleted.
+		busy, err := q.UserOwnsTeamWithMembers(ctx, u.ID)
+		if err != nil {
+			return internal("check owned teams", err)
+		}
+		if busy {
+			return apierr.OwnsTeamWithMembers("you own a team with other members: remove them or delete the team first")
+		}
+		if _, err := q.RemoveUserMemberships(ctx, u.ID); err != nil {
+			return internal("leave teams", err)
+		}
+		for _, kind := range []string{store.TokenActivation, store.TokenPasswordReset} {
+			if _, err := q.DeleteUnusedOneTimeTokens(ctx, db.DeleteUnusedOneTimeTokensParams{UserID: u.ID, Kind: kind}); err != nil {
+				return internal("delete tokens", err)
+			}
+		}
+		if _, err := q.SetUserStatus(ctx, db.SetUserStatusParams{Status: store.UserDeleted, ID: u.ID}); err != nil {
+			return internal("delete user", err)
+		}
+		return nil
+	})
+}
+
+// isNotFound reports whether err is a 404 API error.
+func isNotFound(err error) bool { return apierr.From(err).Code == apierr.CodeNotFound }

@@ -1,0 +1,455 @@
+package apidocs_test
+
+import (
+	"context"
+	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/wrenn/wrenn/internal/controlplane/apidocs"
+	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
+)
+
+// contractRoutes is the contract's route list (wrenn-api.md §2-§12) as the control plane serves it
+// today: everything except template builds (/v1/admin/builds*, a later issue) and OAuth
+// (/auth/oauth/*, /v1/auth/oauth/*, /v1/me/providers/*, not served yet). Capsule routes are listed
+// once under /v1/capsules; the test expects their /v1/sandboxes alias too.
+var contractRoutes = []apidocs.Operation{
+	// §2
+	{Method: "GET", Path: "/health", Auth: "none"},
+	{Method: "GET", Path: "/openapi.yaml", Auth: "none"},
+	{Method: "GET", Path: "/docs", Auth: "none"},
+	// §3
+	{Method: "POST", Path: "/v1/auth/signup", Auth: "none"},
+	{Method: "POST", Path: "/v1/auth/activate", Auth: "none"},
+	{Method: "POST", Path: "/v1/auth/login", Auth: "none"},
+	{Method: "POST", Path: "/v1/auth/switch-team", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/me", Auth: "JWT"},
+	{Method: "PATCH", Path: "/v1/me", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/me", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/me/password", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/me/password/reset", Auth: "none"},
+	{Method: "POST", Path: "/v1/me/password/reset/confirm", Auth: "none"},
+	{Method: "DELETE", Path: "/v1/me/providers/{provider}", Auth: "JWT"},
+	// §4
+	{Method: "POST", Path: "/v1/api-keys", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/api-keys", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/api-keys/{id}", Auth: "JWT"},
+	// §5
+	{Method: "GET", Path: "/v1/teams", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/teams", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/teams/{id}", Auth: "JWT"},
+	{Method: "PATCH", Path: "/v1/teams/{id}", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/teams/{id}", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/teams/{id}/members", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/teams/{id}/members", Auth: "JWT"},
+	{Method: "PATCH", Path: "/v1/teams/{id}/members/{uid}", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/teams/{id}/members/{uid}", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/teams/{id}/leave", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/users/search", Auth: "JWT"},
+	// §6 (+ /v1/sandboxes alias)
+	{Method: "POST", Path: "/v1/capsules", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/stats", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/{id}", Auth: "KEY|JWT"},
+	{Method: "DELETE", Path: "/v1/capsules/{id}", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/exec", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/{id}/exec/stream", Auth: "KEY|JWT", WebSocket: true},
+	{Method: "GET", Path: "/v1/capsules/{id}/processes", Auth: "KEY|JWT"},
+	{Method: "DELETE", Path: "/v1/capsules/{id}/processes/{selector}", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/{id}/processes/{selector}/stream", Auth: "KEY|JWT", WebSocket: true},
+	{Method: "POST", Path: "/v1/capsules/{id}/ping", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/pause", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/resume", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/{id}/metrics", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/read", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/write", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/stream/read", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/stream/write", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/list", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/mkdir", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/files/remove", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/capsules/{id}/pty", Auth: "KEY|JWT", WebSocket: true},
+	// §7
+	{Method: "POST", Path: "/v1/snapshots", Auth: "KEY|JWT"},
+	{Method: "GET", Path: "/v1/snapshots", Auth: "KEY|JWT"},
+	{Method: "DELETE", Path: "/v1/snapshots/{name}", Auth: "KEY|JWT"},
+	// §8 without builds
+	{Method: "GET", Path: "/v1/admin/teams", Auth: "ADMIN"},
+	{Method: "PUT", Path: "/v1/admin/teams/{id}/byoc", Auth: "ADMIN"},
+	{Method: "DELETE", Path: "/v1/admin/teams/{id}", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/users", Auth: "ADMIN"},
+	{Method: "PUT", Path: "/v1/admin/users/{id}/active", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/templates", Auth: "ADMIN"},
+	{Method: "DELETE", Path: "/v1/admin/templates/{name}", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}", Auth: "ADMIN"},
+	{Method: "DELETE", Path: "/v1/admin/capsules/{id}", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/snapshot", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/exec", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}/exec/stream", Auth: "ADMIN", WebSocket: true},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/files/read", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/files/write", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/files/list", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/files/mkdir", Auth: "ADMIN"},
+	{Method: "POST", Path: "/v1/admin/capsules/{id}/files/remove", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}/metrics", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}/pty", Auth: "ADMIN", WebSocket: true},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}/processes", Auth: "ADMIN"},
+	{Method: "DELETE", Path: "/v1/admin/capsules/{id}/processes/{selector}", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/capsules/{id}/processes/{selector}/stream", Auth: "ADMIN", WebSocket: true},
+	{Method: "GET", Path: "/v1/admin/audit-logs", Auth: "ADMIN"},
+	// §10
+	{Method: "POST", Path: "/v1/hosts", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/hosts", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/hosts/{id}", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/hosts/{id}", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/hosts/{id}/delete-preview", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/hosts/{id}/token", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/hosts/{id}/tags", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/hosts/{id}/tags", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/hosts/{id}/tags/{tag}", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/hosts/register", Auth: "none"},
+	{Method: "POST", Path: "/v1/hosts/auth/refresh", Auth: "none"},
+	{Method: "POST", Path: "/v1/hosts/{id}/heartbeat", Auth: "HOST"},
+	// §11
+	{Method: "GET", Path: "/v1/audit-logs", Auth: "JWT"},
+	// §12
+	{Method: "POST", Path: "/v1/channels", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/channels", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/channels/{id}", Auth: "JWT"},
+	{Method: "PATCH", Path: "/v1/channels/{id}", Auth: "JWT"},
+	{Method: "PUT", Path: "/v1/channels/{id}/config", Auth: "JWT"},
+	{Method: "DELETE", Path: "/v1/channels/{id}", Auth: "JWT"},
+	{Method: "POST", Path: "/v1/channels/test", Auth: "JWT"},
+}
+
+func expectedOperations() []apidocs.Operation {
+	var want []apidocs.Operation
+	for _, op := range contractRoutes {
+		want = append(want, op)
+		if rest, ok := strings.CutPrefix(op.Path, "/v1/capsules"); ok {
+			alias := op
+			alias.Path = "/v1/sandboxes" + rest
+			want = append(want, alias)
+		}
+	}
+	return want
+}
+
+func opKey(o apidocs.Operation) string { return o.Method + " " + o.Path }
+
+func TestOperationsMatchContract(t *testing.T) {
+	got, err := apidocs.Operations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := expectedOperations()
+	index := map[string]apidocs.Operation{}
+	for _, o := range got {
+		if _, dup := index[opKey(o)]; dup {
+			t.Errorf("duplicate operation %s", opKey(o))
+		}
+		index[opKey(o)] = o
+	}
+	for _, w := range want {
+		g, ok := index[opKey(w)]
+		if !ok {
+			t.Errorf("missing from the document: %s", opKey(w))
+			continue
+		}
+		if g != w {
+			t.Errorf("%s: document has %+v, contract says %+v", opKey(w), g, w)
+		}
+		delete(index, opKey(w))
+	}
+	for k := range index {
+		t.Errorf("in the document but not in the contract list: %s", k)
+	}
+	if len(got) != len(want) {
+		t.Errorf("document has %d operations, want %d", len(got), len(want))
+	}
+	for _, o := range got {
+		for _, excluded := range []string{"/v1/admin/builds", "/auth/oauth", "/v1/auth/oauth", "/v1/me/providers/{provider}/connect"} {
+			if strings.HasPrefix(o.Path, excluded) {
+				t.Errorf("excluded route documented: %s", opKey(o))
+			}
+		}
+	}
+}
+
+func loadDocument(t *testing.T) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(apidocs.Document())
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return doc
+}
+
+func TestDocumentIsValidOpenAPI(t *testing.T) {
+	doc := loadDocument(t)
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+}
+
+// securityOf returns the scheme names of each security requirement ("" for an empty one).
+func securityOf(reqs openapi3.SecurityRequirements) []string {
+	var out []string
+	for _, r := range reqs {
+		if len(r) == 0 {
+			out = append(out, "")
+		}
+		for name := range r {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestEveryOperationIsComplete(t *testing.T) {
+	doc := loadDocument(t)
+	wantSecurity := map[string][]string{
+		"none":    nil,
+		"JWT":     {"bearerAuth"},
+		"KEY|JWT": {"apiKey", "bearerAuth"},
+		"ADMIN":   {"bearerAuth"},
+		"HOST":    {"hostToken"},
+	}
+	n := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			n++
+			name := method + " " + path
+			if strings.TrimSpace(op.Summary) == "" {
+				t.Errorf("%s: no summary", name)
+			}
+			if op.OperationID == "" {
+				t.Errorf("%s: no operationId", name)
+			}
+			if len(op.Tags) == 0 {
+				t.Errorf("%s: no tag", name)
+			}
+			if op.Responses == nil || op.Responses.Len() == 0 {
+				t.Errorf("%s: no responses", name)
+			}
+			if op.Security == nil {
+				t.Errorf("%s: no security (use security: [] for a public route)", name)
+				continue
+			}
+			auth, _ := op.Extensions["x-auth"].(string)
+			want, known := wantSecurity[auth]
+			if !known {
+				t.Errorf("%s: x-auth %q is not one of none, JWT, KEY|JWT, ADMIN, HOST", name, auth)
+				continue
+			}
+			ws, _ := op.Extensions["x-websocket"].(bool)
+			if ws {
+				want = append(slices.Clone(want), "") // WebSockets may authenticate with their first message
+				slices.Sort(want)
+				if method != http.MethodGet {
+					t.Errorf("%s: WebSocket route must be GET", name)
+				}
+				if op.Responses.Value("101") == nil {
+					t.Errorf("%s: WebSocket route without a 101 response", name)
+				}
+				if !strings.Contains(op.Description, "Server → client") {
+					t.Errorf("%s: WebSocket route does not describe its messages", name)
+				}
+			}
+			if got := securityOf(*op.Security); !slices.Equal(got, want) {
+				t.Errorf("%s: security %v does not match x-auth %s (want %v)", name, got, auth, want)
+			}
+			for code, ref := range op.Responses.Map() {
+				if code[0] < '4' {
+					continue
+				}
+				mt := ref.Value.Content.Get("application/json")
+				if mt == nil || mt.Schema == nil || mt.Schema.Ref != "#/components/schemas/Error" {
+					t.Errorf("%s: response %s does not use the Error schema", name, code)
+				}
+			}
+		}
+	}
+	if ops, _ := apidocs.Operations(); n != len(ops) {
+		t.Errorf("kin-openapi sees %d operations, Operations() %d", n, len(ops))
+	}
+}
+
+func TestRequiredSchemas(t *testing.T) {
+	doc := loadDocument(t)
+	for _, name := range []string{
+		"Capsule", "Template", "Host", "Team", "Member", "AuthResponse", "Process", "FileEntry", "AuditEntry",
+		"Channel", "AdminTeam", "AdminUser", "Error", "APIKey", "APIKeyCreated", "ExecResult", "TeamStats",
+		"CapsuleMetrics", "HostCredentials", "PtyClientMessage", "PtyServerMessage", "WSErrorFrame",
+	} {
+		if doc.Components.Schemas[name] == nil {
+			t.Errorf("schema %s missing", name)
+		}
+	}
+	for _, name := range []string{"bearerAuth", "apiKey", "hostToken"} {
+		if doc.Components.SecuritySchemes[name] == nil {
+			t.Errorf("security scheme %s missing", name)
+		}
+	}
+}
+
+func serve(t *testing.T) (*httptest.Server, *httpapi.Router) {
+	t.Helper()
+	rt := httpapi.NewRouter(nil) // public routes never reach the authenticator
+	apidocs.Register(rt)
+	srv := httptest.NewServer(rt)
+	t.Cleanup(srv.Close)
+	return srv, rt
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func TestRegister(t *testing.T) {
+	_, rt := serve(t)
+	var got []string
+	for _, r := range rt.Routes() {
+		if r.Kind != httpapi.KindNone || r.WebSocket {
+			t.Errorf("%s %s: not a public HTTP route", r.Method, r.Pattern)
+		}
+		got = append(got, r.Method+" "+r.Pattern)
+	}
+	if want := []string{"GET /openapi.yaml", "GET /docs"}; !slices.Equal(got, want) {
+		t.Errorf("routes %v, want %v", got, want)
+	}
+}
+
+func TestServeDocument(t *testing.T) {
+	srv, _ := serve(t)
+	resp, body := get(t, srv.URL+"/openapi.yaml")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/yaml") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if body != string(apidocs.Document()) {
+		t.Error("served document differs from Document()")
+	}
+	if _, err := openapi3.NewLoader().LoadFromData([]byte(body)); err != nil {
+		t.Errorf("served document does not load: %v", err)
+	}
+
+	resp, body = get(t, srv.URL+"/openapi.yaml/x")
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"not_found"`) {
+		t.Errorf("unknown path: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestServeDocs(t *testing.T) {
+	srv, _ := serve(t)
+	resp, page := get(t, srv.URL+"/docs")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, page)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if !strings.HasPrefix(page, "<!DOCTYPE html>") || !strings.HasSuffix(strings.TrimSpace(page), "</html>") {
+		t.Error("not a complete HTML page")
+	}
+
+	doc := loadDocument(t)
+	ops := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			ops++
+			block := operationBlock(page, op.OperationID)
+			if block == "" {
+				t.Errorf("%s %s: no block id=op-%s on the page", method, path, op.OperationID)
+				continue
+			}
+			for _, want := range []string{
+				`>` + method + `</span>`,
+				`<span class="path">` + html.EscapeString(path) + `</span>`,
+				html.EscapeString(op.Summary),
+				`class="auth auth-`,
+			} {
+				if !strings.Contains(block, want) {
+					t.Errorf("%s %s: block lacks %q", method, path, want)
+				}
+			}
+			for _, p := range op.Parameters {
+				if !strings.Contains(block, ">"+p.Value.Name+"<") {
+					t.Errorf("%s %s: parameter %s not rendered", method, path, p.Value.Name)
+				}
+			}
+			for code := range op.Responses.Map() {
+				if !strings.Contains(block, `<td class="code">`+code+`</td>`) {
+					t.Errorf("%s %s: response %s not rendered", method, path, code)
+				}
+			}
+			if rb := op.RequestBody; rb != nil && rb.Value != nil {
+				for ct := range rb.Value.Content {
+					if !strings.Contains(block, "<code>"+ct+"</code>") {
+						t.Errorf("%s %s: request content %s not rendered", method, path, ct)
+					}
+				}
+			}
+		}
+	}
+	if got := strings.Count(page, `<div class="op" id="op-`); got != ops {
+		t.Errorf("page has %d operation blocks, document %d operations", got, ops)
+	}
+	for name := range doc.Components.Schemas {
+		if !strings.Contains(page, `id="schema-`+name+`"`) {
+			t.Errorf("schema %s not rendered", name)
+		}
+	}
+	// Every schema link points at a rendered schema.
+	for _, m := range regexp.MustCompile(`href="#schema-([A-Za-z0-9]+)"`).FindAllStringSubmatch(page, -1) {
+		if doc.Components.Schemas[m[1]] == nil {
+			t.Errorf("link to unknown schema %s", m[1])
+		}
+	}
+	// Self-contained: no scripts, no external stylesheets, images or fonts.
+	for _, banned := range []string{"<script", "<link", "<img", "src=", "@import", "url("} {
+		if strings.Contains(page, banned) {
+			t.Errorf("page contains %q", banned)
+		}
+	}
+	if strings.Contains(page, `href="http`) {
+		t.Error("page links to an external resource")
+	}
+}
+
+// operationBlock returns the HTML of the operation block with the given operationId.
+func operationBlock(page, id string) string {
+	start := strings.Index(page, `<div class="op" id="op-`+id+`">`)
+	if start < 0 {
+		return ""
+	}
+	rest := page[start:]
+	if end := strings.Index(rest[1:], `<div class="op" id=`); end >= 0 {
+		return rest[:end+1]
+	}
+	return rest
+}

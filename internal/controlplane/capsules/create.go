@@ -1,0 +1,218 @@
+package capsules
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
+	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/audit"
+	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/fleet"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+// Creation defaults and limits (§6.4).
+const (
+	DefaultTemplate = "base"
+	DefaultVCPUs    = 1
+	DefaultMemoryMB = 512
+	MinMemoryMB     = 128
+	DiskMB          = 5120
+)
+
+// minimalTemplateID is the platform "minimal" image template (migration 00002).
+var minimalTemplateID = uuid.MustParse("00000000-0000-0000-0000-000000000002")
+
+// CreateParams are the settings of a new capsule; zero values are not defaults (see createRequest).
+type CreateParams struct {
+	Template      string
+	VCPUs         int32
+	MemoryMB      int32
+	TimeoutSec    int32
+	AllowInternet bool
+}
+
+// createRequest is the body of POST /v1/capsules; omitted fields take the §6.4 defaults.
+type createRequest struct {
+	Template      *string `json:"template"`
+	VCPUs         *int32  `json:"vcpus"`
+	MemoryMB      *int32  `json:"memory_mb"`
+	TimeoutSec    *int32  `json:"timeout_sec"`
+	AllowInternet *bool   `json:"allow_internet"`
+}
+
+func (r createRequest) params() CreateParams {
+	p := CreateParams{Template: DefaultTemplate, VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, AllowInternet: true}
+	if r.Template != nil && *r.Template != "" {
+		p.Template = *r.Template
+	}
+	if r.VCPUs != nil {
+		p.VCPUs = *r.VCPUs
+	}
+	if r.MemoryMB != nil {
+		p.MemoryMB = *r.MemoryMB
+	}
+	if r.TimeoutSec != nil {
+		p.TimeoutSec = *r.TimeoutSec
+	}
+	if r.AllowInternet != nil {
+		p.AllowInternet = *r.AllowInternet
+	}
+	return p
+}
+
+// Validate checks the §6.4 bounds.
+func (p CreateParams) Validate() error {
+	switch {
+	case p.VCPUs < 1:
+		return apierr.InvalidRequest("vcpus must be at least 1")
+	case p.MemoryMB < MinMemoryMB:
+		return apierr.InvalidRequestf("memory_mb must be at least %d", MinMemoryMB)
+	case p.TimeoutSec < 0:
+		return apierr.InvalidRequest("timeout_sec must not be negative")
+	}
+	return nil
+}
+
+// Create places and boots a capsule of team from a template (§6.4): the row is inserted pending, the
+// host agent creates it, and the row becomes running (or error with the mapped agent error).
+func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUID, p CreateParams) (db.Capsule, error) {
+	if err := p.Validate(); err != nil {
+		return db.Capsule{}, err
+	}
+	tpl, err := s.Store.ResolveTemplate(ctx, db.ResolveTemplateParams{Name: p.Template, TeamID: team})
+	if store.IsNotFound(err) {
+		return db.Capsule{}, apierr.NotFound("template not found")
+	}
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(err)
+	}
+	if tpl.Type == store.TemplateSnapshot && tpl.VCPUs != nil && tpl.MemoryMB != nil {
+		// The capsule resumes the captured memory: its size is the template's.
+		p.VCPUs, p.MemoryMB = *tpl.VCPUs, *tpl.MemoryMB
+	}
+	host, err := s.place(ctx, team, tpl, p.MemoryMB)
+	if err != nil {
+		return db.Capsule{}, err
+	}
+	c, err := s.Store.CreateCapsule(ctx, db.CreateCapsuleParams{
+		TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
+		VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
+		AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
+	})
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(fmt.Errorf("insert capsule: %w", err))
+	}
+	publicID := ids.Capsule.Format(c.ID)
+	log := s.Log.With("capsule_id", publicID, "host_id", ids.Host.Format(host.ID), "template", tpl.Name)
+	entry := audit.Entry{Team: team, Actor: actor, ResourceType: "capsule", ResourceID: publicID,
+		Action: "capsule.create", Metadata: map[string]any{"template": tpl.Name}}
+
+	// From here the row must not stay pending whatever happens to the request.
+	bg := context.WithoutCancel(ctx)
+	fail := func(err error) (db.Capsule, error) {
+		if _, merr := s.Store.MarkCapsuleError(bg, c.ID); merr != nil && !store.IsNotFound(merr) {
+			log.Error("record failed capsule creation", "err", merr)
+		}
+		entry.Failed = true
+		audit.Record(bg, s.Store.Queries, entry)
+		log.Warn("capsule creation failed", "err", err)
+		return db.Capsule{}, err
+	}
+	var agent hostagentv1connect.HostAgentServiceClient
+	if fast, ok := s.Agents.(fleet.HostAgents); ok {
+		agent, err = fast.AgentOf(host.ID, host.Status, host.Address)
+	} else {
+		agent, err = s.Agents.Agent(ctx, host.ID)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	teamArg, templateArg := agentTemplate(tpl, team)
+	res, err := agent.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
+		SandboxId: publicID, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, TimeoutSec: p.TimeoutSec,
+		DiskSizeMb: DiskMB, TeamId: teamArg, TemplateId: templateArg,
+		DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv, AllowInternet: p.AllowInternet,
+	}))
+	if err != nil {
+		return fail(apierr.FromAgent(err))
+	}
+	c, err = s.withAudit(bg, entry, func() (db.Capsule, error) {
+		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
+			HostID: &host.ID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: res.Msg.GetMetadata(),
+			ID: c.ID, FromStatuses: []string{StatusPending},
+		})
+	})
+	if store.IsNotFound(err) {
+		// Destroyed (or reconciled away) while it was being created.
+		return db.Capsule{}, apierr.InvalidState("sandbox was destroyed while it was being created")
+	}
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(fmt.Errorf("record running capsule: %w", err))
+	}
+	log.Info("capsule created")
+	return c, nil
+}
+
+// place picks the host of a new capsule: the host holding a snapshot template's files, else the
+// scheduler's choice.
+func (s *Service) place(ctx context.Context, team uuid.UUID, tpl db.Template, memoryMB int32) (db.Host, error) {
+	if tpl.HostID == nil {
+		return s.sched.Pick(ctx, team, memoryMB, DiskMB)
+	}
+	if hs, ok := s.sched.(HostScheduler); ok {
+		return hs.PickHost(ctx, *tpl.HostID, team, memoryMB, DiskMB)
+	}
+	h, err := s.Store.GetHost(ctx, *tpl.HostID)
+	if err != nil && !store.IsNotFound(err) {
+		return db.Host{}, apierr.Internal(err)
+	}
+	if err != nil || h.Status != store.HostOnline || h.Address == nil {
+		return db.Host{}, apierr.NoCapacity("the host holding template " + tpl.Name + " is not available")
+	}
+	return h, nil
+}
+
+// agentTemplate returns the team_id and template_id CreateSandbox gets for tpl: the built-in platform
+// images go by name (every agent builds them); other templates by id, under the team that owns their
+// files on the host (a platform snapshot used by another team lives under the platform team).
+func agentTemplate(tpl db.Template, team uuid.UUID) (teamID, templateID string) {
+	if isBuiltinImage(tpl) {
+		return team.String(), tpl.Name
+	}
+	return tpl.TeamID.String(), tpl.ID.String()
+}
+
+// isBuiltinImage reports whether tpl is one of the platform images "base" and "minimal".
+func isBuiltinImage(tpl db.Template) bool {
+	return tpl.ID == store.BaseTemplateID || tpl.ID == minimalTemplateID
+}
+
+func parseIP(s string) *netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return nil
+	}
+	return &a
+}
+
+// withAudit runs record (the row update that completes an action) and writes entry at the same time:
+// two PostgreSQL round trips in the time of one on the request's path. Both are done when it returns.
+func (s *Service) withAudit(ctx context.Context, entry audit.Entry, record func() (db.Capsule, error)) (db.Capsule, error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		audit.Record(ctx, s.Store.Queries, entry)
+	}()
+	c, err := record()
+	<-done
+	return c, err
+}

@@ -1,0 +1,92 @@
+package capsules
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/fleet"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+// Scheduler places new capsules on hosts (§6.4): the least-loaded online host the team may use that
+// fits memoryMB and diskMB. Nothing fits → *apierr.Error 503 no_capacity.
+type Scheduler interface {
+	Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error)
+}
+
+// HostScheduler is implemented by schedulers that can check one given host: a capsule created from a
+// snapshot template must run on the host holding the template's files. Without it the host only has to
+// be online.
+type HostScheduler interface {
+	PickHost(ctx context.Context, host, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error)
+}
+
+// Defaults of Config.
+const (
+	DefaultReconcileInterval = 10 * time.Second
+	DefaultStatsInterval     = 10 * time.Second
+)
+
+// Config holds the dependencies of a Service.
+type Config struct {
+	Store     *store.Store
+	Agents    fleet.Agents
+	Scheduler Scheduler
+	Log       *slog.Logger
+	// ReconcileInterval is how often every online host's capsules are compared with the database.
+	ReconcileInterval time.Duration
+	// StatsInterval is how often team usage is sampled for /v1/capsules/stats.
+	StatsInterval time.Duration
+}
+
+// Service is the capsule lifecycle: the REST handlers of §6 and §7, the admin capsule and template
+// routes, team capsule teardown, the reconciler and the team stats sampler. It embeds the Resolver the
+// guest routes use.
+type Service struct {
+	*Resolver
+	sched             Scheduler
+	reconcileInterval time.Duration
+	statsInterval     time.Duration
+}
+
+// New returns a Service; Store, Agents and Scheduler are required.
+func New(cfg Config) (*Service, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("capsules: Config.Store is required")
+	case cfg.Agents == nil:
+		return nil, errors.New("capsules: Config.Agents is required")
+	case cfg.Scheduler == nil:
+		return nil, errors.New("capsules: Config.Scheduler is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = DefaultStatsInterval
+	}
+	return &Service{
+		Resolver:          &Resolver{Store: cfg.Store, Agents: cfg.Agents, Log: cfg.Log},
+		sched:             cfg.Scheduler,
+		reconcileInterval: cfg.ReconcileInterval,
+		statsInterval:     cfg.StatsInterval,
+	}, nil
+}
+
+// agentOf returns a client of the agent of capsule c's host: 503 host_unavailable without one.
+func (s *Service) agentOf(ctx context.Context, c db.Capsule) (hostagentv1connect.HostAgentServiceClient, error) {
+	if c.HostID == nil {
+		return nil, apierr.HostUnavailable("sandbox host is not reachable")
+	}
+	return s.Agents.Agent(ctx, *c.HostID)
+}

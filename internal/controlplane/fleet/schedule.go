@@ -1,0 +1,93 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+// Pick chooses the host of a new capsule of team needing memoryMB of memory and diskMB of disk: among
+// online hosts with an address that fit it (memory and disk left after what their capsules reserve;
+// a spec the agent did not report does not limit), the one with the most memory and CPU headroom.
+// Teams with BYOC enabled run only on their own BYOC hosts, every other team (the platform team
+// included) only on regular hosts. None fits → 503 no_capacity.
+func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error) {
+	t, err := s.store.GetTeamAnyState(ctx, team)
+	if err != nil {
+		if store.IsNotFound(err) {
+			return db.Host{}, apierr.NotFound("team not found")
+		}
+		return db.Host{}, apierr.Internal(fmt.Errorf("read team: %w", err))
+	}
+	p := db.ListSchedulableHostsParams{Type: store.HostRegular}
+	if t.IsBYOC && team != store.PlatformTeamID {
+		p = db.ListSchedulableHostsParams{Type: store.HostBYOC, TeamID: &team}
+	}
+	rows, err := s.store.ListSchedulableHosts(ctx, p)
+	if err != nil {
+		return db.Host{}, apierr.Internal(fmt.Errorf("list schedulable hosts: %w", err))
+	}
+	var (
+		best      *db.ListSchedulableHostsRow
+		bestScore score
+	)
+	for i := range rows {
+		r := &rows[i]
+		if !fits(r, memoryMB, diskMB) {
+			continue
+		}
+		if sc := headroom(r); best == nil || sc.better(bestScore) {
+			best, bestScore = r, sc
+		}
+	}
+	if best == nil {
+		where := "online host"
+		if p.Type == store.HostBYOC {
+			where = "online BYOC host of the team"
+		}
+		return db.Host{}, apierr.NoCapacity(fmt.Sprintf("no %s can fit a capsule with %d MB memory and %d MB disk", where, memoryMB, diskMB))
+	}
+	return best.Host, nil
+}
+
+// fits reports whether host r has memoryMB and diskMB left.
+func fits(r *db.ListSchedulableHostsRow, memoryMB, diskMB int32) bool {
+	if m := r.Host.MemoryMB; m != nil && int64(*m)-int64(r.MemoryMBReserved) < int64(memoryMB) {
+		return false
+	}
+	if d := r.Host.DiskGB; d != nil && int64(*d)*1024-r.DiskMBReserved < int64(diskMB) {
+		return false
+	}
+	return true
+}
+
+// score ranks hosts: the sum of the free fractions of memory and CPU (a spec that is not reported
+// counts 0), then free memory in MB.
+type score struct {
+	fraction float64
+	freeMB   int64
+}
+
+func (a score) better(b score) bool {
+	if a.fraction != b.fraction {
+		return a.fraction > b.fraction
+	}
+	return a.freeMB > b.freeMB
+}
+
+func headroom(r *db.ListSchedulableHostsRow) score {
+	var sc score
+	if m := r.Host.MemoryMB; m != nil && *m > 0 {
+		sc.freeMB = int64(*m) - int64(r.MemoryMBReserved)
+		sc.fraction += float64(sc.freeMB) / float64(*m)
+	}
+	if c := r.Host.CPUCores; c != nil && *c > 0 {
+		sc.fraction += float64(int64(*c)-int64(r.VCPUsReserved)) / float64(*c)
+	}
+	return sc
+}

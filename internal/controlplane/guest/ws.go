@@ -1,0 +1,138 @@
+package guest
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/coder/websocket"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/capsules"
+	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
+)
+
+// socket is an accepted, authenticated WebSocket of a resolved capsule with a goroutine reading the
+// client's messages. Every goroutine of a socket ends by the time finish returns.
+type socket struct {
+	log    *slog.Logger
+	conn   *websocket.Conn
+	ctx    context.Context // ends when the handler ends
+	cancel context.CancelFunc
+	// in delivers the client's messages; it is closed when the client goes away.
+	in <-chan []byte
+	wg sync.WaitGroup
+}
+
+// accept upgrades and authenticates r (header credentials or the auth message, §1.3), then resolves
+// the capsule (§1.6 steps 2–5 become a fatal error frame). Step 1 and the query parameters must have
+// been checked before, as plain HTTP answers. ok=false means the request is answered.
+func (s *Service) accept(w http.ResponseWriter, r *http.Request, sc scope) (*socket, capsules.Target, bool) {
+	conn, id, ok := httpapi.AcceptWebSocket(w, r, sc.authn, sc.kind)
+	if !ok {
+		return nil, capsules.Target{}, false
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	ws := &socket{log: s.log.With("path", r.URL.Path), conn: conn, ctx: ctx, cancel: cancel}
+	t, err := s.target(ctx, sc, id, r.PathValue("id"))
+	if err != nil {
+		ws.fail(err)
+		ws.finish()
+		return nil, capsules.Target{}, false
+	}
+	in := make(chan []byte, 16)
+	ws.in = in
+	ws.spawn(func() {
+		defer close(in)
+		for {
+			// A read whose context ends closes the connection; ctx ends only after finish closed it.
+			_, b, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case in <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	return ws, t, true
+}
+
+// spawn runs f in a goroutine finish waits for.
+func (ws *socket) spawn(f func()) {
+	ws.wg.Add(1)
+	go func() {
+		defer ws.wg.Done()
+		f()
+	}()
+}
+
+// finish closes the connection (if still open), ends the socket's context and waits for its
+// goroutines.
+func (ws *socket) finish() {
+	_ = ws.conn.CloseNow()
+	ws.cancel()
+	ws.wg.Wait()
+}
+
+// send writes one JSON frame.
+func (ws *socket) send(v any) error { return httpapi.WriteFrame(ws.ctx, ws.conn, v) }
+
+// fail sends err as a fatal error frame and closes the socket (1000, or 1011 for server failures,
+// which are logged).
+func (ws *socket) fail(err error) {
+	if e := apierr.From(err); e.Status >= http.StatusInternalServerError {
+		ws.log.WarnContext(ws.ctx, "websocket session failed", "status", e.Status, "code", e.Code, "err", err)
+	}
+	httpapi.CloseWithError(ws.ctx, ws.conn, err)
+}
+
+// failAgent is fail for an error of a host-agent call (§1.6 step 5).
+func (ws *socket) failAgent(err error) { ws.fail(apierr.FromAgent(err)) }
+
+// close ends the session normally (1000).
+func (ws *socket) close() { _ = ws.conn.Close(websocket.StatusNormalClosure, "") }
+
+// serverStream is the client side of a host-agent server stream.
+type serverStream[T any] interface {
+	Receive() bool
+	Msg() *T
+	Err() error
+	Close() error
+}
+
+// feed delivers the messages of a host-agent stream from a goroutine of a socket.
+type feed[T any] struct {
+	// C delivers the messages; it is closed when the stream ends (or the socket finishes).
+	C   <-chan *T
+	err error
+}
+
+// Err is the stream's error (nil: it ended normally); valid once C is closed.
+func (f *feed[T]) Err() error { return f.err }
+
+// follow starts delivering st's messages.
+func follow[T any](ws *socket, st serverStream[T]) *feed[T] {
+	ch := make(chan *T)
+	f := &feed[T]{C: ch}
+	ws.spawn(func() {
+		defer close(ch)
+		defer st.Close()
+		for st.Receive() {
+			select {
+			case ch <- st.Msg():
+			case <-ws.ctx.Done():
+				f.err = ws.ctx.Err()
+				return
+			}
+		}
+		f.err = st.Err()
+	})
+	return f
+}
+
+// errorFrame is a non-fatal error frame of err (§1.5).
+func errorFrame(err error) apierr.Frame { return apierr.ErrorFrame(err, false) }

@@ -1,0 +1,119 @@
+// Package httpapi is the control plane's HTTP plumbing shared by every API area: the router (method +
+// path patterns, authentication kinds, the /v1/sandboxes alias, JSON 404/405), JSON responses and
+// WebSocket acceptance with header or first-message authentication. The areas (accounts, fleet,
+// capsules, guest, audit) register their handlers on a Router; internal/controlplane/daemon assembles them.
+package httpapi
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/auth"
+)
+
+// KindNone marks a public route (no credentials).
+const KindNone auth.Kind = 0
+
+// Route is one registered method + path, for the OpenAPI drift test and the docs.
+type Route struct {
+	Method    string
+	Pattern   string // ServeMux pattern path, e.g. /v1/capsules/{id}/exec
+	Kind      auth.Kind
+	WebSocket bool
+}
+
+// Router is an http.Handler that routes by method and path pattern (net/http ServeMux syntax) and
+// authenticates each route for its kind before calling the handler.
+type Router struct {
+	mux    *http.ServeMux
+	authn  *auth.Authenticator
+	routes []Route
+}
+
+// NewRouter returns an empty router whose authenticated routes are checked by authn.
+func NewRouter(authn *auth.Authenticator) *Router {
+	return &Router{mux: http.NewServeMux(), authn: authn}
+}
+
+// Authenticator returns the authenticator routes are checked with (WebSocket handlers need it).
+func (rt *Router) Authenticator() *auth.Authenticator { return rt.authn }
+
+// Handle registers h for method and pattern. kind KindNone is public; any other kind runs the
+// authenticator first and passes the auth.Identity in the request context (see Identity).
+func (rt *Router) Handle(method, pattern string, kind auth.Kind, h http.HandlerFunc) {
+	var handler http.Handler = h
+	if kind != KindNone {
+		handler = rt.authn.Middleware(kind)(h)
+	}
+	rt.mux.Handle(method+" "+pattern, handler)
+	rt.routes = append(rt.routes, Route{Method: method, Pattern: pattern, Kind: kind})
+}
+
+// HandleWS registers a WebSocket route (GET). h authenticates itself through AcceptWebSocket, because
+// a WebSocket may authenticate with its first message instead of headers.
+func (rt *Router) HandleWS(pattern string, kind auth.Kind, h http.HandlerFunc) {
+	rt.mux.Handle(http.MethodGet+" "+pattern, h)
+	rt.routes = append(rt.routes, Route{Method: http.MethodGet, Pattern: pattern, Kind: kind, WebSocket: true})
+}
+
+// CapsulePrefixes are the two prefixes of the capsule subtree (§1.2).
+var CapsulePrefixes = []string{"/v1/capsules", "/v1/sandboxes"}
+
+// HandleCapsule registers h under /v1/capsules+sub and its alias /v1/sandboxes+sub (sub is "" or
+// starts with "/", e.g. "/{id}/exec").
+func (rt *Router) HandleCapsule(method, sub string, kind auth.Kind, h http.HandlerFunc) {
+	for _, p := range CapsulePrefixes {
+		rt.Handle(method, p+sub, kind, h)
+	}
+}
+
+// HandleCapsuleWS is HandleWS under both capsule prefixes.
+func (rt *Router) HandleCapsuleWS(sub string, kind auth.Kind, h http.HandlerFunc) {
+	for _, p := range CapsulePrefixes {
+		rt.HandleWS(p+sub, kind, h)
+	}
+}
+
+// Match returns the route pattern r is served by, without the method (e.g.
+// "/v1/capsules/{id}/exec"), or "" when no route matches (404 and 405 answers). Metrics label requests
+// with it.
+func (rt *Router) Match(r *http.Request) string {
+	_, pattern := rt.mux.Handler(r)
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		return path
+	}
+	return pattern
+}
+
+// Routes returns every registered route in registration order.
+func (rt *Router) Routes() []Route { return slices.Clone(rt.routes) }
+
+var probeMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions,
+}
+
+// ServeHTTP routes r. Unknown paths answer 404 not_found and known paths with another method 405
+// method_not_allowed, both with the §1.5 error body.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := rt.mux.Handler(r); pattern != "" {
+		rt.mux.ServeHTTP(w, r)
+		return
+	}
+	var allowed []string
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := rt.mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		apierr.Write(w, r, apierr.MethodNotAllowed("method "+r.Method+" is not allowed on "+r.URL.Path))
+		return
+	}
+	apierr.Write(w, r, apierr.NotFound("no route for "+r.URL.Path))
+}

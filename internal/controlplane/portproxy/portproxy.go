@@ -1,0 +1,186 @@
+// Package portproxy is the control plane's port proxy (API contract §6.13):
+// a request whose Host is {port}-{capsule_id}.{domain} — any method,
+// WebSocket upgrades included — goes to TCP port of the capsule, through
+// its host agent's /proxy/{capsule_id}/{port}/{path…} route. There is no
+// authentication: capsule ids are unguessable.
+package portproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+// Store reads capsules (*store.Store implements it).
+type Store interface {
+	GetCapsuleByID(ctx context.Context, id uuid.UUID) (db.Capsule, error)
+}
+
+// Transports reach host agents: the agent's base URL (https://ip:port) and
+// a RoundTripper speaking mutual TLS to it. For WebSocket upgrades the
+// RoundTripper must be able to fall back to HTTP/1.1 (an *http.Transport
+// with ForceAttemptHTTP2 does so by itself).
+type Transports interface {
+	Transport(ctx context.Context, hostID uuid.UUID) (baseURL string, rt http.RoundTripper, err error)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Store      Store
+	Transports Transports
+	// Domain is the proxy's parent domain: {port}-{capsule_id}.{Domain}.
+	// Empty disables the proxy (Middleware passes everything on).
+	Domain string
+	Log    *slog.Logger
+}
+
+// Proxy routes capsule port requests.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	suffix string // "." + lower-case domain
+}
+
+// New returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Store == nil || cfg.Transports == nil {
+		return nil, errors.New("portproxy: Store and Transports are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	domain := strings.Trim(strings.ToLower(cfg.Domain), ".")
+	p := &Proxy{cfg: cfg, log: cfg.Log}
+	if domain != "" {
+		p.suffix = "." + domain
+	}
+	return p, nil
+}
+
+// Middleware serves requests for {port}-{capsule_id}.{Domain} and hands
+// every other request to next. Put it in front of authentication.
+func (p *Proxy) Middleware(next http.Handler) http.Handler {
+	if p.suffix == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		label, ok := p.capsuleLabel(r.Host)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p.serve(w, r, label)
+	})
+}
+
+// capsuleLabel returns the first label of host when host is
+// <label>.<domain> and the label has the shape <port>-cl-….
+func (p *Proxy) capsuleLabel(host string) (string, bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	label, ok := strings.CutSuffix(host, p.suffix)
+	if !ok || label == "" || strings.Contains(label, ".") {
+		return "", false
+	}
+	_, id, ok := strings.Cut(label, "-")
+	return label, ok && strings.HasPrefix(id, string(ids.Capsule))
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
+	portStr, rawID, _ := strings.Cut(label, "-")
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != portStr {
+		writeError(w, apierr.InvalidRequestf("invalid port %q: want 1-65535", portStr))
+		return
+	}
+	id, err := ids.Capsule.Parse(rawID)
+	if err != nil {
+		writeError(w, apierr.InvalidRequest("invalid sandbox ID"))
+		return
+	}
+	c, err := p.cfg.Store.GetCapsuleByID(r.Context(), id)
+	switch {
+	case store.IsNotFound(err):
+		writeError(w, apierr.HostUnavailable("sandbox not found"))
+		return
+	case err != nil:
+		p.log.Error("port proxy: read capsule", "capsule_id", rawID, "error", err)
+		writeError(w, apierr.Internal(err))
+		return
+	case c.Status != "running" || c.HostID == nil:
+		writeError(w, apierr.HostUnavailable(fmt.Sprintf("sandbox is not running (status: %s)", c.Status)))
+		return
+	}
+	base, rt, err := p.cfg.Transports.Transport(r.Context(), *c.HostID)
+	if err != nil {
+		var ae *apierr.Error
+		if !errors.As(err, &ae) {
+			ae = apierr.HostUnavailable("sandbox host is not reachable").WithCause(err)
+		}
+		writeError(w, ae)
+		return
+	}
+	target, err := url.Parse(strings.TrimSuffix(base, "/"))
+	if err != nil || target.Host == "" {
+		p.log.Error("port proxy: bad agent URL", "host_id", c.HostID.String(), "url", base, "error", err)
+		writeError(w, apierr.HostUnavailable("sandbox host is not reachable"))
+		return
+	}
+	prefix := "/proxy/" + ids.Capsule.Format(id) + "/" + portStr
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = target.Scheme
+			pr.Out.URL.Host = target.Host
+			pr.Out.URL.Path = target.Path + prefix + pr.In.URL.Path
+			pr.Out.URL.RawPath = ""
+			if raw := pr.In.URL.RawPath; raw != "" {
+				pr.Out.URL.RawPath = target.Path + prefix + raw
+			}
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport:     rt,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			p.log.Warn("port proxy: agent not reachable", "host_id", c.HostID.String(), "capsule_id", rawID, "error", err)
+			writeError(w, apierr.HostUnavailable("sandbox host is not reachable"))
+		},
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// writeError answers with the §1.5 error body. Unlike apierr.Write it logs
+// nothing (callers log what is the platform's fault): a paused capsule or a
+// bad port is the client's business.
+func writeError(w http.ResponseWriter, e *apierr.Error) {
+	body, _ := json.Marshal(e)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,276 @@
+package portproxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/portproxy"
+	"github.com/wrenn/wrenn/internal/controlplane/store/db"
+)
+
+type fakeStore map[uuid.UUID]db.Capsule
+
+func (f fakeStore) GetCapsuleByID(_ context.Context, id uuid.UUID) (db.Capsule, error) {
+	c, ok := f[id]
+	if !ok {
+		return db.Capsule{}, pgx.ErrNoRows
+	}
+	return c, nil
+}
+
+// fakeTransports reaches one agent (the upstream) for host goodHost.
+type fakeTransports struct {
+	goodHost uuid.UUID
+	base     string
+	rt       http.RoundTripper
+}
+
+func (f fakeTransports) Transport(_ context.Context, host uuid.UUID) (string, http.RoundTripper, error) {
+	if host != f.goodHost {
+		return "", nil, errors.New("host offline")
+	}
+	return f.base, f.rt, nil
+}
+
+// seen is what the agent received.
+type seen struct {
+	Method, Path, RawPath, Query, Host, XFF, XFH, XFP, Body, Proto string
+}
+
+type fixture struct {
+	front                    *httptest.Server // the control plane
+	running, paused, offline string           // capsule ids
+}
+
+const domain = "wrenn.test"
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	// The agent: TLS with HTTP/2, like the real one, a WebSocket echo and an echo of the request.
+	// No ServeMux: like the real agent's proxy it must not clean paths.
+	wsEcho := func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo:"), b...)); err != nil {
+				return
+			}
+		}
+	}
+	agentHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/ws") {
+			wsEcho(w, r)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_ = json.NewEncoder(w).Encode(seen{
+			Method: r.Method, Path: r.URL.Path, RawPath: r.URL.RawPath, Query: r.URL.RawQuery, Host: r.Host,
+			XFF: r.Header.Get("X-Forwarded-For"), XFH: r.Header.Get("X-Forwarded-Host"),
+			XFP: r.Header.Get("X-Forwarded-Proto"), Body: string(b), Proto: r.Proto,
+		})
+	})
+	agent := httptest.NewUnstartedServer(agentHandler)
+	agent.EnableHTTP2 = true
+	agent.StartTLS()
+	t.Cleanup(agent.Close)
+	tr := agent.Client().Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = true
+	t.Cleanup(tr.CloseIdleConnections)
+
+	host, otherHost := uuid.New(), uuid.New()
+	running, paused, offline := uuid.New(), uuid.New(), uuid.New()
+	st := fakeStore{
+		running: {ID: running, Status: "running", HostID: &host},
+		paused:  {ID: paused, Status: "paused", HostID: &host},
+		offline: {ID: offline, Status: "running", HostID: &otherHost},
+	}
+	p, err := portproxy.New(portproxy.Config{
+		Store: st, Transports: fakeTransports{goodHost: host, base: agent.URL, rt: tr}, Domain: domain,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "next") })
+	front := httptest.NewServer(p.Middleware(next))
+	t.Cleanup(front.Close)
+	return &fixture{
+		front:   front,
+		running: ids.Capsule.Format(running), paused: ids.Capsule.Format(paused), offline: ids.Capsule.Format(offline),
+	}
+}
+
+func (f *fixture) do(t *testing.T, method, host, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.front.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	req.Header.Set("X-Forwarded-For", "198.51.100.1") // a client's claim: not trusted
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestForwardsToTheCapsulesAgent(t *testing.T) {
+	f := newFixture(t)
+	host := "8080-" + f.running + "." + domain
+	for _, tc := range []struct {
+		method, host, path, body string
+		want                     seen
+	}{
+		{"GET", host, "/a/b?x=1&y=%20z", "", seen{Path: "/a/b", Query: "x=1&y=%20z"}},
+		{"POST", host, "/submit", "payload", seen{Path: "/submit", Body: "payload"}},
+		{"PUT", host + ":8443", "/", "", seen{Path: "/"}},
+		{"GET", strings.ToUpper(host), "/a%2Fb", "", seen{Path: "/a/b", RawPath: "/a%2Fb"}},
+		{"DELETE", host + ".", "/x/../y", "", seen{Path: "/x/../y"}},
+	} {
+		status, body := f.do(t, tc.method, tc.host, tc.path, tc.body)
+		if status != 200 {
+			t.Fatalf("%s %s%s: %d %s", tc.method, tc.host, tc.path, status, body)
+		}
+		var got seen
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		want := tc.want
+		want.Method = tc.method
+		want.Path = "/proxy/" + f.running + "/8080" + want.Path
+		if want.RawPath != "" {
+			want.RawPath = "/proxy/" + f.running + "/8080" + want.RawPath
+		}
+		want.Host, want.XFH = tc.host, tc.host
+		want.XFF, want.XFP, want.Proto = "127.0.0.1", "http", "HTTP/2.0"
+		if got != want {
+			t.Errorf("%s %s%s: agent saw\n%+v, want\n%+v", tc.method, tc.host, tc.path, got, want)
+		}
+	}
+}
+
+func TestOtherHostsGoToNext(t *testing.T) {
+	f := newFixture(t)
+	for _, host := range []string{
+		domain, "api." + domain, "www." + domain, "8080-" + f.running + ".other.test",
+		"a.8080-" + f.running + "." + domain, "8080-" + f.running, "127.0.0.1", "8080-notacapsule." + domain,
+	} {
+		if status, body := f.do(t, "GET", host, "/v1/x", ""); status != 200 || body != "next" {
+			t.Errorf("%s: %d %s, want next", host, status, body)
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		label  string
+		status int
+		code   string
+	}{
+		{"0-" + f.running, 400, apierr.CodeInvalidRequest},
+		{"65536-" + f.running, 400, apierr.CodeInvalidRequest},
+		{"abc-" + f.running, 400, apierr.CodeInvalidRequest},
+		{"080-" + f.running, 400, apierr.CodeInvalidRequest},
+		{"-" + f.running, 400, apierr.CodeInvalidRequest},
+		{"8080-cl-short", 400, apierr.CodeInvalidRequest},
+		{"8080-" + ids.Capsule.Format(uuid.New()), 503, apierr.CodeHostUnavailable},
+		{"8080-" + f.paused, 503, apierr.CodeHostUnavailable},
+		{"8080-" + f.offline, 503, apierr.CodeHostUnavailable},
+	} {
+		status, body := f.do(t, "GET", tc.label+"."+domain, "/", "")
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if status != tc.status || e.Error.Code != tc.code {
+			t.Errorf("%s: %d %s, want %d %s", tc.label, status, body, tc.status, tc.code)
+		}
+	}
+}
+
+func TestWebSocketThroughHTTP2Agent(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	host := "3000-" + f.running + "." + domain
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.front.URL, "http")+"/ws", &websocket.DialOptions{Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	for i := range 3 {
+		msg := fmt.Sprintf("ping %d", i)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != "echo:"+msg {
+			t.Fatalf("got %q", b)
+		}
+	}
+	_ = c.Close(websocket.StatusNormalClosure, "")
+}
+
+func TestAgentDown(t *testing.T) {
+	host := uuid.New()
+	id := uuid.New()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	p, err := portproxy.New(portproxy.Config{
+		Store:      fakeStore{id: {ID: id, Status: "running", HostID: &host}},
+		Transports: fakeTransports{goodHost: host, base: dead.URL, rt: http.DefaultTransport},
+		Domain:     domain,
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "http://8080-"+ids.Capsule.Format(id)+"."+domain+"/", nil)
+	p.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), apierr.CodeHostUnavailable) {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestEmptyDomainDisables(t *testing.T) {
+	p, err := portproxy.New(portproxy.Config{Store: fakeStore{}, Transports: fakeTransports{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := http.NotFoundHandler()
+	rec := httptest.NewRecorder()
+	p.Middleware(next).ServeHTTP(rec, httptest.NewRequest("GET", "http://8080-cl-x.anything/", nil))
+	if rec.Code != 404 {
+		t.Fatalf("%d", rec.Code)
+	}
+}

@@ -1,0 +1,92 @@
+// Package capsules is the host agent's core: it owns the capsules on this
+// machine — their records on disk, networks, runtime state, snapshots and
+// templates — and keeps them consistent across pause/resume, inactivity
+// and agent restarts. The Connect API (internal/hostagent/rpc) is a thin layer
+// over it.
+package capsules
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors the API layer maps to Connect codes.
+var (
+	ErrNotFound     = errors.New("sandbox not found")
+	ErrExists       = errors.New("sandbox already exists")
+	ErrInvalid      = errors.New("invalid argument")
+	ErrState        = errors.New("sandbox is not in a state that allows this")
+	ErrTemplateGone = errors.New("template not found")
+)
+
+// Status of a capsule on this host.
+type Status string
+
+const (
+	StatusCreating Status = "creating"
+	StatusRunning  Status = "running"
+	StatusPausing  Status = "pausing"
+	StatusPaused   Status = "paused"
+	StatusResuming Status = "resuming"
+)
+
+// CreateParams are what CreateSandbox asks for.
+type CreateParams struct {
+	ID            string
+	VCPUs         int
+	MemoryMB      int
+	TimeoutSec    int
+	DiskMB        int
+	TeamID        string
+	TemplateID    string // image recipe name ("minimal", "base") or a snapshot template id
+	DefaultUser   string
+	DefaultEnv    map[string]string
+	AllowInternet bool
+}
+
+// ResumeParams are what ResumeSandbox asks for.
+type ResumeParams struct {
+	ID          string
+	TimeoutSec  int
+	DefaultUser string
+	DefaultEnv  map[string]string
+}
+
+// Info describes one capsule.
+type Info struct {
+	ID            string
+	Status        Status
+	TeamID        string
+	TemplateID    string
+	VCPUs         int
+	MemoryMB      int
+	DiskMB        int
+	TimeoutSec    int
+	DefaultUser   string
+	DefaultEnv    map[string]string
+	AllowInternet bool
+	HostIP        string // capsule address reachable from this host; empty when paused
+	CreatedAt     time.Time
+	LastActiveAt  time.Time
+	// Metadata holds the capsule's runtime versions (API contract §6.1):
+	// kernel_version, agent_version, envd_version (once envd answered) and
+	// the backend's runsc_version or firecracker_version, plus image_id.
+	Metadata map[string]string
+}
+
+// MetricPoint is one sample of a capsule's resource use.
+type MetricPoint struct {
+	At        time.Time
+	CPUPct    float64
+	MemBytes  uint64
+	DiskBytes uint64
+}
+
+// MetricsRange selects a tier of the metrics ring buffers.
+type MetricsRange int
+
+const (
+	Range10m MetricsRange = iota // every sample (Config.MetricsEvery, 500 ms) of the last 10 min
+	Range2h                      // 30 s averages over 2 h
+	Range24h                     // 5 min averages over 24 h
+)
