@@ -178,10 +178,18 @@ type node struct {
 	Netns *testutil.Netns
 }
 
-// addHost creates a regular host through the API and starts an agent that registers with its token.
-// With netns the agent runs inside a new network namespace and reaches the control plane through the
-// namespace's veth; otherwise on loopback.
+// addHost creates a regular host through the API, starts an agent that registers with its token and
+// waits until the host is online. With netns the agent runs inside a new network namespace and reaches
+// the control plane through the namespace's veth; otherwise on loopback.
 func (p *platform) addHost(t testing.TB, inNetns bool) *node {
+	t.Helper()
+	n := p.startHost(t, inNetns)
+	p.waitHost(t, n.ID, "online")
+	return n
+}
+
+// startHost is addHost without the wait: the agent is starting.
+func (p *platform) startHost(t testing.TB, inNetns bool) *node {
 	t.Helper()
 	res := cptest.Call(t, p.URL(), "POST", "/v1/hosts", cptest.Bearer(p.admin), map[string]any{"type": "regular"})
 	if res.Status != 201 {
@@ -204,7 +212,6 @@ func (p *platform) addHost(t testing.TB, inNetns bool) *node {
 	}
 	opts.Args = []string{"-control-plane", cpURL, "-registration-token", created.RegistrationToken, "-heartbeat-interval", "1s"}
 	n.Agent = agenthost.Start(t, opts)
-	p.waitHost(t, n.ID, "online")
 	return n
 }
 

@@ -136,15 +136,36 @@ func (c *cluster) start(ctx context.Context) error {
 	return nil
 }
 
-// stop shuts the server down (fast: sessions are disconnected, data is flushed).
+// stop shuts the server down (fast: sessions are disconnected, data is flushed) and returns once the
+// postmaster has exited: pg_ctl returns when the pid file is gone, a moment before the process is.
 func (c *cluster) stop() error {
+	pid := c.postmasterPID()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	out, err := c.command(ctx, "pg_ctl", "stop", "-D", c.data, "-m", "fast", "-w", "-t", "60").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pg_ctl stop: %w\n%s", err, out)
 	}
+	if pid > 0 {
+		if left := waitGone([]int{pid}, exitWait); len(left) > 0 {
+			return fmt.Errorf("the postmaster (pid %d) is still running %s after pg_ctl stop", pid, exitWait)
+		}
+	}
 	return nil
+}
+
+// postmasterPID returns the pid in the cluster's postmaster.pid, 0 when there is none.
+func (c *cluster) postmasterPID() int {
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 // ensureDatabase creates Wrenn's database unless it exists.

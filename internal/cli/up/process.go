@@ -5,7 +5,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -124,4 +127,84 @@ func tailFrom(path string, from int64, n int) string {
 		}
 	}
 	return string(b)
+}
+
+// exitWait bounds how long a stop waits for processes that were asked to exit.
+const exitWait = 2 * time.Minute
+
+// gone reports whether process pid has exited (a zombie has: only its parent's wait is missing).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state …: comm may hold spaces and parentheses, the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+// waitGone polls until every process in pids has exited or timeout passes, and returns those left.
+func waitGone(pids []int, timeout time.Duration) []int {
+	deadline := time.Now().Add(timeout)
+	for {
+		var left []int
+		for _, pid := range pids {
+			if !gone(pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// processesNaming lists the live processes whose command line contains s, other than this process and
+// its ancestors (the shell or make that started `wrenn up` may name the data directory too).
+func processesNaming(s string) map[int]string {
+	skip := map[int]bool{}
+	for pid := os.Getpid(); pid > 1; {
+		skip[pid] = true
+		ppid, err := parentOf(pid)
+		if err != nil {
+			break
+		}
+		pid = ppid
+	}
+	out := map[int]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || skip[pid] || gone(pid) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if cmd := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "); strings.Contains(cmd, s) {
+			out[pid] = cmd
+		}
+	}
+	return out
+}
+
+// parentOf returns the parent process id of pid.
+func parentOf(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return strconv.Atoi(f[1])
 }

@@ -619,11 +619,34 @@ func (u *upper) shutdown() {
 	if u.imgLog != nil {
 		u.imgLog.Close()
 	}
+	// Every process of the platform has exited before `wrenn up` returns: sandboxes the agent paused
+	// and the PostgreSQL server may take a moment after their parent returned.
+	if left := u.waitPlatformExit(); len(left) > 0 {
+		for pid, cmd := range left {
+			u.status("processes", "still running after the stop: %d %s", pid, cmd)
+		}
+	}
 	if u.lock != nil {
 		u.lock.Close()
 	}
 	if len(u.closers) > 0 {
 		fmt.Fprintln(u.out, "Stopped.")
+	}
+}
+
+// waitPlatformExit waits until no process names the data directory (the agent's runsc sandboxes, the
+// postmaster, an image build), up to exitWait, and returns those still running.
+func (u *upper) waitPlatformExit() map[int]string {
+	if u.dir == "" || len(u.closers) == 0 {
+		return nil // started nothing (another run may hold the directory)
+	}
+	deadline := time.Now().Add(exitWait)
+	for {
+		left := processesNaming(u.dir)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -27,6 +28,10 @@ const (
 	MinMemoryMB     = 128
 	DiskMB          = 5120
 )
+
+// createRetryWindow is how long a create keeps placing a capsule whose host's agent did not take the
+// call (connection refused, agent restarting) before it answers 503.
+const createRetryWindow = 30 * time.Second
 
 // minimalTemplateID is the platform "minimal" image template (migration 00002).
 var minimalTemplateID = uuid.MustParse("00000000-0000-0000-0000-000000000002")
@@ -127,23 +132,53 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		log.Warn("capsule creation failed", "err", err)
 		return db.Capsule{}, err
 	}
-	var agent hostagentv1connect.HostAgentServiceClient
-	if fast, ok := s.Agents.(fleet.HostAgents); ok {
-		agent, err = fast.AgentOf(host.ID, host.Status, host.Address)
-	} else {
-		agent, err = s.Agents.Agent(ctx, host.ID)
-	}
-	if err != nil {
-		return fail(err)
-	}
 	teamArg, templateArg := agentTemplate(tpl, team)
-	res, err := agent.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{
+	req := &hav1.CreateSandboxRequest{
 		SandboxId: publicID, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, TimeoutSec: p.TimeoutSec,
 		DiskSizeMb: DiskMB, TeamId: teamArg, TemplateId: templateArg,
 		DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv, AllowInternet: p.AllowInternet,
-	}))
-	if err != nil {
-		return fail(apierr.FromAgent(err))
+	}
+	// A host's agent may not take the call (it is restarting, or went away since its last heartbeat):
+	// such a call changed nothing, so the capsule goes to another host that fits, or to the same one
+	// again a moment later, until createRetryWindow has passed.
+	var (
+		res      *connect.Response[hav1.CreateSandboxResponse]
+		avoid    []uuid.UUID
+		deadline = time.Now().Add(createRetryWindow)
+		backoff  = 100 * time.Millisecond
+	)
+	for {
+		res, err = s.createOn(ctx, host, req)
+		if err == nil {
+			break
+		}
+		if !fleet.Undelivered(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fail(apierr.FromAgent(err))
+		}
+		log.Warn("host did not take the capsule; placing it again", "err", err)
+		avoid = append(avoid, host.ID)
+		next, perr := s.placeAgain(ctx, team, tpl, p.MemoryMB, avoid)
+		if perr != nil {
+			// No other host: the same one again after a pause.
+			next = host
+			select {
+			case <-ctx.Done():
+				return fail(apierr.FromAgent(err))
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			avoid = avoid[:0]
+		}
+		if next.ID != host.ID {
+			if n, merr := s.Store.MoveCapsuleHost(ctx, db.MoveCapsuleHostParams{ID: c.ID, HostID: &next.ID}); merr != nil || n == 0 {
+				if merr == nil {
+					return db.Capsule{}, apierr.InvalidState("sandbox was destroyed while it was being created")
+				}
+				return fail(apierr.Internal(fmt.Errorf("move capsule to host %s: %w", ids.Host.Format(next.ID), merr)))
+			}
+			log = s.Log.With("capsule_id", publicID, "host_id", ids.Host.Format(next.ID), "template", tpl.Name)
+		}
+		host = next
 	}
 	c, err = s.withAudit(bg, entry, func() (db.Capsule, error) {
 		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
@@ -179,6 +214,32 @@ func (s *Service) place(ctx context.Context, team uuid.UUID, tpl db.Template, me
 		return db.Host{}, apierr.NoCapacity("the host holding template " + tpl.Name + " is not available")
 	}
 	return h, nil
+}
+
+// createOn sends the create call to host's agent.
+func (s *Service) createOn(ctx context.Context, host db.Host, req *hav1.CreateSandboxRequest) (*connect.Response[hav1.CreateSandboxResponse], error) {
+	var (
+		agent hostagentv1connect.HostAgentServiceClient
+		err   error
+	)
+	if fast, ok := s.Agents.(fleet.HostAgents); ok {
+		agent, err = fast.AgentOf(host.ID, host.Status, host.Address)
+	} else {
+		agent, err = s.Agents.Agent(ctx, host.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return agent.CreateSandbox(ctx, connect.NewRequest(req))
+}
+
+// placeAgain picks another host for a capsule whose host did not take it, avoiding the hosts that
+// failed. A template whose files live on one host has no other.
+func (s *Service) placeAgain(ctx context.Context, team uuid.UUID, tpl db.Template, memoryMB int32, avoid []uuid.UUID) (db.Host, error) {
+	if tpl.HostID != nil {
+		return db.Host{}, apierr.NoCapacity("the template's files are on one host")
+	}
+	return s.sched.Pick(ctx, team, memoryMB, DiskMB, avoid...)
 }
 
 // agentTemplate returns the team_id and template_id CreateSandbox gets for tpl: the built-in platform

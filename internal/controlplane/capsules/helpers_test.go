@@ -52,7 +52,7 @@ func (f *fakeAgents) setDown(host uuid.UUID, down bool) {
 // fakeScheduler places every capsule on one host, or answers no_capacity without one.
 type fakeScheduler struct{ host *db.Host }
 
-func (f fakeScheduler) Pick(context.Context, uuid.UUID, int32, int32) (db.Host, error) {
+func (f fakeScheduler) Pick(context.Context, uuid.UUID, int32, int32, ...uuid.UUID) (db.Host, error) {
 	if f.host == nil {
 		return db.Host{}, apierr.NoCapacity("no online host can fit the capsule")
 	}
@@ -85,7 +85,13 @@ func newFixture(t *testing.T, withAgent bool) *fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.host, err = f.env.Store.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: f.agent.Addr}); err != nil {
+		if _, err = f.env.Store.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: f.agent.Addr}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err = f.env.Store.MarkHostOnline(ctx, h.ID); err != nil {
+			t.Fatal(err)
+		}
+		if f.host, err = f.env.Store.GetHost(ctx, h.ID); err != nil {
 			t.Fatal(err)
 		}
 		f.agents.clients[f.host.ID] = f.agent.API

@@ -16,9 +16,9 @@ import (
 )
 
 // Scheduler places new capsules on hosts (§6.4): the least-loaded online host the team may use that
-// fits memoryMB and diskMB. Nothing fits → *apierr.Error 503 no_capacity.
+// fits memoryMB and diskMB, other than the hosts in avoid. Nothing fits → *apierr.Error 503 no_capacity.
 type Scheduler interface {
-	Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error)
+	Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error)
 }
 
 // HostScheduler is implemented by schedulers that can check one given host: a capsule created from a

@@ -75,11 +75,22 @@ func (e *env) register(t *testing.T, token, address string) fleet.Credentials {
 	return out
 }
 
-// onlineHost creates a regular host (as the platform admin) and registers it at address.
+// onlineHost creates a regular host (as the platform admin), registers it at address and marks it
+// online as if the control plane had reached its agent.
 func (e *env) onlineHost(t *testing.T, address string) fleet.Credentials {
 	t.Helper()
 	h := e.createHost(t, e.admin.JWT, map[string]any{"type": "regular"})
-	return e.register(t, h.RegistrationToken, address)
+	c := e.register(t, h.RegistrationToken, address)
+	e.markOnline(t, c.Host.ID)
+	return c
+}
+
+// markOnline makes registered host id online directly in the database.
+func (e *env) markOnline(t *testing.T, id string) {
+	t.Helper()
+	if n, err := e.Store.MarkHostOnline(t.Context(), hostUUID(t, id)); err != nil || n != 1 {
+		t.Fatalf("mark host %s online: %d rows, %v", id, n, err)
+	}
 }
 
 // hostUUID parses a host id.

@@ -340,6 +340,9 @@ func (s *Service) newToken(ctx context.Context, caller auth.Identity, raw string
 		if locked.Status != store.HostPending {
 			return apierr.InvalidState(fmt.Sprintf("host is not pending (status: %s): registration tokens are issued only before the agent registers", locked.Status))
 		}
+		if locked.Address != nil {
+			return apierr.InvalidState("host is already registered (its agent is not reachable yet): registration tokens are issued only before the agent registers")
+		}
 		if _, err := q.DeleteUnusedHostRegistrationTokens(ctx, h.ID); err != nil {
 			return apierr.Internal(fmt.Errorf("delete old registration tokens: %w", err))
 		}

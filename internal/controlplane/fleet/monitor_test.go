@@ -46,8 +46,8 @@ func TestMonitor(t *testing.T) {
 		c.MonitorInterval = 50 * time.Millisecond
 	})
 	team := e.NewAccount(t, "t", false)
-	silent := e.onlineHost(t, "10.0.0.1:7000")
-	alive := e.onlineHost(t, "10.0.0.2:7000")
+	silent := e.onlineHost(t, "127.0.0.1:7000")
+	alive := e.onlineHost(t, "127.0.0.2:7000")
 	sid := hostUUID(t, silent.Host.ID)
 	running := e.addCapsule(t, team.Team, sid, store.CapsuleRunning, 256)
 	pending := e.addCapsule(t, team.Team, sid, store.CapsulePending, 256)

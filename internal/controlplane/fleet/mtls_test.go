@@ -50,6 +50,13 @@ func startAgent(t *testing.T, e *env) (fleet.Credentials, *fakeAgent, string) {
 		t.Fatal(err)
 	}
 	creds := e.onlineHost(t, ln.Addr().String())
+	agent := serveAgent(t, ln, creds)
+	return creds, agent, ln.Addr().String()
+}
+
+// serveAgent serves a fake agent on ln with the certificate of creds until the test ends.
+func serveAgent(t *testing.T, ln net.Listener, creds fleet.Credentials) *fakeAgent {
+	t.Helper()
 	cert, err := pki.NewCertificate([]byte(creds.CertPEM), []byte(creds.KeyPEM))
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +68,7 @@ func startAgent(t *testing.T, e *env) (fleet.Credentials, *fakeAgent, string) {
 	agent := &fakeAgent{}
 	mux := http.NewServeMux()
 	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(agent))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"status":"ok"}`) })
 	mux.HandleFunc("/proxy/{sandbox}/{port}/{path...}", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.PathValue("sandbox")+":"+r.PathValue("port")+":"+r.PathValue("path"))
 	})
@@ -84,7 +92,7 @@ func startAgent(t *testing.T, e *env) (fleet.Credentials, *fakeAgent, string) {
 		_ = srv.Close()
 		<-done
 	})
-	return creds, agent, ln.Addr().String()
+	return agent
 }
 
 func TestAgentMutualTLS(t *testing.T) {
@@ -187,6 +195,12 @@ func TestAgentMutualTLS(t *testing.T) {
 	// points at host a's agent.
 	b := e.createHost(t, e.admin.JWT, map[string]any{"type": "regular"})
 	bCreds := e.register(t, b.RegistrationToken, addr)
+	// The probe of a heartbeat refuses it too: the host stays pending.
+	want(t, e.Do(t, "POST", hostPath(bCreds.Host.ID, "heartbeat"), cptest.Cred{HostToken: bCreds.Token}, nil), 204, "")
+	if st := e.hostStatus(t, bCreds.Host.ID); st != store.HostPending {
+		t.Fatalf("impostor host is %s", st)
+	}
+	e.markOnline(t, bCreds.Host.ID)
 	bClient, err := e.svc.Agent(ctx, hostUUID(t, bCreds.Host.ID))
 	if err != nil {
 		t.Fatal(err)

@@ -43,8 +43,9 @@ type RefreshRequest struct {
 // dnsName is what an address may name instead of an IP.
 var dnsName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 
-// registerAgent consumes a registration token: the pending host gets the agent's address and specs and
-// goes online; the agent gets its credentials.
+// registerAgent consumes a registration token: the pending host gets the agent's address and specs
+// (it stays pending until the control plane reaches the agent: see activate); the agent gets its
+// credentials.
 func (s *Service) registerAgent(ctx context.Context, req RegisterRequest) (Credentials, error) {
 	if !auth.HostRegistrationToken.Valid(req.Token) {
 		return Credentials{}, apierr.Unauthorized(msgBadRegistrationToken)
@@ -208,7 +209,9 @@ func checkAddress(a string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// heartbeat records a heartbeat of hostID (the caller's host): an unreachable host comes back online.
+// heartbeat records a heartbeat of hostID (the caller's host): an unreachable host comes back online,
+// and a registered pending host goes online once its agent answers a probe over mutual TLS (the agent
+// sends its first heartbeat once it serves).
 func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw string) error {
 	if raw != caller.HostID {
 		return apierr.Forbidden("the host token is for another host")
@@ -217,9 +220,13 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 	if err != nil {
 		return apierr.Forbidden("the host token is for another host")
 	}
-	var up bool
+	var (
+		up bool
+		hb db.HostHeartbeatRow
+	)
 	err = s.store.Tx(ctx, func(q *db.Queries) error {
-		hb, err := q.HostHeartbeat(ctx, id)
+		var err error
+		hb, err = q.HostHeartbeat(ctx, id)
 		if err != nil {
 			if store.IsNotFound(err) {
 				return apierr.NotFound("host not found")
@@ -237,6 +244,9 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 	}
 	if up {
 		s.log.Info("host is back online", "host_id", raw)
+	}
+	if hb.Status == store.HostPending && hb.Address != nil {
+		s.activate(ctx, db.Host{ID: id, Address: hb.Address})
 	}
 	return nil
 }

@@ -74,17 +74,17 @@ func TestRegister(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no token", map[string]any{"address": "10.0.0.1:7000"}, 401, "unauthorized"},
-		{"malformed token", map[string]any{"token": "abc", "address": "10.0.0.1:7000"}, 401, "unauthorized"},
-		{"unknown token", map[string]any{"token": strings.Repeat("a", 64), "address": "10.0.0.1:7000"}, 401, "unauthorized"},
+		{"no token", map[string]any{"address": "127.0.0.1:7000"}, 401, "unauthorized"},
+		{"malformed token", map[string]any{"token": "abc", "address": "127.0.0.1:7000"}, 401, "unauthorized"},
+		{"unknown token", map[string]any{"token": strings.Repeat("a", 64), "address": "127.0.0.1:7000"}, 401, "unauthorized"},
 		{"missing address", map[string]any{"token": tok}, 400, "invalid_request"},
-		{"address without port", map[string]any{"token": tok, "address": "10.0.0.1"}, 400, "invalid_request"},
-		{"bad port", map[string]any{"token": tok, "address": "10.0.0.1:99999"}, 400, "invalid_request"},
+		{"address without port", map[string]any{"token": tok, "address": "127.0.0.1"}, 400, "invalid_request"},
+		{"bad port", map[string]any{"token": tok, "address": "127.0.0.1:99999"}, 400, "invalid_request"},
 		{"unspecified address", map[string]any{"token": tok, "address": "0.0.0.0:7000"}, 400, "invalid_request"},
-		{"url as address", map[string]any{"token": tok, "address": "https://10.0.0.1:7000"}, 400, "invalid_request"},
-		{"negative memory", map[string]any{"token": tok, "address": "10.0.0.1:7000", "memory_mb": -1}, 400, "invalid_request"},
-		{"huge disk", map[string]any{"token": tok, "address": "10.0.0.1:7000", "disk_gb": int64(1) << 40}, 400, "invalid_request"},
-		{"wrong type", map[string]any{"token": tok, "address": "10.0.0.1:7000", "cpu_cores": "4"}, 400, "invalid_request"},
+		{"url as address", map[string]any{"token": tok, "address": "https://127.0.0.1:7000"}, 400, "invalid_request"},
+		{"negative memory", map[string]any{"token": tok, "address": "127.0.0.1:7000", "memory_mb": -1}, 400, "invalid_request"},
+		{"huge disk", map[string]any{"token": tok, "address": "127.0.0.1:7000", "disk_gb": int64(1) << 40}, 400, "invalid_request"},
+		{"wrong type", map[string]any{"token": tok, "address": "127.0.0.1:7000", "cpu_cores": "4"}, 400, "invalid_request"},
 		{"not json", []byte("nope"), 400, "invalid_request"},
 	}
 	for _, tt := range bad {
@@ -96,16 +96,16 @@ func TestRegister(t *testing.T) {
 		t.Fatalf("host is %s after bad registrations", st)
 	}
 
-	c := e.register(t, tok, "10.0.0.1:7000")
+	c := e.register(t, tok, "127.0.0.1:7000")
 	h := c.Host
-	if h.ID != id || h.Status != "online" || h.Address != "10.0.0.1:7000" || h.Arch != "amd64" || h.CPUCores != 4 ||
-		h.MemoryMB != 8192 || h.DiskGB != 100 || h.LastHeartbeatAt == nil || !slices.Equal(h.Tags, []string{"x"}) {
+	if h.ID != id || h.Status != "pending" || h.Address != "127.0.0.1:7000" || h.Arch != "amd64" || h.CPUCores != 4 ||
+		h.MemoryMB != 8192 || h.DiskGB != 100 || !slices.Equal(h.Tags, []string{"x"}) {
 		t.Fatalf("registered host = %+v", h)
 	}
-	checkCredentials(t, e, c, id, "10.0.0.1")
+	checkCredentials(t, e, c, id, "127.0.0.1")
 
 	// Single use.
-	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(tok, "10.0.0.1:7000")), 401, "unauthorized")
+	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(tok, "127.0.0.1:7000")), 401, "unauthorized")
 	// A registered host gets no new token.
 	want(t, e.Do(t, "POST", hostPath(id, "token"), cptest.Bearer(e.admin.JWT), nil), 409, "invalid_state")
 
@@ -117,7 +117,7 @@ func TestRegister(t *testing.T) {
 	checkCredentials(t, e, c6, c6.Host.ID, "::1")
 	// Without specs they are omitted.
 	bare := e.createHost(t, e.admin.JWT, map[string]any{"type": "regular"})
-	res := e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, map[string]any{"token": bare.RegistrationToken, "address": "10.0.0.2:7000"})
+	res := e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, map[string]any{"token": bare.RegistrationToken, "address": "127.0.0.2:7000"})
 	want(t, res, 201, "")
 	var raw map[string]any
 	res.JSON(t, &raw)
@@ -147,7 +147,7 @@ func TestRegistrationTokenLifecycle(t *testing.T) {
 	if renewed.Host.ID != id || renewed.Host.Status != "pending" || !hex64.MatchString(renewed.RegistrationToken) || renewed.RegistrationToken == created.RegistrationToken {
 		t.Fatalf("new token = %+v", renewed)
 	}
-	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(created.RegistrationToken, "10.0.0.1:7000")), 401, "unauthorized")
+	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(created.RegistrationToken, "127.0.0.1:7000")), 401, "unauthorized")
 	want(t, e.Do(t, "POST", hostPath(id, "token"), cptest.Bearer(b.memberJWT), nil), 403, "forbidden")
 	want(t, e.Do(t, "POST", hostPath(id, "token"), cptest.Bearer(e.NewAccount(t, "x", false).JWT), nil), 404, "not_found")
 
@@ -156,13 +156,13 @@ func TestRegistrationTokenLifecycle(t *testing.T) {
 		`UPDATE host_registration_tokens SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour'`); err != nil {
 		t.Fatal(err)
 	}
-	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(renewed.RegistrationToken, "10.0.0.1:7000")), 401, "unauthorized")
+	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, registerBody(renewed.RegistrationToken, "127.0.0.1:7000")), 401, "unauthorized")
 
 	// A fresh one works.
 	res = e.Do(t, "POST", hostPath(id, "token"), cptest.Bearer(b.owner.JWT), nil)
 	want(t, res, 201, "")
 	res.JSON(t, &renewed)
-	c := e.register(t, renewed.RegistrationToken, "10.0.0.1:7000")
+	c := e.register(t, renewed.RegistrationToken, "127.0.0.1:7000")
 	if c.Host.TeamID != b.owner.TeamID || c.Host.Type != "byoc" {
 		t.Fatalf("host = %+v", c.Host)
 	}
@@ -170,7 +170,7 @@ func TestRegistrationTokenLifecycle(t *testing.T) {
 
 func TestRefresh(t *testing.T) {
 	e := newEnv(t)
-	first := e.onlineHost(t, "10.0.0.5:7000")
+	first := e.onlineHost(t, "127.0.0.5:7000")
 	id := first.Host.ID
 
 	res := e.Do(t, "POST", "/v1/hosts/auth/refresh", cptest.Cred{}, map[string]string{"refresh_token": first.RefreshToken})
@@ -180,7 +180,7 @@ func TestRefresh(t *testing.T) {
 	if second.Host.ID != id || second.RefreshToken == first.RefreshToken || second.CertPEM == first.CertPEM {
 		t.Fatalf("refresh did not rotate: %+v", second.Host)
 	}
-	checkCredentials(t, e, second, id, "10.0.0.5")
+	checkCredentials(t, e, second, id, "127.0.0.5")
 
 	// The old refresh token is revoked; the new one rotates again.
 	want(t, e.Do(t, "POST", "/v1/hosts/auth/refresh", cptest.Cred{}, map[string]string{"refresh_token": first.RefreshToken}), 401, "unauthorized")
@@ -214,8 +214,8 @@ func TestRefresh(t *testing.T) {
 
 func TestHeartbeat(t *testing.T) {
 	e := newEnv(t)
-	a := e.onlineHost(t, "10.0.0.1:7000")
-	b := e.onlineHost(t, "10.0.0.2:7000")
+	a := e.onlineHost(t, "127.0.0.1:7000")
+	b := e.onlineHost(t, "127.0.0.2:7000")
 	ctx := context.Background()
 
 	before, err := e.Store.GetHost(ctx, hostUUID(t, a.Host.ID))

@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -13,10 +15,13 @@ import (
 
 // Pick chooses the host of a new capsule of team needing memoryMB of memory and diskMB of disk: among
 // online hosts with an address that fit it (memory and disk left after what their capsules reserve;
-// a spec the agent did not report does not limit), the one with the most memory and CPU headroom.
-// Teams with BYOC enabled run only on their own BYOC hosts, every other team (the platform team
-// included) only on regular hosts. None fits → 503 no_capacity.
-func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error) {
+// a spec the agent did not report does not limit), and are not in avoid (hosts a caller could not
+// reach just now), the one with the most memory and CPU headroom. Teams with BYOC enabled run only on
+// their own BYOC hosts, every other team (the platform team included) only on regular hosts.
+// When none fits but hosts of the right kind have registered and are not online yet, they are probed
+// (one whose agent answers goes online and is chosen), and Pick waits for one that
+// registered or heartbeated recently (Config.PendingWait). None fits → 503 no_capacity.
+func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error) {
 	t, err := s.store.GetTeamAnyState(ctx, team)
 	if err != nil {
 		if store.IsNotFound(err) {
@@ -28,9 +33,40 @@ func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int
 	if t.IsBYOC && team != store.PlatformTeamID {
 		p = db.ListSchedulableHostsParams{Type: store.HostBYOC, TeamID: &team}
 	}
+	deadline := time.Now().Add(s.pendingWait)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		h, ok, err := s.pick(ctx, p, memoryMB, diskMB, avoid)
+		if err != nil || ok {
+			return h, err
+		}
+		up, starting, err := s.activatePending(ctx, p.Type, p.TeamID)
+		if err != nil {
+			return db.Host{}, apierr.Internal(err)
+		}
+		if up {
+			continue
+		}
+		if !starting || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return db.Host{}, apierr.Internal(ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	where := "online host"
+	if p.Type == store.HostBYOC {
+		where = "online BYOC host of the team"
+	}
+	return db.Host{}, apierr.NoCapacity(fmt.Sprintf("no %s can fit a capsule with %d MB memory and %d MB disk", where, memoryMB, diskMB))
+}
+
+// pick is one pass of Pick over the online hosts: ok is false when none fits.
+func (s *Service) pick(ctx context.Context, p db.ListSchedulableHostsParams, memoryMB, diskMB int32, avoid []uuid.UUID) (db.Host, bool, error) {
 	rows, err := s.store.ListSchedulableHosts(ctx, p)
 	if err != nil {
-		return db.Host{}, apierr.Internal(fmt.Errorf("list schedulable hosts: %w", err))
+		return db.Host{}, false, apierr.Internal(fmt.Errorf("list schedulable hosts: %w", err))
 	}
 	var (
 		best      *db.ListSchedulableHostsRow
@@ -38,7 +74,7 @@ func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int
 	)
 	for i := range rows {
 		r := &rows[i]
-		if !fits(r, memoryMB, diskMB) {
+		if slices.Contains(avoid, r.Host.ID) || !fits(r, memoryMB, diskMB) {
 			continue
 		}
 		if sc := headroom(r); best == nil || sc.better(bestScore) {
@@ -46,13 +82,9 @@ func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int
 		}
 	}
 	if best == nil {
-		where := "online host"
-		if p.Type == store.HostBYOC {
-			where = "online BYOC host of the team"
-		}
-		return db.Host{}, apierr.NoCapacity(fmt.Sprintf("no %s can fit a capsule with %d MB memory and %d MB disk", where, memoryMB, diskMB))
+		return db.Host{}, false, nil
 	}
-	return best.Host, nil
+	return best.Host, true, nil
 }
 
 // fits reports whether host r has memoryMB and diskMB left.

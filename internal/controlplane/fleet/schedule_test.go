@@ -24,6 +24,7 @@ func (e *env) specHost(t *testing.T, jwt string, body map[string]any, address st
 	want(t, res, 201, "")
 	var out struct{ Host struct{ ID string } }
 	res.JSON(t, &out)
+	e.markOnline(t, out.Host.ID)
 	return hostUUID(t, out.Host.ID)
 }
 
@@ -43,15 +44,15 @@ func TestPick(t *testing.T) {
 	emptyBYOC := e.byocTeam(t, "empty")
 	regular := map[string]any{"type": "regular"}
 
-	x := e.specHost(t, e.admin.JWT, regular, "10.0.0.1:7000", 8192, 4)
-	y := e.specHost(t, e.admin.JWT, regular, "10.0.0.2:7000", 8192, 4)
+	x := e.specHost(t, e.admin.JWT, regular, "127.0.0.1:7000", 8192, 4)
+	y := e.specHost(t, e.admin.JWT, regular, "127.0.0.2:7000", 8192, 4)
 	// Not schedulable: pending, unreachable, or another team's BYOC host.
 	e.createHost(t, e.admin.JWT, regular)
-	down := e.specHost(t, e.admin.JWT, regular, "10.0.0.3:7000", 65536, 64)
+	down := e.specHost(t, e.admin.JWT, regular, "127.0.0.3:7000", 65536, 64)
 	if _, err := e.Store.SetHostStatus(ctx, db.SetHostStatusParams{ID: down, Status: store.HostUnreachable}); err != nil {
 		t.Fatal(err)
 	}
-	byocHost := e.specHost(t, b.owner.JWT, map[string]any{"type": "byoc"}, "10.0.0.4:7000", 16384, 8)
+	byocHost := e.specHost(t, b.owner.JWT, map[string]any{"type": "byoc"}, "127.0.0.4:7000", 16384, 8)
 
 	pick := func(team uuid.UUID, mem, disk int32) uuid.UUID {
 		t.Helper()
@@ -115,7 +116,11 @@ func TestPick(t *testing.T) {
 
 	// A host that reported no specs fits anything, after hosts with room.
 	bare := e.createHost(t, e.admin.JWT, regular).RegistrationToken
-	want(t, e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, map[string]any{"token": bare, "address": "10.0.0.9:7000"}), 201, "")
+	res := e.Do(t, "POST", "/v1/hosts/register", cptest.Cred{}, map[string]any{"token": bare, "address": "127.0.0.9:7000"})
+	want(t, res, 201, "")
+	var bareHost struct{ Host struct{ ID string } }
+	res.JSON(t, &bareHost)
+	e.markOnline(t, bareHost.Host.ID)
 	if got := pick(team.Team, 512, 1024); got != second {
 		t.Fatal("host without specs preferred")
 	}

@@ -20,6 +20,7 @@ import (
 const (
 	DefaultHeartbeatTimeout = 90 * time.Second
 	DefaultMonitorInterval  = 30 * time.Second
+	DefaultPendingWait      = 30 * time.Second
 )
 
 // Config configures a Service.
@@ -33,6 +34,9 @@ type Config struct {
 	// DefaultMonitorInterval).
 	HeartbeatTimeout time.Duration
 	MonitorInterval  time.Duration
+	// PendingWait bounds how long scheduling waits for a host that registered moments ago to start
+	// serving when no online host fits (default DefaultPendingWait).
+	PendingWait time.Duration
 
 	// Now is the clock of the monitor's cutoff and of the client certificate's renewal; nil: time.Now.
 	Now func() time.Time
@@ -46,6 +50,7 @@ type Service struct {
 	log              *slog.Logger
 	heartbeatTimeout time.Duration
 	monitorInterval  time.Duration
+	pendingWait      time.Duration
 	now              func() time.Time
 
 	ca *pki.CA
@@ -74,6 +79,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		log:              cfg.Log,
 		heartbeatTimeout: cfg.HeartbeatTimeout,
 		monitorInterval:  cfg.MonitorInterval,
+		pendingWait:      cfg.PendingWait,
 		now:              cfg.Now,
 		conns:            make(map[uuid.UUID]*agentConn),
 	}
@@ -85,6 +91,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if s.monitorInterval <= 0 {
 		s.monitorInterval = DefaultMonitorInterval
+	}
+	if s.pendingWait <= 0 {
+		s.pendingWait = DefaultPendingWait
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -113,7 +122,8 @@ func (s *Service) ClientCertificate() *pki.Certificate { return s.clientCert }
 
 // Run runs the heartbeat monitor and renews the client certificate until ctx ends. Every
 // MonitorInterval, hosts silent for longer than HeartbeatTimeout become unreachable and their pending
-// and running capsules missing; the client certificate is renewed every pki.ClientCertRenewInterval.
+// and running capsules missing, and registered pending hosts whose agent answers go online; the client
+// certificate is renewed every pki.ClientCertRenewInterval.
 // On return, idle agent connections are closed.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.closeIdle()
@@ -127,6 +137,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if err := s.checkHeartbeats(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("host heartbeat monitor", "err", err)
+		}
+		if _, _, err := s.activatePending(ctx, "", nil); err != nil && ctx.Err() == nil {
+			s.log.Error("probe registered hosts", "err", err)
 		}
 		s.renewClientCertIfDue()
 	}

@@ -113,6 +113,9 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := env.Store.RegisterHost(ctx, db.RegisterHostParams{ID: host.ID, Address: h.Addr}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := env.Store.MarkHostOnline(ctx, host.ID); err != nil {
+		t.Fatal(err)
+	}
 	f.hostID = host.ID
 	res := &capsules.Resolver{Store: env.Store, Agents: testAgents{api: h.API}, Log: slog.Default()}
 	svc, err := guest.New(guest.Config{Resolver: res, PTYIdleTimeout: idleTimeout, PTYPingInterval: pingInterval})

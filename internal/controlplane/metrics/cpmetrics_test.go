@@ -40,7 +40,9 @@ func (p plainTransports) Transport(_ context.Context, host uuid.UUID) (string, h
 
 type oneHost struct{ host db.Host }
 
-func (o oneHost) Pick(context.Context, uuid.UUID, int32, int32) (db.Host, error) { return o.host, nil }
+func (o oneHost) Pick(context.Context, uuid.UUID, int32, int32, ...uuid.UUID) (db.Host, error) {
+	return o.host, nil
+}
 
 const token = "scrape-secret"
 
@@ -56,7 +58,13 @@ func TestControlPlaneMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	cores, mem, disk := int32(8), int32(16384), int32(200)
-	host, err := env.Store.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: ag.Addr, CPUCores: &cores, MemoryMB: &mem, DiskGB: &disk})
+	if _, err := env.Store.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: ag.Addr, CPUCores: &cores, MemoryMB: &mem, DiskGB: &disk}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Store.MarkHostOnline(ctx, h.ID); err != nil {
+		t.Fatal(err)
+	}
+	host, err := env.Store.GetHost(ctx, h.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,10 +75,14 @@ func mustHost(t *testing.T, s *store.Store, typ string, team *uuid.UUID) db.Host
 func mustOnlineHost(t *testing.T, s *store.Store, memoryMB int32) db.Host {
 	t.Helper()
 	h := mustHost(t, s, store.HostRegular, nil)
-	h, err := s.RegisterHost(t.Context(), db.RegisterHostParams{
+	_, err := s.RegisterHost(t.Context(), db.RegisterHostParams{
 		ID: h.ID, Address: "127.0.0.1:" + fmt.Sprint(40000+seq.Add(1)), Arch: ptr("amd64"),
 		CPUCores: ptr(int32(8)), MemoryMB: ptr(memoryMB), DiskGB: ptr(int32(100)),
 	})
+	must(t, err)
+	n, err := s.MarkHostOnline(t.Context(), h.ID)
+	mustRows(t, n, err, 1)
+	h, err = s.GetHost(t.Context(), h.ID)
 	must(t, err)
 	return h
 }

@@ -31,8 +31,22 @@ func TestHosts(t *testing.T) {
 
 	reg, err := s.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: "127.0.0.1:5000", Arch: ptr("amd64"), CPUCores: ptr(int32(4)), MemoryMB: ptr(int32(8192)), DiskGB: ptr(int32(50))})
 	must(t, err)
-	if reg.Status != store.HostOnline || reg.LastHeartbeatAt == nil || *reg.Address != "127.0.0.1:5000" || *reg.CPUCores != 4 {
-		t.Fatalf("registered = %+v", reg)
+	if reg.Status != store.HostPending || *reg.Address != "127.0.0.1:5000" || *reg.CPUCores != 4 {
+		t.Fatalf("registered = %+v", reg) // takes no work until the control plane reached its agent
+	}
+	pending, err := s.ListRegisteredPendingHosts(ctx, db.ListRegisteredPendingHostsParams{Type: store.HostRegular})
+	must(t, err)
+	if len(pending) != 1 || pending[0].ID != h.ID {
+		t.Fatalf("registered pending hosts = %+v", pending)
+	}
+	n, err := s.MarkHostOnline(ctx, h.ID)
+	mustRows(t, n, err, 1)
+	n, err = s.MarkHostOnline(ctx, byoc.ID) // not registered
+	mustRows(t, n, err, 0)
+	reg, err = s.GetHost(ctx, h.ID)
+	must(t, err)
+	if reg.Status != store.HostOnline || reg.LastHeartbeatAt == nil {
+		t.Fatalf("online = %+v", reg)
 	}
 	_, err = s.RegisterHost(ctx, db.RegisterHostParams{ID: h.ID, Address: "127.0.0.1:5001"})
 	wantNoRows(t, err) // only from pending
@@ -74,7 +88,7 @@ func TestHosts(t *testing.T) {
 	_, err = s.HostHeartbeat(ctx, uuid.New())
 	wantNoRows(t, err)
 
-	n, err := s.SetHostStatus(ctx, db.SetHostStatusParams{ID: h.ID, Status: store.HostDraining})
+	n, err = s.SetHostStatus(ctx, db.SetHostStatusParams{ID: h.ID, Status: store.HostDraining})
 	mustRows(t, n, err, 1)
 	_, err = s.SetHostStatus(ctx, db.SetHostStatusParams{ID: h.ID, Status: "broken"})
 	if !store.IsCheckViolation(err, "") {
@@ -126,6 +140,16 @@ func TestListSchedulableHosts(t *testing.T) {
 	byoc := mustHost(t, s, store.HostBYOC, &team.ID)
 	_, err := s.RegisterHost(ctx, db.RegisterHostParams{ID: byoc.ID, Address: "127.0.0.1:7000"})
 	must(t, err)
+	registered := mustHost(t, s, store.HostRegular, nil) // registered, agent not reached: never scheduled
+	_, err = s.RegisterHost(ctx, db.RegisterHostParams{ID: registered.ID, Address: "127.0.0.1:7001"})
+	must(t, err)
+	rows, err := s.ListSchedulableHosts(ctx, db.ListSchedulableHostsParams{Type: store.HostBYOC, TeamID: &team.ID})
+	must(t, err)
+	if len(rows) != 0 {
+		t.Fatalf("registered byoc host schedulable before it is online: %+v", rows)
+	}
+	n, err := s.MarkHostOnline(ctx, byoc.ID)
+	mustRows(t, n, err, 1)
 
 	running := mustCapsule(t, s, team.ID, &busy.ID)
 	_, err = s.UpdateCapsuleStatus(ctx, db.UpdateCapsuleStatusParams{ID: running.ID, Status: store.CapsuleRunning, FromStatuses: []string{store.CapsulePending}})
@@ -137,7 +161,7 @@ func TestListSchedulableHosts(t *testing.T) {
 	_, err = s.UpdateCapsuleStatus(ctx, db.UpdateCapsuleStatusParams{ID: gone.ID, Status: store.CapsuleStopped, FromStatuses: []string{store.CapsulePending}})
 	must(t, err)
 
-	rows, err := s.ListSchedulableHosts(ctx, db.ListSchedulableHostsParams{Type: store.HostRegular})
+	rows, err = s.ListSchedulableHosts(ctx, db.ListSchedulableHostsParams{Type: store.HostRegular})
 	must(t, err)
 	load := map[uuid.UUID]db.ListSchedulableHostsRow{}
 	for _, r := range rows {

@@ -321,6 +321,25 @@ func (q *Queries) MarkHostCapsulesMissing(ctx context.Context, hostID uuid.UUID)
 	return items, nil
 }
 
+const moveCapsuleHost = `-- name: MoveCapsuleHost :execrows
+UPDATE capsules SET host_id = $1 WHERE id = $2 AND status = 'pending'
+`
+
+type MoveCapsuleHostParams struct {
+	HostID *uuid.UUID
+	ID     uuid.UUID
+}
+
+// A capsule still being created goes to another host (its first host's agent
+// could not be reached).
+func (q *Queries) MoveCapsuleHost(ctx context.Context, arg MoveCapsuleHostParams) (int64, error) {
+	result, err := q.db.Exec(ctx, moveCapsuleHost, arg.HostID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setCapsuleHost = `-- name: SetCapsuleHost :one
 UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at
 `

@@ -122,12 +122,13 @@ SET last_heartbeat_at = now(),
     status = CASE WHEN hosts.status = 'unreachable' THEN 'online' ELSE hosts.status END
 FROM prev
 WHERE hosts.id = prev.id
-RETURNING prev.status AS previous_status, hosts.status
+RETURNING prev.status AS previous_status, hosts.status, hosts.address
 `
 
 type HostHeartbeatRow struct {
 	PreviousStatus string
 	Status         string
+	Address        *string
 }
 
 // Records a heartbeat; an unreachable host comes back online. Returns the
@@ -135,7 +136,7 @@ type HostHeartbeatRow struct {
 func (q *Queries) HostHeartbeat(ctx context.Context, id uuid.UUID) (HostHeartbeatRow, error) {
 	row := q.db.QueryRow(ctx, hostHeartbeat, id)
 	var i HostHeartbeatRow
-	err := row.Scan(&i.PreviousStatus, &i.Status)
+	err := row.Scan(&i.PreviousStatus, &i.Status, &i.Address)
 	return i, err
 }
 
@@ -186,6 +187,58 @@ SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_m
 
 func (q *Queries) ListHostsByTeam(ctx context.Context, teamID uuid.UUID) ([]Host, error) {
 	rows, err := q.db.Query(ctx, listHostsByTeam, teamID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Host{}
+	for rows.Next() {
+		var i Host
+		if err := rows.Scan(
+			&i.ID,
+			&i.Type,
+			&i.TeamID,
+			&i.Provider,
+			&i.AvailabilityZone,
+			&i.Arch,
+			&i.CPUCores,
+			&i.MemoryMB,
+			&i.DiskGB,
+			&i.Address,
+			&i.Status,
+			&i.LastHeartbeatAt,
+			&i.Tags,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listRegisteredPendingHosts = `-- name: ListRegisteredPendingHosts :many
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts
+WHERE status = 'pending' AND address IS NOT NULL
+  AND ($1::text = '' OR type = $1::text)
+  AND ($2::uuid IS NULL OR team_id = $2)
+ORDER BY id
+`
+
+type ListRegisteredPendingHostsParams struct {
+	Type   string
+	TeamID *uuid.UUID
+}
+
+// Pending hosts whose agent has registered (they have an address), of one type
+// (and, for byoc, one team; any team when team_id is null and type is empty).
+func (q *Queries) ListRegisteredPendingHosts(ctx context.Context, arg ListRegisteredPendingHostsParams) ([]Host, error) {
+	rows, err := q.db.Query(ctx, listRegisteredPendingHosts, arg.Type, arg.TeamID)
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +342,21 @@ func (q *Queries) ListSchedulableHosts(ctx context.Context, arg ListSchedulableH
 	return items, nil
 }
 
+const markHostOnline = `-- name: MarkHostOnline :execrows
+UPDATE hosts SET status = 'online', last_heartbeat_at = now()
+WHERE id = $1 AND status = 'pending' AND address IS NOT NULL
+`
+
+// A registered pending host whose agent the control plane has reached goes
+// online.
+func (q *Queries) MarkHostOnline(ctx context.Context, id uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, markHostOnline, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const markSilentHostsUnreachable = `-- name: MarkSilentHostsUnreachable :many
 UPDATE hosts SET status = 'unreachable'
 WHERE status = 'online' AND last_heartbeat_at < $1::timestamptz
@@ -322,9 +390,7 @@ SET address = $1::text,
     arch = $2,
     cpu_cores = $3,
     memory_mb = $4,
-    disk_gb = $5,
-    status = 'online',
-    last_heartbeat_at = now()
+    disk_gb = $5
 WHERE id = $6 AND status = 'pending'
 RETURNING id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at
 `
@@ -338,7 +404,9 @@ type RegisterHostParams struct {
 	ID       uuid.UUID
 }
 
-// First registration of a pending host: its specs and address, online, first heartbeat.
+// First registration of a pending host: its specs and address. The host stays
+// pending (it takes no work) until the control plane has reached its agent
+// (MarkHostOnline).
 func (q *Queries) RegisterHost(ctx context.Context, arg RegisterHostParams) (Host, error) {
 	row := q.db.QueryRow(ctx, registerHost,
 		arg.Address,

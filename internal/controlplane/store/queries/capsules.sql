@@ -71,3 +71,8 @@ FROM capsules WHERE team_id = @team_id AND status = 'running';
 -- name: ListCapsulesForTemplate :many
 SELECT * FROM capsules WHERE template_id = @template_id::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id;
+
+-- name: MoveCapsuleHost :execrows
+-- A capsule still being created goes to another host (its first host's agent
+-- could not be reached).
+UPDATE capsules SET host_id = @host_id WHERE id = @id AND status = 'pending';

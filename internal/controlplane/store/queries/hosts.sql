@@ -13,17 +13,32 @@ SELECT * FROM hosts ORDER BY created_at, id;
 SELECT * FROM hosts WHERE team_id = @team_id::uuid ORDER BY created_at, id;
 
 -- name: RegisterHost :one
--- First registration of a pending host: its specs and address, online, first heartbeat.
+-- First registration of a pending host: its specs and address. The host stays
+-- pending (it takes no work) until the control plane has reached its agent
+-- (MarkHostOnline).
 UPDATE hosts
 SET address = @address::text,
     arch = sqlc.narg(arch),
     cpu_cores = sqlc.narg(cpu_cores),
     memory_mb = sqlc.narg(memory_mb),
-    disk_gb = sqlc.narg(disk_gb),
-    status = 'online',
-    last_heartbeat_at = now()
+    disk_gb = sqlc.narg(disk_gb)
 WHERE id = @id AND status = 'pending'
 RETURNING *;
+
+-- name: MarkHostOnline :execrows
+-- A registered pending host whose agent the control plane has reached goes
+-- online.
+UPDATE hosts SET status = 'online', last_heartbeat_at = now()
+WHERE id = @id AND status = 'pending' AND address IS NOT NULL;
+
+-- name: ListRegisteredPendingHosts :many
+-- Pending hosts whose agent has registered (they have an address), of one type
+-- (and, for byoc, one team; any team when team_id is null and type is empty).
+SELECT * FROM hosts
+WHERE status = 'pending' AND address IS NOT NULL
+  AND (@type::text = '' OR type = @type::text)
+  AND (sqlc.narg(team_id)::uuid IS NULL OR team_id = sqlc.narg(team_id))
+ORDER BY id;
 
 -- name: HostHeartbeat :one
 -- Records a heartbeat; an unreachable host comes back online. Returns the
@@ -34,7 +49,7 @@ SET last_heartbeat_at = now(),
     status = CASE WHEN hosts.status = 'unreachable' THEN 'online' ELSE hosts.status END
 FROM prev
 WHERE hosts.id = prev.id
-RETURNING prev.status AS previous_status, hosts.status;
+RETURNING prev.status AS previous_status, hosts.status, hosts.address;
 
 -- name: SetHostStatus :execrows
 UPDATE hosts SET status = @status WHERE id = @id;
