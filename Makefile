@@ -57,11 +57,11 @@ run-envd: envd ## run envd alone on this host for local use (loopback, port 4998
 	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }
 	$(BIN)/envd -addr 127.0.0.1:49983 -forward-ports=false -run-dir $(CURDIR)/$(BIN)/run
 
-IMAGES_DIR ?= /var/lib/wrenn/images
+DATA_DIR ?= /var/lib/wrenn
 .PHONY: base-image
-base-image: ## build the base capsule image (debootstrap, root) into IMAGES_DIR
+base-image: build ## build the base capsule image (debootstrap, root) into DATA_DIR/images: `wrenn-agent prepare-images`
 	@test "$$(id -u)" = 0 || { echo "building images needs root"; exit 1; }
-	$(GO) run ./internal/hostagent/images/buildimage -dir $(IMAGES_DIR) -name base
+	$(BIN)/wrenn-agent prepare-images -data-dir $(DATA_DIR) -name base
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -97,6 +97,9 @@ func (c *child) exitError() error {
 // logTail returns the last lines this run of the process wrote.
 func (c *child) logTail() string { return tailFrom(c.logPath, c.logFrom, 30) }
 
+// lastLine returns the last line this run of the process wrote (a failing wrenn binary's error).
+func (c *child) lastLine() string { return strings.TrimSpace(tailFrom(c.logPath, c.logFrom, 1)) }
+
 // openLog opens a log file for appending (mode 0600: logs may hold links with tokens).
 func openLog(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)

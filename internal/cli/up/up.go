@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -26,7 +25,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wrenn/wrenn/internal/cli/profile"
-	"github.com/wrenn/wrenn/internal/hostagent/images"
 )
 
 // Defaults of the flags and of what the first run picks.
@@ -48,7 +46,12 @@ const (
 const (
 	agentStopTimeout = 3 * time.Minute
 	cpStopTimeout    = 20 * time.Second
+	// An image build stops its commands at once; removing the half-built tree takes a moment.
+	imageStopTimeout = 30 * time.Second
 )
+
+// exitImageNotBuilt is the exit status of `wrenn-agent prepare-images -check` when the image is missing.
+const exitImageNotBuilt = 3
 
 // Options configure `wrenn up`.
 type Options struct {
@@ -167,14 +170,13 @@ type upper struct {
 	runsc  string
 	apiURL string
 
-	lock    *os.File
-	images  *images.Store
-	imgLog  *os.File
-	closers []closer // stopped in reverse order
-	cp      *child
-	agent   *child
-	force   chan struct{} // closed on a second signal
-	ready   bool
+	lock       *os.File
+	imageBuild *child   // `wrenn-agent prepare-images` building the base image; nil when none runs
+	closers    []closer // stopped in reverse order
+	cp         *child
+	agent      *child
+	force      chan struct{} // closed on a second signal
+	ready      bool
 }
 
 type closer struct {
@@ -211,8 +213,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := u.deps(ctx); err != nil {
 		return err
 	}
-	baseDone, err := u.startBaseImage(ctx)
-	if err != nil {
+	if err := u.startBaseImage(ctx); err != nil {
 		return err
 	}
 	dsn, err := u.database(ctx)
@@ -230,7 +231,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := u.startAgent(ctx, api, jwt); err != nil {
 		return err
 	}
-	if err := u.waitBaseImage(ctx, baseDone); err != nil {
+	if err := u.waitBaseImage(ctx); err != nil {
 		return err
 	}
 	// A fresh JWT: the first one may be minutes old after a base image build.
@@ -309,55 +310,73 @@ func (u *upper) deps(ctx context.Context) error {
 	return nil
 }
 
-// startBaseImage makes sure the base template image is built: cached images are found at once, else
-// the build (minutes, the first run only) runs while the rest starts. The returned channel yields its
-// result; nil when there is nothing to wait for.
-func (u *upper) startBaseImage(ctx context.Context) (<-chan error, error) {
+// startBaseImage makes sure the base template image is built: a cached image is found at once, else
+// the build (minutes, the first run only) runs while the rest starts, as `wrenn-agent prepare-images`
+// (the agent's image code, in a child process whose output goes to logs/base-image.log).
+func (u *upper) startBaseImage(ctx context.Context) error {
 	if u.o.NoBaseTemplate {
-		return nil, nil
+		return nil
 	}
-	logf, err := openLog(filepath.Join(u.logs, "base-image.log"))
+	logPath := filepath.Join(u.logs, "base-image.log")
+	// The agent builds images in the same store (same directory, same recipes): whichever starts first
+	// builds, the other waits for it.
+	args := []string{"prepare-images", "-data-dir", u.dir, "-name", baseImage}
+	cached, err := u.imageCached(ctx, args, logPath)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("base image: %w; end of %s:\n%s", err, logPath, logTail(logPath, 20))
 	}
-	u.imgLog = logf
-	// The agent builds images with the same store (same directory, same recipes): whichever starts
-	// first builds, the other waits for it.
-	u.images = &images.Store{Dir: filepath.Join(u.dir, "images"), Log: slog.New(slog.NewTextHandler(logf, nil))}
-	// With a context already ended, Ensure returns at once: the image when it is cached, else the
-	// context's error with the build started in the background.
-	now, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := u.images.Ensure(now, baseImage); err == nil {
+	if cached {
 		u.status("base image", "cached")
-		return nil, nil
-	} else if !errors.Is(err, context.Canceled) {
-		return nil, fmt.Errorf("base image: %w", err)
+		return nil
 	}
-	u.status("base image", "building in the background (first run only, a few minutes; log %s)", logf.Name())
-	done := make(chan error, 1)
-	go func() {
-		_, err := u.images.Ensure(ctx, baseImage)
-		done <- err
-	}()
-	return done, nil
+	if u.imageBuild, err = startChild("base image build", u.bins.agent, args, childEnv(), logPath); err != nil {
+		return err
+	}
+	u.status("base image", "building in the background (first run only, a few minutes; log %s)", logPath)
+	return nil
+}
+
+// imageCached runs `wrenn-agent prepare-images -check`: whether the image is built, without building it.
+func (u *upper) imageCached(ctx context.Context, args []string, logPath string) (bool, error) {
+	logf, err := openLog(logPath)
+	if err != nil {
+		return false, err
+	}
+	defer logf.Close()
+	cmd := exec.CommandContext(ctx, u.bins.agent, append(args, "-check")...)
+	cmd.Env = childEnv()
+	cmd.Stderr = logf
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee) && ee.ExitCode() == exitImageNotBuilt:
+		return false, nil
+	}
+	return false, fmt.Errorf("wrenn-agent prepare-images -check: %w", err)
 }
 
 // waitBaseImage waits for the base image build. A failed build does not stop the platform (capsules
 // from other templates work, and one from base retries the build): it is reported.
-func (u *upper) waitBaseImage(ctx context.Context, done <-chan error) error {
-	if done == nil {
+func (u *upper) waitBaseImage(ctx context.Context) error {
+	b := u.imageBuild
+	if b == nil {
 		return nil
 	}
 	t := time.Now()
 	u.status("base image", "waiting for the build to finish…")
 	select {
-	case err := <-done:
-		if err != nil {
+	case <-b.done:
+		if b.err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			u.status("base image", "BUILD FAILED: %v (log %s; a capsule from base retries the build)", err, u.imgLog.Name())
+			why := b.err.Error()
+			if l := b.lastLine(); l != "" {
+				why = l
+			}
+			u.status("base image", "BUILD FAILED: %s (log %s; a capsule from base retries the build)", why, b.logPath)
 			return nil
 		}
 		u.status("base image", "built (waited %s)", time.Since(t).Round(time.Second))
@@ -613,11 +632,11 @@ func (u *upper) shutdown() {
 		}
 		u.status(c.what, "stopped (%s)", time.Since(t).Round(100*time.Millisecond))
 	}
-	if u.images != nil {
-		_ = u.images.Close() // cancels a build in progress; the next run starts it again
-	}
-	if u.imgLog != nil {
-		u.imgLog.Close()
+	if b := u.imageBuild; b != nil && !b.exited() {
+		// A build in progress is cancelled; the next run starts it again.
+		if err := b.stop(imageStopTimeout, u.force); err != nil {
+			u.status("base image", "stop: %v", err)
+		}
 	}
 	// Every process of the platform has exited before `wrenn up` returns: sandboxes the agent paused
 	// and the PostgreSQL server may take a moment after their parent returned.

@@ -91,11 +91,7 @@ type flight struct {
 // host does not have it. Concurrent calls for the same image build it once.
 // When ctx ends first, Ensure returns ctx's error but the build goes on.
 func (s *Store) Ensure(ctx context.Context, name string) (runtime.Image, error) {
-	r, ok := recipes[name]
-	if !ok {
-		return runtime.Image{}, fmt.Errorf("%w: %q (known: %s)", ErrUnknown, name, strings.Join(Names(), ", "))
-	}
-	id, err := r.id()
+	r, id, err := current(name)
 	if err != nil {
 		return runtime.Image{}, err
 	}
@@ -119,6 +115,29 @@ func (s *Store) Ensure(ctx context.Context, name string) (runtime.Image, error) 
 	case <-ctx.Done():
 		return runtime.Image{}, fmt.Errorf("image %s: waiting for build: %w", name, context.Cause(ctx))
 	}
+}
+
+// Built returns the current image of the recipe name when this host has it; an error wrapping
+// fs.ErrNotExist when it is not built. It builds nothing.
+func (s *Store) Built(name string) (Info, error) {
+	_, id, err := current(name)
+	if err != nil {
+		return Info{}, err
+	}
+	return s.stat(name, id)
+}
+
+// current returns the recipe name and the id of its image from today's definition and inputs.
+func current(name string) (*recipe, string, error) {
+	r, ok := recipes[name]
+	if !ok {
+		return nil, "", fmt.Errorf("%w: %q (known: %s)", ErrUnknown, name, strings.Join(Names(), ", "))
+	}
+	id, err := r.id()
+	if err != nil {
+		return nil, "", err
+	}
+	return r, id, nil
 }
 
 // join returns the flight building r's image id, starting one if none is.

@@ -135,9 +135,15 @@ func TestEnsureCached(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	s := newStore(t, dir)
+	if _, err := s.Built("minimal"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Built before a build = %v, want fs.ErrNotExist", err)
+	}
 	first, err := s.Ensure(t.Context(), "minimal")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if info, err := s.Built("minimal"); err != nil || info.ID != first.ID || info.Path != first.Path {
+		t.Fatalf("Built after the build = %+v, %v; Ensure gave %+v", info, err, first)
 	}
 	infoPath := filepath.Join(first.Path, "..", infoFile)
 	before, err := os.Stat(infoPath)
@@ -302,6 +308,9 @@ func TestUnknownRecipe(t *testing.T) {
 	defer s.Close()
 	if _, err := s.Ensure(t.Context(), "nope"); !errors.Is(err, ErrUnknown) {
 		t.Errorf("Ensure(nope) = %v, want ErrUnknown", err)
+	}
+	if _, err := s.Built("nope"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Built(nope) = %v, want ErrUnknown", err)
 	}
 }
 
