@@ -186,7 +186,7 @@ func (s *Service) handleAdminSetBYOC(w http.ResponseWriter, r *http.Request) {
 			return nil
 		case t.IsBYOC:
 			return apierr.InvalidRequest("BYOC cannot be disabled once enabled")
-		case team == ids.PlatformTeam:
+		case team == store.PlatformTeamID:
 			return apierr.InvalidRequest("the platform team runs on regular hosts and cannot be a BYOC team")
 		}
 		if _, err := q.SetTeamBYOC(ctx, db.SetTeamBYOCParams{IsBYOC: true, ID: team}); err != nil {
@@ -283,7 +283,7 @@ func (s *Service) SetUserActive(ctx context.Context, actor auth.Identity, user u
 		if !active {
 			action = "user.deactivate"
 		}
-		audit.Record(ctx, q, audit.Entry{Team: ids.PlatformTeam, Actor: actor, ResourceType: "user", ResourceID: ids.User.Format(user),
+		audit.Record(ctx, q, audit.Entry{Team: store.PlatformTeamID, Actor: actor, ResourceType: "user", ResourceID: ids.User.Format(user),
 			Action: action, Scope: audit.ScopeAdmin, Metadata: map[string]any{"email": u.Email}})
 		return nil
 	})

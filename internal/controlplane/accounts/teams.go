@@ -223,7 +223,7 @@ func (s *Service) DeleteTeam(ctx context.Context, actor auth.Identity, team uuid
 // API keys, channels, templates and metrics are deleted; deleted_at is set. The platform team cannot be
 // deleted (403).
 func (s *Service) deleteTeam(ctx context.Context, actor auth.Identity, team uuid.UUID) error {
-	if team == ids.PlatformTeam {
+	if team == store.PlatformTeamID {
 		return apierr.Forbidden("the platform team cannot be deleted")
 	}
 	if _, err := s.liveTeam(ctx, team); err != nil {
