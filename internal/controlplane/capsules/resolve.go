@@ -120,6 +120,6 @@ func StateError(status string, needs ...string) error {
 // Touch records activity on a running capsule (last_active_at); failures are only logged.
 func (r *Resolver) Touch(ctx context.Context, id uuid.UUID) {
 	if _, err := r.Store.TouchCapsule(context.WithoutCancel(ctx), id); err != nil && r.Log != nil {
-		r.Log.Warn("record capsule activity", "capsule", ids.Capsule.Format(id), "err", err)
+		r.Log.Warn("record capsule activity", "capsule_id", ids.Capsule.Format(id), "err", err)
 	}
 }
