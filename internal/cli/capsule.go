@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // capsule is the capsule object (§6.1).
@@ -89,7 +91,7 @@ own vCPUs and memory.`,
 				req["allow_internet"] = false
 			}
 			var out capsule
-			raw, err := c.callInto(cmd.Context(), http.MethodPost, "/v1/capsules", authKey, req, &out)
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, "/v1/capsules", apiclient.AuthKey, req, &out)
 			if err != nil {
 				return err
 			}
@@ -121,7 +123,7 @@ func (a *app) capsuleList() *cobra.Command {
 				return err
 			}
 			var caps []capsule
-			raw, err := c.callInto(cmd.Context(), http.MethodGet, "/v1/capsules", authKey, nil, &caps)
+			raw, err := c.CallInto(cmd.Context(), http.MethodGet, "/v1/capsules", apiclient.AuthKey, nil, &caps)
 			if err != nil {
 				return err
 			}
@@ -149,7 +151,7 @@ func (a *app) capsuleGet() *cobra.Command {
 				return err
 			}
 			var cp capsule
-			raw, err := c.callInto(cmd.Context(), http.MethodGet, capsulePath(argv[0]), authKey, nil, &cp)
+			raw, err := c.CallInto(cmd.Context(), http.MethodGet, capsulePath(argv[0]), apiclient.AuthKey, nil, &cp)
 			if err != nil {
 				return err
 			}
@@ -203,7 +205,7 @@ func (a *app) capsuleLifecycle(verb, short string) *cobra.Command {
 				return err
 			}
 			var cp capsule
-			raw, err := c.callInto(cmd.Context(), http.MethodPost, capsulePath(argv[0], verb), authKey, nil, &cp)
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, capsulePath(argv[0], verb), apiclient.AuthKey, nil, &cp)
 			if err != nil {
 				return err
 			}
@@ -232,8 +234,8 @@ func (a *app) capsuleRemove() *cobra.Command {
 				failed  []string
 			)
 			for _, id := range argv {
-				if _, err := c.call(cmd.Context(), http.MethodDelete, capsulePath(id), authKey, nil); err != nil {
-					var re *ReachError
+				if _, err := c.Call(cmd.Context(), http.MethodDelete, capsulePath(id), apiclient.AuthKey, nil); err != nil {
+					var re *apiclient.ReachError
 					if errors.As(err, &re) || cmd.Context().Err() != nil {
 						return err
 					}

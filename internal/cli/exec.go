@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // execOptions are the flags of `capsule exec`.
@@ -56,9 +58,9 @@ instead of the output; the exit code still mirrors the command's.`,
 			if err != nil {
 				return err
 			}
-			raw, err := c.call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "exec"), authKey, req)
+			raw, err := c.Call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "exec"), apiclient.AuthKey, req)
 			if err != nil {
-				var ae *APIError
+				var ae *apiclient.APIError
 				if errors.As(err, &ae) && ae.Code == "timeout" {
 					return &codeError{code: exitTimeout, msg: ae.Error()}
 				}

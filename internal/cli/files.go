@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // fileEntry is a file-browser entry (§6.11).
@@ -58,7 +60,7 @@ func (a *app) filesList() *cobra.Command {
 			var res struct {
 				Entries []fileEntry `json:"entries"`
 			}
-			raw, err := c.callInto(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "list"), authKey,
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "list"), apiclient.AuthKey,
 				map[string]any{"path": dir, "depth": 1}, &res)
 			if err != nil {
 				return err
@@ -93,7 +95,7 @@ func (a *app) filesRemove() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "remove"), authKey,
+			if _, err := c.Call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "remove"), apiclient.AuthKey,
 				map[string]string{"path": argv[1]}); err != nil {
 				return err
 			}
@@ -115,7 +117,7 @@ func (a *app) filesMkdir() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			raw, err := c.call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "mkdir"), authKey,
+			raw, err := c.Call(cmd.Context(), http.MethodPost, capsulePath(argv[0], "files", "mkdir"), apiclient.AuthKey,
 				map[string]string{"path": argv[1]})
 			if err != nil {
 				return err
@@ -225,7 +227,7 @@ func localTarget(dst, src string) (string, error) {
 
 // upload streams a local file (or stdin) to files/stream/write: the path field, then the file part,
 // written through a pipe as the request is sent.
-func (a *app) upload(ctx context.Context, c *Client, src string, dst remote) (int64, error) {
+func (a *app) upload(ctx context.Context, c *apiclient.Client, src string, dst remote) (int64, error) {
 	var in io.Reader
 	if src == "-" {
 		in = a.stdin
@@ -261,7 +263,7 @@ func (a *app) upload(ctx context.Context, c *Client, src string, dst remote) (in
 		pw.CloseWithError(w.err)
 		done <- w
 	}()
-	res, err := c.request(ctx, http.MethodPost, capsulePath(dst.id, "files", "stream", "write"), authKey, pr, mw.FormDataContentType())
+	res, err := c.Request(ctx, http.MethodPost, capsulePath(dst.id, "files", "stream", "write"), apiclient.AuthKey, pr, mw.FormDataContentType())
 	// The request is over: a writer still blocked on the pipe (after an early error answer) is released.
 	pr.CloseWithError(io.ErrClosedPipe)
 	w := <-done
@@ -277,12 +279,12 @@ func (a *app) upload(ctx context.Context, c *Client, src string, dst remote) (in
 
 // download streams files/stream/read to a local file (written next to it, then renamed into place:
 // a failed transfer leaves nothing) or to stdout.
-func (a *app) download(ctx context.Context, c *Client, src remote, dst string) (int64, error) {
+func (a *app) download(ctx context.Context, c *apiclient.Client, src remote, dst string) (int64, error) {
 	body, err := json.Marshal(map[string]string{"path": src.path})
 	if err != nil {
 		return 0, err
 	}
-	res, err := c.request(ctx, http.MethodPost, capsulePath(src.id, "files", "stream", "read"), authKey,
+	res, err := c.Request(ctx, http.MethodPost, capsulePath(src.id, "files", "stream", "read"), apiclient.AuthKey,
 		bytes.NewReader(body), "application/json")
 	if err != nil {
 		return 0, err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // host is the host object (§10).
@@ -37,7 +39,7 @@ func (a *app) hostCommand() *cobra.Command {
 				return err
 			}
 			var hs []host
-			raw, err := c.callInto(cmd.Context(), http.MethodGet, "/v1/hosts", authUser, nil, &hs)
+			raw, err := c.CallInto(cmd.Context(), http.MethodGet, "/v1/hosts", apiclient.AuthUser, nil, &hs)
 			if err != nil {
 				return err
 			}
@@ -83,7 +85,7 @@ regular hosts (the platform's) need a platform admin; byoc hosts belong to a tea
 				Host              host   `json:"host"`
 				RegistrationToken string `json:"registration_token"`
 			}
-			raw, err := c.callInto(cmd.Context(), http.MethodPost, "/v1/hosts", authUser, req, &res)
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, "/v1/hosts", apiclient.AuthUser, req, &res)
 			if err != nil {
 				return err
 			}
@@ -111,8 +113,8 @@ regular hosts (the platform's) need a platform admin; byoc hosts belong to a tea
 			if force {
 				path += "?force=true"
 			}
-			if _, err := c.call(cmd.Context(), http.MethodDelete, path, authUser, nil); err != nil {
-				var ae *APIError
+			if _, err := c.Call(cmd.Context(), http.MethodDelete, path, apiclient.AuthUser, nil); err != nil {
+				var ae *apiclient.APIError
 				if errors.As(err, &ae) && ae.Code == "has_active_capsules" {
 					return fmt.Errorf("host %s has active capsules (%s): destroy them first or use --force",
 						argv[0], strings.Join(ae.CapsuleIDs, ", "))

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 	"github.com/wrenn/wrenn/internal/cli/profile"
 )
 
@@ -84,23 +85,23 @@ func (a *app) login(ctx context.Context, email, password string) error {
 		}
 	}
 
-	anon := NewClient(base, "", "")
+	anon := apiclient.New(base, "", "")
 	var auth struct {
 		Token  string `json:"token"`
 		UserID string `json:"user_id"`
 		TeamID string `json:"team_id"`
 		Email  string `json:"email"`
 	}
-	if _, err := anon.callInto(ctx, http.MethodPost, "/v1/auth/login", authNone,
+	if _, err := anon.CallInto(ctx, http.MethodPost, "/v1/auth/login", apiclient.AuthNone,
 		map[string]string{"email": email, "password": password}, &auth); err != nil {
 		return err
 	}
-	user := NewClient(base, "", auth.Token)
+	user := apiclient.New(base, "", auth.Token)
 
 	// The API key: --api-key, else the profile's when it still works for this account, else a new one.
 	key := firstNonEmpty(a.apiKey, os.Getenv(EnvAPIKey))
 	if key == "" && old.APIKey != "" && sameURL(old.URL, base) && strings.EqualFold(old.Email, auth.Email) {
-		if _, err := NewClient(base, old.APIKey, "").call(ctx, http.MethodGet, "/v1/capsules", authKey, nil); err == nil {
+		if _, err := apiclient.New(base, old.APIKey, "").Call(ctx, http.MethodGet, "/v1/capsules", apiclient.AuthKey, nil); err == nil {
 			key = old.APIKey
 		}
 	}
@@ -109,7 +110,7 @@ func (a *app) login(ctx context.Context, email, password string) error {
 		var created struct {
 			Key string `json:"key"`
 		}
-		if _, err := user.callInto(ctx, http.MethodPost, "/v1/api-keys", authUser,
+		if _, err := user.CallInto(ctx, http.MethodPost, "/v1/api-keys", apiclient.AuthUser,
 			map[string]string{"name": "wrenn CLI (" + firstNonEmpty(hostname, "unknown host") + ")"}, &created); err != nil {
 			return fmt.Errorf("create an API key: %w", err)
 		}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // process is an entry of the process list (§6.8).
@@ -46,7 +48,7 @@ func (a *app) psCommand() *cobra.Command {
 			var res struct {
 				Processes []process `json:"processes"`
 			}
-			raw, err := c.callInto(cmd.Context(), http.MethodGet, path, authKey, nil, &res)
+			raw, err := c.CallInto(cmd.Context(), http.MethodGet, path, apiclient.AuthKey, nil, &res)
 			if err != nil {
 				return err
 			}
@@ -97,7 +99,7 @@ The default signal is SIGKILL.`,
 				return err
 			}
 			path := capsulePath(argv[0], "processes", url.PathEscape(argv[1])) + "?signal=" + sig
-			if _, err := c.call(cmd.Context(), http.MethodDelete, path, authKey, nil); err != nil {
+			if _, err := c.Call(cmd.Context(), http.MethodDelete, path, apiclient.AuthKey, nil); err != nil {
 				return err
 			}
 			if a.json {
@@ -150,13 +152,13 @@ to its exit; for a running one the replay, ending at the first pause of ` + logs
 	return cmd
 }
 
-func (a *app) streamLogs(ctx context.Context, c *Client, id, selector string, offset int64, follow bool) error {
+func (a *app) streamLogs(ctx context.Context, c *apiclient.Client, id, selector string, offset int64, follow bool) error {
 	encoding := "base64"
 	if a.json {
 		encoding = "text"
 	}
 	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "encoding": {encoding}}
-	conn, err := c.dial(ctx, capsulePath(id, "processes", url.PathEscape(selector), "stream")+"?"+q.Encode(), authKey)
+	conn, err := c.Dial(ctx, capsulePath(id, "processes", url.PathEscape(selector), "stream")+"?"+q.Encode(), apiclient.AuthKey)
 	if err != nil {
 		return err
 	}

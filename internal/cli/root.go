@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 	"github.com/wrenn/wrenn/internal/cli/profile"
 )
 
@@ -216,7 +217,7 @@ func args(min, max int) cobra.PositionalArgs {
 
 // client builds the API client: URL and credentials from the flags, else the environment, else the
 // profile. A profile's credentials are used only with the profile's own URL.
-func (a *app) client() (*Client, error) {
+func (a *app) client() (*apiclient.Client, error) {
 	base := firstNonEmpty(a.url, os.Getenv(EnvURL))
 	key := firstNonEmpty(a.apiKey, os.Getenv(EnvAPIKey))
 	token := os.Getenv(EnvToken)
@@ -242,7 +243,7 @@ func (a *app) client() (*Client, error) {
 	if err := checkURL(base); err != nil {
 		return nil, err
 	}
-	return NewClient(base, key, token), nil
+	return apiclient.New(base, key, token), nil
 }
 
 // checkURL accepts http(s)://host[:port][/prefix].

@@ -16,6 +16,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // defaultShell starts bash when the capsule has it, else sh (busybox images have no bash).
@@ -62,7 +64,7 @@ stdin need not be a terminal: piped input is sent as typed, and end of input sen
 // shellSession is one `capsule shell`.
 type shellSession struct {
 	a       *app
-	c       *Client
+	c       *apiclient.Client
 	id      string
 	cmdLine string
 	tag     string // --tag
@@ -210,7 +212,7 @@ func (s *shellSession) attach(ctx, connCtx context.Context) (frame, error) {
 
 // open dials, sends the first protocol message and waits for `started`.
 func (s *shellSession) open(ctx, connCtx context.Context, first map[string]any) (frame, error) {
-	conn, err := s.c.dial(ctx, capsulePath(s.id, "pty"), authKey)
+	conn, err := s.c.Dial(ctx, capsulePath(s.id, "pty"), apiclient.AuthKey)
 	if err != nil {
 		return frame{}, err
 	}

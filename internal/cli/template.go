@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
 // template is the template object (§7).
@@ -47,7 +49,7 @@ Capsules created from the template continue from the captured state.`,
 				path += "?overwrite=true"
 			}
 			var t template
-			raw, err := c.callInto(cmd.Context(), http.MethodPost, path, authKey, req, &t)
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, path, apiclient.AuthKey, req, &t)
 			if err != nil {
 				return err
 			}
@@ -75,7 +77,7 @@ func (a *app) templateCommand() *cobra.Command {
 				return err
 			}
 			var ts []template
-			raw, err := c.callInto(cmd.Context(), http.MethodGet, "/v1/snapshots", authKey, nil, &ts)
+			raw, err := c.CallInto(cmd.Context(), http.MethodGet, "/v1/snapshots", apiclient.AuthKey, nil, &ts)
 			if err != nil {
 				return err
 			}
@@ -106,7 +108,7 @@ func (a *app) templateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.call(cmd.Context(), http.MethodDelete, "/v1/snapshots/"+url.PathEscape(argv[0]), authKey, nil); err != nil {
+			if _, err := c.Call(cmd.Context(), http.MethodDelete, "/v1/snapshots/"+url.PathEscape(argv[0]), apiclient.AuthKey, nil); err != nil {
 				return err
 			}
 			if a.json {

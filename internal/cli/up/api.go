@@ -1,96 +1,38 @@
 package up
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
+
+	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
+
+// callTimeout bounds one call of `wrenn up` to the control plane.
+const callTimeout = 30 * time.Second
 
 // api is the little of the control plane's REST API `wrenn up` needs.
 type api struct {
-	url  string
-	http *http.Client
+	anon *apiclient.Client // no credentials; WithCredentials adds them per call
 }
 
-func newAPI(url string) *api {
-	return &api{url: url, http: &http.Client{Timeout: 30 * time.Second}}
-}
+func newAPI(url string) *api { return &api{anon: apiclient.New(url, "", "")} }
 
-// apiError is a non-2xx answer.
-type apiError struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *apiError) Error() string {
-	if e.Message != "" {
-		return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
-	}
-	return fmt.Sprintf("status %d", e.Status)
-}
-
-// credential is an authentication header: bearer(jwt) or apiKey(key); the zero value sends none.
-type credential struct{ header, value string }
-
-func bearer(jwt string) credential { return credential{"Authorization", "Bearer " + jwt} }
-func apiKey(key string) credential { return credential{"X-API-Key", key} }
-
-// call sends a JSON request with the credential and decodes the answer into out.
-func (a *api) call(ctx context.Context, method, path string, cred credential, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.url+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if cred.header != "" {
-		req.Header.Set(cred.header, cred.value)
-	}
-	res, err := a.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if res.StatusCode/100 != 2 {
-		e := &apiError{Status: res.StatusCode}
-		var env struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(b, &env) == nil {
-			e.Code, e.Message = env.Error.Code, env.Error.Message
-		}
-		return fmt.Errorf("%s %s: %w", method, path, e)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
+// call sends a JSON request with the user JWT (none when empty) and decodes the answer into out.
+func (a *api) call(ctx context.Context, method, path, jwt string, auth apiclient.Auth, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if _, err := a.anon.WithCredentials("", jwt).CallInto(ctx, method, path, auth, body, out); err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	return nil
 }
 
 // healthy reports whether GET /health answers 200.
 func (a *api) healthy(ctx context.Context) bool {
-	return a.call(ctx, http.MethodGet, "/health", credential{}, nil, nil) == nil
+	return a.call(ctx, http.MethodGet, "/health", "", apiclient.AuthNone, nil, nil) == nil
 }
 
 // login returns a fresh user JWT.
@@ -98,18 +40,23 @@ func (a *api) login(ctx context.Context, email, password string) (string, error)
 	var res struct {
 		Token string `json:"token"`
 	}
-	err := a.call(ctx, http.MethodPost, "/v1/auth/login", credential{}, map[string]string{"email": email, "password": password}, &res)
+	err := a.call(ctx, http.MethodPost, "/v1/auth/login", "", apiclient.AuthNone, map[string]string{"email": email, "password": password}, &res)
 	return res.Token, err
 }
 
 // keyWorks reports whether the API key is accepted (false when it was deleted).
 func (a *api) keyWorks(ctx context.Context, key string) (bool, error) {
-	err := a.call(ctx, http.MethodGet, "/v1/capsules", apiKey(key), nil, nil)
-	var e *apiError
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := a.anon.WithCredentials(key, "").Call(ctx, http.MethodGet, "/v1/capsules", apiclient.AuthKey, nil)
+	var e *apiclient.APIError
 	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, fmt.Errorf("GET /v1/capsules: %w", err)
+	}
+	return true, nil
 }
 
 // createAPIKey creates an API key of the JWT's team and returns its secret.
@@ -117,7 +64,7 @@ func (a *api) createAPIKey(ctx context.Context, jwt, name string) (string, error
 	var res struct {
 		Key string `json:"key"`
 	}
-	err := a.call(ctx, http.MethodPost, "/v1/api-keys", bearer(jwt), map[string]string{"name": name}, &res)
+	err := a.call(ctx, http.MethodPost, "/v1/api-keys", jwt, apiclient.AuthUser, map[string]string{"name": name}, &res)
 	return res.Key, err
 }
 
@@ -129,7 +76,7 @@ func (a *api) createHost(ctx context.Context, jwt string) (id, token string, err
 		} `json:"host"`
 		RegistrationToken string `json:"registration_token"`
 	}
-	err = a.call(ctx, http.MethodPost, "/v1/hosts", bearer(jwt), map[string]string{"type": "regular"}, &res)
+	err = a.call(ctx, http.MethodPost, "/v1/hosts", jwt, apiclient.AuthUser, map[string]string{"type": "regular"}, &res)
 	return res.Host.ID, res.RegistrationToken, err
 }
 
@@ -141,6 +88,6 @@ type hostStatus struct {
 
 func (a *api) host(ctx context.Context, jwt, id string) (hostStatus, error) {
 	var h hostStatus
-	err := a.call(ctx, http.MethodGet, "/v1/hosts/"+id, bearer(jwt), nil, &h)
+	err := a.call(ctx, http.MethodGet, "/v1/hosts/"+id, jwt, apiclient.AuthUser, nil, &h)
 	return h, err
 }

@@ -430,22 +430,22 @@ func (u *upper) database(ctx context.Context) (string, error) {
 		return "", err
 	}
 	t := time.Now()
-	if !c.initialized() {
-		u.status("PostgreSQL", "creating a private cluster in %s", c.dir)
-		if err := c.init(ctx); err != nil {
+	if !c.Initialized() {
+		u.status("PostgreSQL", "creating a private cluster in %s", c.Dir)
+		if err := c.Init(ctx); err != nil {
 			return "", err
 		}
 	}
-	if !c.running(ctx) {
-		if err := c.start(ctx); err != nil {
+	if !c.Running(ctx) {
+		if err := c.Start(ctx); err != nil {
 			return "", err
 		}
 	}
 	u.closers = append(u.closers, closer{"PostgreSQL", c.stop})
-	if err := c.ensureDatabase(ctx); err != nil {
+	if err := c.EnsureDatabase(ctx, databaseName); err != nil {
 		return "", err
 	}
-	u.status("PostgreSQL", "private cluster on 127.0.0.1:%d (%s)", c.port, time.Since(t).Round(100*time.Millisecond))
+	u.status("PostgreSQL", "private cluster on 127.0.0.1:%d (%s)", c.Port, time.Since(t).Round(100*time.Millisecond))
 	return c.DSN(), nil
 }
 

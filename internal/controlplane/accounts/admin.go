@@ -70,6 +70,18 @@ func newPage(n int, total int64) page {
 	return page{Total: total, Page: n, PerPage: AdminPageSize, TotalPages: (total + AdminPageSize - 1) / AdminPageSize}
 }
 
+// AdminTeams is the answer of GET /v1/admin/teams.
+type AdminTeams struct {
+	Teams []AdminTeam `json:"teams"`
+	page
+}
+
+// AdminUsers is the answer of GET /v1/admin/users.
+type AdminUsers struct {
+	Users []AdminUser `json:"users"`
+	page
+}
+
 // GET /v1/admin/teams?page=N → {teams, total, page, per_page, total_pages}.
 func (s *Service) handleAdminListTeams(w http.ResponseWriter, r *http.Request) {
 	n, err := pageOf(r)
@@ -77,16 +89,38 @@ func (s *Service) handleAdminListTeams(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	ctx := r.Context()
+	out, err := s.adminListTeams(r.Context(), n)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// GET /v1/admin/users?page=N → {users, total, page, per_page, total_pages}.
+func (s *Service) handleAdminListUsers(w http.ResponseWriter, r *http.Request) {
+	n, err := pageOf(r)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	out, err := s.adminListUsers(r.Context(), n)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// adminListTeams returns page n of every team, deleted ones included.
+func (s *Service) adminListTeams(ctx context.Context, n int) (AdminTeams, error) {
 	total, err := s.st.CountTeams(ctx)
 	if err != nil {
-		apierr.Write(w, r, internal("count teams", err))
-		return
+		return AdminTeams{}, internal("count teams", err)
 	}
 	rows, err := s.st.ListTeams(ctx, db.ListTeamsParams{Skip: int32((n - 1) * AdminPageSize), MaxResults: AdminPageSize})
 	if err != nil {
-		apierr.Write(w, r, internal("list teams", err))
-		return
+		return AdminTeams{}, internal("list teams", err)
 	}
 	teams := make([]AdminTeam, 0, len(rows))
 	for _, row := range rows {
@@ -106,29 +140,18 @@ func (s *Service) handleAdminListTeams(w http.ResponseWriter, r *http.Request) {
 		}
 		teams = append(teams, t)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, struct {
-		Teams []AdminTeam `json:"teams"`
-		page
-	}{teams, newPage(n, total)})
+	return AdminTeams{Teams: teams, page: newPage(n, total)}, nil
 }
 
-// GET /v1/admin/users?page=N → {users, total, page, per_page, total_pages}.
-func (s *Service) handleAdminListUsers(w http.ResponseWriter, r *http.Request) {
-	n, err := pageOf(r)
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	ctx := r.Context()
+// adminListUsers returns page n of every account.
+func (s *Service) adminListUsers(ctx context.Context, n int) (AdminUsers, error) {
 	total, err := s.st.CountUsers(ctx)
 	if err != nil {
-		apierr.Write(w, r, internal("count users", err))
-		return
+		return AdminUsers{}, internal("count users", err)
 	}
 	rows, err := s.st.ListUsers(ctx, db.ListUsersParams{Skip: int32((n - 1) * AdminPageSize), MaxResults: AdminPageSize})
 	if err != nil {
-		apierr.Write(w, r, internal("list users", err))
-		return
+		return AdminUsers{}, internal("list users", err)
 	}
 	users := make([]AdminUser, 0, len(rows))
 	for _, row := range rows {
@@ -138,10 +161,7 @@ func (s *Service) handleAdminListUsers(w http.ResponseWriter, r *http.Request) {
 			CreatedAt: rfc3339(u.CreatedAt), TeamsJoined: row.TeamsJoined, TeamsOwned: row.TeamsOwned,
 		})
 	}
-	httpapi.WriteJSON(w, http.StatusOK, struct {
-		Users []AdminUser `json:"users"`
-		page
-	}{users, newPage(n, total)})
+	return AdminUsers{Users: users, page: newPage(n, total)}, nil
 }
 
 // adminTeam parses the {id} of an admin team route: 400 bad id.
@@ -155,7 +175,6 @@ func adminTeam(r *http.Request) (uuid.UUID, error) {
 
 // PUT /v1/admin/teams/{id}/byoc {enabled} → 204; BYOC cannot be disabled once enabled.
 func (s *Service) handleAdminSetBYOC(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	team, err := adminTeam(r)
 	if err != nil {
 		apierr.Write(w, r, err)
@@ -172,8 +191,17 @@ func (s *Service) handleAdminSetBYOC(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequest("enabled is required"))
 		return
 	}
-	id := httpapi.Identity(r)
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
+	if err := s.setBYOC(r.Context(), httpapi.Identity(r), team, *req.Enabled); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+// setBYOC makes team a BYOC team (enabled) or checks it is not one: BYOC cannot be disabled once
+// enabled and the platform team cannot be a BYOC team.
+func (s *Service) setBYOC(ctx context.Context, actor auth.Identity, team uuid.UUID, enabled bool) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
 		t, err := q.GetTeam(ctx, team)
 		if store.IsNotFound(err) {
 			return apierr.NotFound("team not found")
@@ -182,25 +210,20 @@ func (s *Service) handleAdminSetBYOC(w http.ResponseWriter, r *http.Request) {
 			return internal("read team", err)
 		}
 		switch {
-		case t.IsBYOC == *req.Enabled:
+		case t.IsBYOC == enabled:
 			return nil
 		case t.IsBYOC:
 			return apierr.InvalidRequest("BYOC cannot be disabled once enabled")
-		case team == ids.PlatformTeam:
+		case team == store.PlatformTeamID:
 			return apierr.InvalidRequest("the platform team runs on regular hosts and cannot be a BYOC team")
 		}
 		if _, err := q.SetTeamBYOC(ctx, db.SetTeamBYOCParams{IsBYOC: true, ID: team}); err != nil {
 			return internal("enable BYOC", err)
 		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "team", ResourceID: ids.Team.Format(team),
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: actor, ResourceType: "team", ResourceID: ids.Team.Format(team),
 			Action: "team.byoc_enable", Scope: audit.ScopeAdmin})
 		return nil
 	})
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	httpapi.NoContent(w)
 }
 
 // DELETE /v1/admin/teams/{id} → 204: soft delete as §5; the platform team → 403.
@@ -283,7 +306,7 @@ func (s *Service) SetUserActive(ctx context.Context, actor auth.Identity, user u
 		if !active {
 			action = "user.deactivate"
 		}
-		audit.Record(ctx, q, audit.Entry{Team: ids.PlatformTeam, Actor: actor, ResourceType: "user", ResourceID: ids.User.Format(user),
+		audit.Record(ctx, q, audit.Entry{Team: store.PlatformTeamID, Actor: actor, ResourceType: "user", ResourceID: ids.User.Format(user),
 			Action: action, Scope: audit.ScopeAdmin, Metadata: map[string]any{"email": u.Email}})
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/accounts"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 )
 
@@ -86,7 +87,7 @@ func TestAdminListTeams(t *testing.T) {
 	if d := byID[admin.TeamID]; d.DeletedAt == "" {
 		t.Fatalf("deleted team without deleted_at: %+v", d)
 	}
-	if p := byID[ids.Team.Format(ids.PlatformTeam)]; p.Name != "Platform" {
+	if p := byID[ids.Team.Format(store.PlatformTeamID)]; p.Name != "Platform" {
 		t.Fatalf("platform team %+v", p)
 	}
 	if !strings.Contains(string(res.Body), `"owner_email"`) || strings.Contains(string(res.Body), `"deleted_at":""`) {
@@ -135,7 +136,7 @@ func TestAdminBYOC(t *testing.T) {
 	expect(t, byoc(a.TeamID, map[string]string{"enabled": "yes"}), http.StatusBadRequest, "invalid_request")
 	expect(t, byoc("team-x", on), http.StatusBadRequest, "invalid_request")
 	expect(t, byoc(ids.Team.Format(uuid.New()), on), http.StatusNotFound, "not_found")
-	expect(t, byoc(ids.Team.Format(ids.PlatformTeam), on), http.StatusBadRequest, "invalid_request")
+	expect(t, byoc(ids.Team.Format(store.PlatformTeamID), on), http.StatusBadRequest, "invalid_request")
 	f.exec(t, `UPDATE teams SET deleted_at = now() WHERE id = $1`, admin.Team)
 	expect(t, byoc(admin.TeamID, on), http.StatusNotFound, "not_found")
 }
@@ -148,7 +149,7 @@ func TestAdminDeleteTeam(t *testing.T) {
 	del := func(team string) cptest.Response {
 		return f.Do(t, http.MethodDelete, "/v1/admin/teams/"+team, cptest.Bearer(admin.JWT), nil)
 	}
-	expect(t, del(ids.Team.Format(ids.PlatformTeam)), http.StatusForbidden, "forbidden")
+	expect(t, del(ids.Team.Format(store.PlatformTeamID)), http.StatusForbidden, "forbidden")
 	expect(t, del("bad"), http.StatusBadRequest, "invalid_request")
 	expect(t, del(ids.Team.Format(uuid.New())), http.StatusNotFound, "not_found")
 	expect(t, del(a.TeamID), http.StatusNoContent, "")
@@ -224,7 +225,7 @@ func TestAdminUsers(t *testing.T) {
 	expect(t, f.Do(t, http.MethodGet, "/v1/capsules/probe", cptest.Key(a.APIKey), nil), http.StatusUnauthorized, "unauthorized")
 	login := map[string]string{"email": a.Email, "password": "alice password"}
 	expect(t, f.Do(t, http.MethodPost, "/v1/auth/login", none, login), http.StatusForbidden, "account_disabled")
-	if n := f.count(t, `SELECT count(*) FROM audit_logs WHERE team_id = $1 AND action = 'user.deactivate' AND resource_id = $2 AND scope = 'admin'`, ids.PlatformTeam, a.UserID); n != 1 {
+	if n := f.count(t, `SELECT count(*) FROM audit_logs WHERE team_id = $1 AND action = 'user.deactivate' AND resource_id = $2 AND scope = 'admin'`, store.PlatformTeamID, a.UserID); n != 1 {
 		t.Fatal("no user.deactivate entry")
 	}
 

@@ -1,9 +1,12 @@
 package accounts
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/audit"
@@ -42,7 +45,6 @@ func apiKeyJSON(k db.APIKey) APIKey {
 
 // POST /v1/api-keys {name?} → 201 APIKey with its secret.
 func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := teamOf(id)
 	if err != nil {
@@ -64,29 +66,11 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequestf("name must be at most %d characters", maxAPIKeyName))
 		return
 	}
-	uid, err := ids.User.Parse(id.UserID)
-	if err != nil {
-		apierr.Write(w, r, apierr.Unauthorized("invalid or expired token"))
-		return
-	}
-	key := auth.GenerateAPIKey()
-	var rec db.APIKey
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		var err error
-		rec, err = q.CreateAPIKey(ctx, db.CreateAPIKeyParams{TeamID: team, Name: name, KeyHash: key.Hash, KeyPrefix: key.Prefix, CreatedBy: &uid})
-		if err != nil {
-			return internal("create API key", err)
-		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "api_key", ResourceID: ids.APIKey.Format(rec.ID),
-			Action: "api_key.create", Scope: audit.ScopeAdmin, Metadata: map[string]any{"name": name, "key_prefix": key.Prefix}})
-		return nil
-	})
+	out, err := s.createAPIKey(r.Context(), id, team, name)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	out := apiKeyJSON(rec)
-	out.Key = key.Secret
 	httpapi.WriteJSON(w, http.StatusCreated, out)
 }
 
@@ -97,25 +81,16 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	rows, err := s.st.ListAPIKeysByTeam(r.Context(), team)
+	out, err := s.listAPIKeys(r.Context(), team)
 	if err != nil {
-		apierr.Write(w, r, internal("list API keys", err))
+		apierr.Write(w, r, err)
 		return
-	}
-	out := make([]APIKey, 0, len(rows))
-	for _, row := range rows {
-		k := apiKeyJSON(row.APIKey)
-		if row.CreatorEmail != nil {
-			k.CreatorEmail = *row.CreatorEmail
-		}
-		out = append(out, k)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // DELETE /v1/api-keys/{id} → 204; another team's key is not found.
 func (s *Service) handleDeleteAPIKey(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := teamOf(id)
 	if err != nil {
@@ -127,7 +102,57 @@ func (s *Service) handleDeleteAPIKey(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequest("invalid API key ID"))
 		return
 	}
+	if err := s.deleteAPIKey(r.Context(), id, team, keyID); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+// createAPIKey creates a key of team made by the caller; the answer holds its secret.
+func (s *Service) createAPIKey(ctx context.Context, caller auth.Identity, team uuid.UUID, name string) (APIKey, error) {
+	uid, err := ids.User.Parse(caller.UserID)
+	if err != nil {
+		return APIKey{}, apierr.Unauthorized("invalid or expired token")
+	}
+	key := auth.GenerateAPIKey()
+	var rec db.APIKey
 	err = s.st.Tx(ctx, func(q *db.Queries) error {
+		var err error
+		rec, err = q.CreateAPIKey(ctx, db.CreateAPIKeyParams{TeamID: team, Name: name, KeyHash: key.Hash, KeyPrefix: key.Prefix, CreatedBy: &uid})
+		if err != nil {
+			return internal("create API key", err)
+		}
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "api_key", ResourceID: ids.APIKey.Format(rec.ID),
+			Action: "api_key.create", Scope: audit.ScopeAdmin, Metadata: map[string]any{"name": name, "key_prefix": key.Prefix}})
+		return nil
+	})
+	if err != nil {
+		return APIKey{}, err
+	}
+	out := apiKeyJSON(rec)
+	out.Key = key.Secret
+	return out, nil
+}
+
+func (s *Service) listAPIKeys(ctx context.Context, team uuid.UUID) ([]APIKey, error) {
+	rows, err := s.st.ListAPIKeysByTeam(ctx, team)
+	if err != nil {
+		return nil, internal("list API keys", err)
+	}
+	out := make([]APIKey, 0, len(rows))
+	for _, row := range rows {
+		k := apiKeyJSON(row.APIKey)
+		if row.CreatorEmail != nil {
+			k.CreatorEmail = *row.CreatorEmail
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+func (s *Service) deleteAPIKey(ctx context.Context, caller auth.Identity, team, keyID uuid.UUID) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
 		n, err := q.DeleteAPIKey(ctx, db.DeleteAPIKeyParams{TeamID: team, ID: keyID})
 		if err != nil {
 			return internal("delete API key", err)
@@ -135,13 +160,8 @@ func (s *Service) handleDeleteAPIKey(w http.ResponseWriter, r *http.Request) {
 		if n == 0 {
 			return apierr.NotFound("API key not found")
 		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "api_key", ResourceID: ids.APIKey.Format(keyID),
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "api_key", ResourceID: ids.APIKey.Format(keyID),
 			Action: "api_key.delete", Scope: audit.ScopeAdmin})
 		return nil
 	})
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	httpapi.NoContent(w)
 }

@@ -23,20 +23,10 @@ type Me struct {
 
 // GET /v1/me.
 func (s *Service) handleGetMe(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	u, err := s.userOf(ctx, httpapi.Identity(r))
+	me, err := s.me(r.Context(), httpapi.Identity(r))
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
-	}
-	idents, err := s.st.ListUserIdentities(ctx, u.ID)
-	if err != nil {
-		apierr.Write(w, r, internal("list identities", err))
-		return
-	}
-	me := Me{Name: u.Name, Email: u.Email, HasPassword: u.PasswordHash != nil, Providers: make([]string, 0, len(idents))}
-	for _, i := range idents {
-		me.Providers = append(me.Providers, i.Provider)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, me)
 }
@@ -59,24 +49,7 @@ func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	id := httpapi.Identity(r)
-	u, err := s.userOf(r.Context(), id)
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	u, err = s.st.SetUserName(r.Context(), db.SetUserNameParams{Name: name, ID: u.ID})
-	if err != nil {
-		apierr.Write(w, r, internal("rename user", err))
-		return
-	}
-	// Same team as the current token (none when it has none).
-	team, _ := ids.Team.Parse(id.TeamID)
-	role := ""
-	if id.TeamID != "" && id.Role.Valid() {
-		role = string(id.Role)
-	}
-	res, err := s.issue(u, team, role)
+	res, err := s.renameMe(r.Context(), httpapi.Identity(r), name)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -84,22 +57,76 @@ func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, res)
 }
 
+// PasswordChange is the body of POST /v1/me/password.
+type PasswordChange struct {
+	CurrentPassword *string `json:"current_password"`
+	NewPassword     string  `json:"new_password"`
+	ConfirmPassword *string `json:"confirm_password"`
+}
+
 // POST /v1/me/password {current_password?, new_password, confirm_password?} → 204.
 func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		CurrentPassword *string `json:"current_password"`
-		NewPassword     string  `json:"new_password"`
-		ConfirmPassword *string `json:"confirm_password"`
-	}
+	var req PasswordChange
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	ctx := r.Context()
-	u, err := s.userOf(ctx, httpapi.Identity(r))
-	if err != nil {
+	if err := s.changePassword(r.Context(), httpapi.Identity(r), req); err != nil {
 		apierr.Write(w, r, err)
 		return
+	}
+	httpapi.NoContent(w)
+}
+
+// DELETE /v1/me/providers/{provider} → 204: unlinks an OAuth sign-in method.
+func (s *Service) handleUnlinkProvider(w http.ResponseWriter, r *http.Request) {
+	if err := s.unlinkProvider(r.Context(), httpapi.Identity(r), r.PathValue("provider")); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+func (s *Service) me(ctx context.Context, caller auth.Identity) (Me, error) {
+	u, err := s.userOf(ctx, caller)
+	if err != nil {
+		return Me{}, err
+	}
+	idents, err := s.st.ListUserIdentities(ctx, u.ID)
+	if err != nil {
+		return Me{}, internal("list identities", err)
+	}
+	me := Me{Name: u.Name, Email: u.Email, HasPassword: u.PasswordHash != nil, Providers: make([]string, 0, len(idents))}
+	for _, i := range idents {
+		me.Providers = append(me.Providers, i.Provider)
+	}
+	return me, nil
+}
+
+// renameMe renames the caller and issues a fresh JWT for the same team.
+func (s *Service) renameMe(ctx context.Context, caller auth.Identity, name string) (AuthResponse, error) {
+	u, err := s.userOf(ctx, caller)
+	if err != nil {
+		return AuthResponse{}, err
+	}
+	u, err = s.st.SetUserName(ctx, db.SetUserNameParams{Name: name, ID: u.ID})
+	if err != nil {
+		return AuthResponse{}, internal("rename user", err)
+	}
+	// Same team as the current token (none when it has none).
+	team, _ := ids.Team.Parse(caller.TeamID)
+	role := ""
+	if caller.TeamID != "" && caller.Role.Valid() {
+		role = string(caller.Role)
+	}
+	return s.issue(u, team, role)
+}
+
+// changePassword sets the caller's password; an account that has one must give it.
+func (s *Service) changePassword(ctx context.Context, caller auth.Identity, req PasswordChange) error {
+	u, err := s.userOf(ctx, caller)
+	if err != nil {
+		return err
 	}
 	switch {
 	case req.NewPassword == "":
@@ -112,35 +139,28 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		err = auth.ValidatePassword(req.NewPassword)
 	}
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if u.PasswordHash != nil && !auth.CheckPassword(*u.PasswordHash, *req.CurrentPassword) {
-		apierr.Write(w, r, apierr.WrongPassword("current password is incorrect"))
-		return
+		return apierr.WrongPassword("current password is incorrect")
 	}
 	hash, err := auth.HashPassword(req.NewPassword)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if _, err := s.st.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
-		apierr.Write(w, r, internal("set password", err))
-		return
+		return internal("set password", err)
 	}
-	httpapi.NoContent(w)
+	return nil
 }
 
-// DELETE /v1/me/providers/{provider} → 204: unlinks an OAuth sign-in method.
-func (s *Service) handleUnlinkProvider(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	provider := r.PathValue("provider")
-	u, err := s.userOf(ctx, httpapi.Identity(r))
+// unlinkProvider unlinks an OAuth sign-in method of the caller unless it is the only way to sign in.
+func (s *Service) unlinkProvider(ctx context.Context, caller auth.Identity, provider string) error {
+	u, err := s.userOf(ctx, caller)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
 		idents, err := q.ListUserIdentities(ctx, u.ID)
 		if err != nil {
 			return internal("list identities", err)
@@ -160,11 +180,6 @@ func (s *Service) handleUnlinkProvider(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	httpapi.NoContent(w)
 }
 
 // DELETE /v1/me {confirmation: own email} → 204.

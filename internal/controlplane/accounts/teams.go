@@ -46,19 +46,10 @@ func memberJSON(m db.ListTeamMembersRow) Member {
 
 // GET /v1/teams → [Team].
 func (s *Service) handleListTeams(w http.ResponseWriter, r *http.Request) {
-	u, err := s.userOf(r.Context(), httpapi.Identity(r))
+	out, err := s.listTeams(r.Context(), httpapi.Identity(r))
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
-	}
-	rows, err := s.st.ListTeamsForUser(r.Context(), u.ID)
-	if err != nil {
-		apierr.Write(w, r, internal("list teams", err))
-		return
-	}
-	out := make([]Team, 0, len(rows))
-	for _, row := range rows {
-		out = append(out, teamJSON(row.Team, row.Role))
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
@@ -77,28 +68,12 @@ func (s *Service) handleCreateTeam(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	ctx := r.Context()
-	id := httpapi.Identity(r)
-	u, err := s.userOf(ctx, id)
+	t, err := s.createTeam(r.Context(), httpapi.Identity(r), name)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	var t db.Team
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		var err error
-		if t, err = createTeam(ctx, q, u.ID, name); err != nil {
-			return err
-		}
-		audit.Record(ctx, q, audit.Entry{Team: t.ID, Actor: id, ResourceType: "team", ResourceID: ids.Team.Format(t.ID),
-			Action: "team.create", Scope: audit.ScopeAdmin, Metadata: map[string]any{"name": name}})
-		return nil
-	})
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusCreated, teamJSON(t, store.RoleOwner))
+	httpapi.WriteJSON(w, http.StatusCreated, t)
 }
 
 // GET /v1/teams/{id} → {team, members}.
@@ -109,20 +84,68 @@ func (s *Service) handleGetTeam(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	t, err := s.liveTeam(r.Context(), team)
+	out, err := s.getTeam(r.Context(), id, team)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	members, err := s.members(r.Context(), team)
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// TeamDetail is the answer of GET /v1/teams/{id}.
+type TeamDetail struct {
+	Team    Team     `json:"team"`
+	Members []Member `json:"members"`
+}
+
+func (s *Service) listTeams(ctx context.Context, caller auth.Identity) ([]Team, error) {
+	u, err := s.userOf(ctx, caller)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return nil, err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, struct {
-		Team    Team     `json:"team"`
-		Members []Member `json:"members"`
-	}{teamJSON(t, string(id.Role)), members})
+	rows, err := s.st.ListTeamsForUser(ctx, u.ID)
+	if err != nil {
+		return nil, internal("list teams", err)
+	}
+	out := make([]Team, 0, len(rows))
+	for _, row := range rows {
+		out = append(out, teamJSON(row.Team, row.Role))
+	}
+	return out, nil
+}
+
+// createTeam creates a team owned by the caller.
+func (s *Service) createTeam(ctx context.Context, caller auth.Identity, name string) (Team, error) {
+	u, err := s.userOf(ctx, caller)
+	if err != nil {
+		return Team{}, err
+	}
+	var t db.Team
+	err = s.st.Tx(ctx, func(q *db.Queries) error {
+		var err error
+		if t, err = createTeam(ctx, q, u.ID, name); err != nil {
+			return err
+		}
+		audit.Record(ctx, q, audit.Entry{Team: t.ID, Actor: caller, ResourceType: "team", ResourceID: ids.Team.Format(t.ID),
+			Action: "team.create", Scope: audit.ScopeAdmin, Metadata: map[string]any{"name": name}})
+		return nil
+	})
+	if err != nil {
+		return Team{}, err
+	}
+	return teamJSON(t, store.RoleOwner), nil
+}
+
+func (s *Service) getTeam(ctx context.Context, caller auth.Identity, team uuid.UUID) (TeamDetail, error) {
+	t, err := s.liveTeam(ctx, team)
+	if err != nil {
+		return TeamDetail{}, err
+	}
+	members, err := s.members(ctx, team)
+	if err != nil {
+		return TeamDetail{}, err
+	}
+	return TeamDetail{Team: teamJSON(t, string(caller.Role)), Members: members}, nil
 }
 
 func (s *Service) liveTeam(ctx context.Context, team uuid.UUID) (db.Team, error) {
@@ -173,7 +196,15 @@ func (s *Service) handleRenameTeam(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
+	if err := s.renameTeam(ctx, id, team, name); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	httpapi.NoContent(w)
+}
+
+func (s *Service) renameTeam(ctx context.Context, caller auth.Identity, team uuid.UUID, name string) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
 		old, err := q.GetTeam(ctx, team)
 		if store.IsNotFound(err) {
 			return apierr.NotFound("team not found")
@@ -184,15 +215,10 @@ func (s *Service) handleRenameTeam(w http.ResponseWriter, r *http.Request) {
 		if _, err := q.RenameTeam(ctx, db.RenameTeamParams{Name: name, ID: team}); err != nil {
 			return internal("rename team", err)
 		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "team", ResourceID: ids.Team.Format(team),
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "team", ResourceID: ids.Team.Format(team),
 			Action: "team.rename", Scope: audit.ScopeAdmin, Metadata: map[string]any{"old_name": old.Name, "name": name}})
 		return nil
 	})
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	httpapi.NoContent(w)
 }
 
 // DELETE /v1/teams/{id} → 204 (owner).
@@ -223,7 +249,7 @@ func (s *Service) DeleteTeam(ctx context.Context, actor auth.Identity, team uuid
 // API keys, channels, templates and metrics are deleted; deleted_at is set. The platform team cannot be
 // deleted (403).
 func (s *Service) deleteTeam(ctx context.Context, actor auth.Identity, team uuid.UUID) error {
-	if team == ids.PlatformTeam {
+	if team == store.PlatformTeamID {
 		return apierr.Forbidden("the platform team cannot be deleted")
 	}
 	if _, err := s.liveTeam(ctx, team); err != nil {
@@ -293,7 +319,6 @@ func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) {
 
 // POST /v1/teams/{id}/members {email} → 201 Member (role member; owner or admin).
 func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
@@ -316,59 +341,16 @@ func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	var m db.GetTeamMemberInfoRow
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		u, err := q.GetUserByEmail(ctx, email)
-		if (err == nil && u.Status != store.UserActive) || store.IsNotFound(err) {
-			return apierr.NotFound("no active account with email " + email)
-		}
-		if err != nil {
-			return internal("read user", err)
-		}
-		_, err = q.AddTeamMember(ctx, db.AddTeamMemberParams{TeamID: team, UserID: u.ID, Role: store.RoleMember})
-		if store.IsUniqueViolation(err, "") {
-			return apierr.InvalidRequest("user is already a member of this team")
-		}
-		if err != nil {
-			return internal("add member", err)
-		}
-		if m, err = q.GetTeamMemberInfo(ctx, db.GetTeamMemberInfoParams{TeamID: team, UserID: u.ID}); err != nil {
-			return internal("read member", err)
-		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "member", ResourceID: ids.User.Format(u.ID),
-			Action: "member.add", Scope: audit.ScopeAdmin, Metadata: map[string]any{"email": u.Email, "role": store.RoleMember}})
-		return nil
-	})
+	m, err := s.addMember(r.Context(), id, team, email)
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, memberJSON(db.ListTeamMembersRow(m)))
-}
-
-// targetMember checks the {uid} of a member route for a caller allowed to manage members: 400 bad id,
-// 404 not a member, 403 the owner.
-func targetMember(ctx context.Context, q *db.Queries, r *http.Request, team uuid.UUID, caller auth.Role, ownerMsg string) (uuid.UUID, error) {
-	uid, err := ids.User.Parse(r.PathValue("uid"))
-	if err != nil {
-		return uuid.Nil, apierr.InvalidRequest("invalid user ID")
-	}
-	m, err := q.GetTeamMember(ctx, db.GetTeamMemberParams{TeamID: team, UserID: uid})
-	if store.IsNotFound(err) {
-		return uuid.Nil, apierr.NotFound("member not found")
-	}
-	if err != nil {
-		return uuid.Nil, internal("read member", err)
-	}
-	if !caller.CanModifyMember(auth.Role(m.Role)) {
-		return uuid.Nil, apierr.Forbidden(ownerMsg)
-	}
-	return uid, nil
+	httpapi.WriteJSON(w, http.StatusCreated, m)
 }
 
 // PATCH /v1/teams/{id}/members/{uid} {role: admin|member} → 204 (owner or admin; never the owner).
 func (s *Service) handleSetMemberRole(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
@@ -391,22 +373,12 @@ func (s *Service) handleSetMemberRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	role, err := auth.ParseAssignableRole(req.Role)
-	if err != nil {
-		apierr.Write(w, r, err)
-		return
+	if err == nil {
+		var uid uuid.UUID
+		if uid, err = pathUser(r); err == nil {
+			err = s.setMemberRole(r.Context(), id, team, uid, role)
+		}
 	}
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		uid, err := targetMember(ctx, q, r, team, id.Role, "the team owner's role cannot be changed")
-		if err != nil {
-			return err
-		}
-		if _, err := q.SetTeamMemberRole(ctx, db.SetTeamMemberRoleParams{Role: string(role), TeamID: team, UserID: uid}); err != nil {
-			return internal("set role", err)
-		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "member", ResourceID: ids.User.Format(uid),
-			Action: "member.role", Scope: audit.ScopeAdmin, Metadata: map[string]any{"role": string(role)}})
-		return nil
-	})
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -416,7 +388,6 @@ func (s *Service) handleSetMemberRole(w http.ResponseWriter, r *http.Request) {
 
 // DELETE /v1/teams/{id}/members/{uid} → 204 (owner or admin; never the owner).
 func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
@@ -427,18 +398,10 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.Forbidden("only the team owner or an admin can remove members"))
 		return
 	}
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		uid, err := targetMember(ctx, q, r, team, id.Role, "the team owner cannot be removed")
-		if err != nil {
-			return err
-		}
-		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
-			return internal("remove member", err)
-		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "member", ResourceID: ids.User.Format(uid),
-			Action: "member.remove", Scope: audit.ScopeAdmin})
-		return nil
-	})
+	uid, err := pathUser(r)
+	if err == nil {
+		err = s.removeMember(r.Context(), id, team, uid)
+	}
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -448,7 +411,6 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 
 // POST /v1/teams/{id}/leave → 204 (anyone but the owner).
 func (s *Service) handleLeaveTeam(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
@@ -459,24 +421,111 @@ func (s *Service) handleLeaveTeam(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.Forbidden("the team owner cannot leave the team: delete it instead"))
 		return
 	}
-	uid, err := ids.User.Parse(id.UserID)
-	if err != nil {
-		apierr.Write(w, r, apierr.Unauthorized("invalid or expired token"))
-		return
-	}
-	err = s.st.Tx(ctx, func(q *db.Queries) error {
-		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
-			return internal("leave team", err)
-		}
-		audit.Record(ctx, q, audit.Entry{Team: team, Actor: id, ResourceType: "member", ResourceID: id.UserID,
-			Action: "member.leave", Scope: audit.ScopeAdmin})
-		return nil
-	})
-	if err != nil {
+	if err := s.leaveTeam(r.Context(), id, team); err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
 	httpapi.NoContent(w)
+}
+
+// pathUser parses the {uid} of a member route.
+func pathUser(r *http.Request) (uuid.UUID, error) {
+	uid, err := ids.User.Parse(r.PathValue("uid"))
+	if err != nil {
+		return uuid.Nil, apierr.InvalidRequest("invalid user ID")
+	}
+	return uid, nil
+}
+
+// addMember adds the active account with email to team as a member.
+func (s *Service) addMember(ctx context.Context, caller auth.Identity, team uuid.UUID, email string) (Member, error) {
+	var m db.GetTeamMemberInfoRow
+	err := s.st.Tx(ctx, func(q *db.Queries) error {
+		u, err := q.GetUserByEmail(ctx, email)
+		if (err == nil && u.Status != store.UserActive) || store.IsNotFound(err) {
+			return apierr.NotFound("no active account with email " + email)
+		}
+		if err != nil {
+			return internal("read user", err)
+		}
+		_, err = q.AddTeamMember(ctx, db.AddTeamMemberParams{TeamID: team, UserID: u.ID, Role: store.RoleMember})
+		if store.IsUniqueViolation(err, "") {
+			return apierr.InvalidRequest("user is already a member of this team")
+		}
+		if err != nil {
+			return internal("add member", err)
+		}
+		if m, err = q.GetTeamMemberInfo(ctx, db.GetTeamMemberInfoParams{TeamID: team, UserID: u.ID}); err != nil {
+			return internal("read member", err)
+		}
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: ids.User.Format(u.ID),
+			Action: "member.add", Scope: audit.ScopeAdmin, Metadata: map[string]any{"email": u.Email, "role": store.RoleMember}})
+		return nil
+	})
+	if err != nil {
+		return Member{}, err
+	}
+	return memberJSON(db.ListTeamMembersRow(m)), nil
+}
+
+// checkTarget checks that uid is a member of team the caller may modify: 404 not a member, 403 the
+// owner (ownerMsg).
+func checkTarget(ctx context.Context, q *db.Queries, team, uid uuid.UUID, caller auth.Role, ownerMsg string) error {
+	m, err := q.GetTeamMember(ctx, db.GetTeamMemberParams{TeamID: team, UserID: uid})
+	if store.IsNotFound(err) {
+		return apierr.NotFound("member not found")
+	}
+	if err != nil {
+		return internal("read member", err)
+	}
+	if !caller.CanModifyMember(auth.Role(m.Role)) {
+		return apierr.Forbidden(ownerMsg)
+	}
+	return nil
+}
+
+func (s *Service) setMemberRole(ctx context.Context, caller auth.Identity, team, uid uuid.UUID, role auth.Role) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
+		if err := checkTarget(ctx, q, team, uid, caller.Role, "the team owner's role cannot be changed"); err != nil {
+			return err
+		}
+		if _, err := q.SetTeamMemberRole(ctx, db.SetTeamMemberRoleParams{Role: string(role), TeamID: team, UserID: uid}); err != nil {
+			return internal("set role", err)
+		}
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: ids.User.Format(uid),
+			Action: "member.role", Scope: audit.ScopeAdmin, Metadata: map[string]any{"role": string(role)}})
+		return nil
+	})
+}
+
+func (s *Service) removeMember(ctx context.Context, caller auth.Identity, team, uid uuid.UUID) error {
+	return s.st.Tx(ctx, func(q *db.Queries) error {
+		if err := checkTarget(ctx, q, team, uid, caller.Role, "the team owner cannot be removed"); err != nil {
+			return err
+		}
+		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
+			return internal("remove member", err)
+		}
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: ids.User.Format(uid),
+			Action: "member.remove", Scope: audit.ScopeAdmin})
+		return nil
+	})
+}
+
+// leaveTeam removes the caller from team.
+func (s *Service) leaveTeam(ctx context.Context, caller auth.Identity, team uuid.UUID) error {
+	uid, err := ids.User.Parse(caller.UserID)
+	if err != nil {
+		return apierr.Unauthorized("invalid or expired token")
+	}
+	return s.st.Tx(ctx, func(q *db.Queries) error {
+		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
+			return internal("leave team", err)
+		}
+		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: caller.UserID,
+			Action: "member.leave", Scope: audit.ScopeAdmin})
+		return nil
+	})
 }
 
 // UserMatch is one result of GET /v1/users/search.
@@ -494,14 +543,22 @@ func (s *Service) handleSearchUsers(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequest("email must be at least 3 characters and contain @"))
 		return
 	}
-	rows, err := s.st.SearchActiveUsersByEmailPrefix(r.Context(), db.SearchActiveUsersByEmailPrefixParams{Prefix: prefix, MaxResults: maxSearchResults})
+	out, err := s.searchUsers(r.Context(), prefix)
 	if err != nil {
-		apierr.Write(w, r, internal("search users", err))
+		apierr.Write(w, r, err)
 		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Service) searchUsers(ctx context.Context, prefix string) ([]UserMatch, error) {
+	rows, err := s.st.SearchActiveUsersByEmailPrefix(ctx, db.SearchActiveUsersByEmailPrefixParams{Prefix: prefix, MaxResults: maxSearchResults})
+	if err != nil {
+		return nil, internal("search users", err)
 	}
 	out := make([]UserMatch, 0, len(rows))
 	for _, u := range rows {
 		out = append(out, UserMatch{UserID: ids.User.Format(u.ID), Email: u.Email})
 	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/audit"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
@@ -275,7 +276,7 @@ func TestAdminListing(t *testing.T) {
 	q := env.Store.Queries
 	audit.Record(ctx, q, audit.Entry{Team: alice.Team, Actor: user(alice, "A"), ResourceType: "member", Action: "member.add", Scope: audit.ScopeAdmin})
 	audit.Record(ctx, q, audit.Entry{Team: bob.Team, Actor: user(bob, "B"), ResourceType: "capsule", Action: "capsule.create"})
-	audit.Record(ctx, q, audit.Entry{Team: ids.PlatformTeam, ResourceType: "host", ResourceID: "host-x", Action: "host.down", Scope: audit.ScopeAdmin})
+	audit.Record(ctx, q, audit.Entry{Team: store.PlatformTeamID, ResourceType: "host", ResourceID: "host-x", Action: "host.down", Scope: audit.ScopeAdmin})
 
 	if res := env.Do(t, "GET", "/v1/admin/audit-logs", cptest.Bearer(alice.JWT), nil); res.Status != 403 || res.ErrorCode() != "forbidden" {
 		t.Errorf("non-admin: %d %s", res.Status, res.Body)
@@ -284,7 +285,7 @@ func TestAdminListing(t *testing.T) {
 	if got := p.actions(); !slices.Equal(got, []string{"host.down", "capsule.create", "member.add"}) {
 		t.Fatalf("admin listing: %v", got)
 	}
-	if p.Items[0].TeamID != ids.Team.Format(ids.PlatformTeam) || p.Items[1].TeamID != bob.TeamID || p.Items[2].TeamID != alice.TeamID {
+	if p.Items[0].TeamID != ids.Team.Format(store.PlatformTeamID) || p.Items[1].TeamID != bob.TeamID || p.Items[2].TeamID != alice.TeamID {
 		t.Errorf("team ids: %+v", p.Items)
 	}
 	if got := list(t, env, root.JWT, "/v1/admin/audit-logs?team_id="+alice.TeamID).actions(); !slices.Equal(got, []string{"member.add"}) {

@@ -183,7 +183,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	c, err = s.withAudit(bg, entry, func() (db.Capsule, error) {
 		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
 			HostID: &host.ID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: res.Msg.GetMetadata(),
-			ID: c.ID, FromStatuses: []string{StatusPending},
+			ID: c.ID, FromStatuses: []string{store.CapsulePending},
 		})
 	})
 	if store.IsNotFound(err) {

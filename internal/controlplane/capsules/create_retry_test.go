@@ -78,7 +78,7 @@ func TestCreateMovesOnWhenAgentRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create with a refusing host first: %v", err)
 	}
-	if c.HostID == nil || *c.HostID != f.host.ID || c.Status != capsules.StatusRunning {
+	if c.HostID == nil || *c.HostID != f.host.ID || c.Status != store.CapsuleRunning {
 		t.Fatalf("capsule %+v, want running on %s", c, ids.Host.Format(f.host.ID))
 	}
 	if len(sched.avoid) != 2 || len(sched.avoid[0]) != 0 || !slices.Equal(sched.avoid[1], []uuid.UUID{dead.ID}) {

@@ -11,7 +11,7 @@ import (
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
-	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
@@ -50,7 +50,7 @@ type teamOfRequest func(r *http.Request) (uuid.UUID, error)
 // teamRoute is the caller's team (KEY|JWT routes); platformRoute the platform team (ADMIN routes).
 func teamRoute(r *http.Request) (uuid.UUID, error) { return TeamOf(httpapi.Identity(r)) }
 
-func platformRoute(*http.Request) (uuid.UUID, error) { return ids.PlatformTeam, nil }
+func platformRoute(*http.Request) (uuid.UUID, error) { return store.PlatformTeamID, nil }
 
 func (s *Service) handleCreate(teamOf teamOfRequest) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

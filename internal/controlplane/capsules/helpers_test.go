@@ -164,7 +164,7 @@ func (f *fixture) create(t *testing.T, cred cptest.Cred, body any) capsules.Caps
 	t.Helper()
 	var c capsules.Capsule
 	f.do(t, http.StatusCreated, http.MethodPost, "/v1/capsules", cred, body).JSON(t, &c)
-	if c.Status != capsules.StatusRunning {
+	if c.Status != store.CapsuleRunning {
 		t.Fatalf("created capsule is %s", c.Status)
 	}
 	return c

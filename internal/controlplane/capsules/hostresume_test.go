@@ -8,7 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
-	"github.com/wrenn/wrenn/internal/controlplane/capsules"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 )
 
@@ -21,13 +21,13 @@ func TestReconcileHostResume(t *testing.T) {
 	key := cptest.Key(f.alice.APIKey)
 	c := f.create(t, key, map[string]any{"template": "minimal"})
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/capsules/"+c.ID+"/pause", key, nil)
-	if st := f.status(t, c.ID); st != capsules.StatusPaused {
+	if st := f.status(t, c.ID); st != store.CapsulePaused {
 		t.Fatalf("paused capsule is %s", st)
 	}
 
 	// Nothing to do while the host agrees.
 	f.reconcile(t)
-	if st := f.status(t, c.ID); st != capsules.StatusPaused {
+	if st := f.status(t, c.ID); st != store.CapsulePaused {
 		t.Fatalf("paused capsule after reconcile is %s", st)
 	}
 
@@ -37,7 +37,7 @@ func TestReconcileHostResume(t *testing.T) {
 	}
 	f.reconcile(t)
 	got := f.get(t, key, c.ID)
-	if got.Status != capsules.StatusRunning {
+	if got.Status != store.CapsuleRunning {
 		t.Fatalf("capsule resumed by its host is %s", got.Status)
 	}
 	if got.HostIP == "" || got.HostIP != res.Msg.GetHostIp() {
@@ -53,7 +53,7 @@ func TestReconcileHostResume(t *testing.T) {
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/capsules/"+c.ID+"/pause", key, nil)
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/capsules/"+c.ID+"/resume", key, nil)
 	f.reconcile(t)
-	if st := f.status(t, c.ID); st != capsules.StatusRunning {
+	if st := f.status(t, c.ID); st != store.CapsuleRunning {
 		t.Fatalf("capsule resumed by the API is %s", st)
 	}
 	if n := f.audits(t, "capsule.resume", c.ID, "system"); n != 1 {

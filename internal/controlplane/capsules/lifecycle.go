@@ -21,7 +21,7 @@ import (
 )
 
 // liveStatuses are the statuses a capsule can be destroyed from.
-var liveStatuses = []string{StatusPending, "starting", StatusRunning, StatusPaused, "hibernated", StatusMissing}
+var liveStatuses = []string{store.CapsulePending, "starting", store.CapsuleRunning, store.CapsulePaused, "hibernated", store.CapsuleMissing}
 
 // Get returns capsule rawID of team (§1.6 steps 1–2).
 func (s *Service) Get(ctx context.Context, team uuid.UUID, rawID string) (db.Capsule, error) {
@@ -47,7 +47,7 @@ func (s *Service) Destroy(ctx context.Context, actor auth.Identity, team uuid.UU
 	if err != nil {
 		return err
 	}
-	if t.Capsule.Status == StatusStopped || t.Capsule.Status == StatusError {
+	if t.Capsule.Status == store.CapsuleStopped || t.Capsule.Status == store.CapsuleError {
 		return nil
 	}
 	return s.destroy(ctx, actor, t.Capsule, false)
@@ -92,7 +92,7 @@ func (s *Service) destroy(ctx context.Context, actor auth.Identity, c db.Capsule
 		}
 	}
 	if err != nil {
-		nothingRuns := c.Status == StatusPaused || c.Status == StatusMissing
+		nothingRuns := c.Status == store.CapsulePaused || c.Status == store.CapsuleMissing
 		if !force && !(nothingRuns && apierr.From(err).Code == apierr.CodeHostUnavailable) {
 			return err
 		}
@@ -113,7 +113,7 @@ func (s *Service) destroy(ctx context.Context, actor auth.Identity, c db.Capsule
 
 // Pause snapshots running capsule rawID of team on its host (§6.9).
 func (s *Service) Pause(ctx context.Context, actor auth.Identity, team uuid.UUID, rawID string) (db.Capsule, error) {
-	t, err := s.Resolve(ctx, team, rawID, StatusRunning)
+	t, err := s.Resolve(ctx, team, rawID, store.CapsuleRunning)
 	if err != nil {
 		return db.Capsule{}, err
 	}
@@ -142,7 +142,7 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 	bg := context.WithoutCancel(ctx)
 	c, err := s.withAudit(bg, audit.Entry{Team: t.Capsule.TeamID, Actor: actor, ResourceType: "capsule",
 		ResourceID: t.PublicID, Action: "capsule.pause"}, func() (db.Capsule, error) {
-		return s.Store.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{StatusRunning}})
+		return s.Store.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{store.CapsuleRunning}})
 	})
 	if store.IsNotFound(err) {
 		// Changed meanwhile (destroyed, or paused by the reconciler): answer what it is now.
@@ -157,7 +157,7 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 
 // Resume restores paused capsule rawID of team on its host with its template's defaults (§6.9, §9.7).
 func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUID, rawID string) (db.Capsule, error) {
-	t, err := s.Resolve(ctx, team, rawID, StatusPaused)
+	t, err := s.Resolve(ctx, team, rawID, store.CapsulePaused)
 	if err != nil {
 		return db.Capsule{}, err
 	}
@@ -182,7 +182,7 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		ResourceID: t.PublicID, Action: "capsule.resume"}, func() (db.Capsule, error) {
 		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
 			HostID: c.HostID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: meta,
-			ID: c.ID, FromStatuses: []string{StatusPaused},
+			ID: c.ID, FromStatuses: []string{store.CapsulePaused},
 		})
 	})
 	if store.IsNotFound(err) {
@@ -197,7 +197,7 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 
 // Ping marks running capsule rawID of team active on its host and in the database (§6.9).
 func (s *Service) Ping(ctx context.Context, team uuid.UUID, rawID string) error {
-	t, err := s.Resolve(ctx, team, rawID, StatusRunning)
+	t, err := s.Resolve(ctx, team, rawID, store.CapsuleRunning)
 	if err != nil {
 		return err
 	}

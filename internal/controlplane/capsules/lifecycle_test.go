@@ -11,6 +11,7 @@ import (
 
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 )
 
@@ -33,7 +34,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 	}
 
 	// Get and list, under both prefixes, with a key and a JWT.
-	if got := f.get(t, jwt, c.ID); got.ID != c.ID || got.Status != capsules.StatusRunning {
+	if got := f.get(t, jwt, c.ID); got.ID != c.ID || got.Status != store.CapsuleRunning {
 		t.Fatalf("get: %+v", got)
 	}
 	var alias capsules.Capsule
@@ -90,7 +91,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 	// Pause: metrics persisted, state checks.
 	var paused capsules.Capsule
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/capsules/"+c.ID+"/pause", jwt, nil).JSON(t, &paused)
-	if paused.Status != capsules.StatusPaused || paused.HostIP != "" || paused.HostID != c.HostID {
+	if paused.Status != store.CapsulePaused || paused.HostIP != "" || paused.HostID != c.HostID {
 		t.Fatalf("paused: %+v", paused)
 	}
 	if st, ok := f.agentStatus(t, c.ID); !ok || st.String() != "SANDBOX_STATUS_PAUSED" {
@@ -107,7 +108,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 	// Resume: running with a new started_at, on the same host.
 	var resumed capsules.Capsule
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/sandboxes/"+c.ID+"/resume", key, nil).JSON(t, &resumed)
-	if resumed.Status != capsules.StatusRunning || resumed.HostIP == "" || !resumed.StartedAt.After(*c.StartedAt) {
+	if resumed.Status != store.CapsuleRunning || resumed.HostIP == "" || !resumed.StartedAt.After(*c.StartedAt) {
 		t.Fatalf("resumed: %+v (created %+v)", resumed, c)
 	}
 	if out := f.exec(t, c.ID, "echo alive"); out != "alive" {
@@ -125,7 +126,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 	if _, ok := f.agentStatus(t, c.ID); ok {
 		t.Fatal("agent still has the destroyed capsule")
 	}
-	if got := f.get(t, key, c.ID); got.Status != capsules.StatusStopped || got.HostIP != "" {
+	if got := f.get(t, key, c.ID); got.Status != store.CapsuleStopped || got.HostIP != "" {
 		t.Fatalf("destroyed: %+v", got)
 	}
 	var list []capsules.Capsule
@@ -179,7 +180,7 @@ func TestCreateFailureRecordsError(t *testing.T) {
 	f.wantError(t, http.StatusBadRequest, "invalid_request", "", http.MethodPost, "/v1/capsules", key,
 		map[string]any{"template": "minimal", "vcpus": 1000})
 	var status string
-	if err := f.env.Store.Pool().QueryRow(context.Background(), `SELECT status FROM capsules`).Scan(&status); err != nil || status != capsules.StatusError {
+	if err := f.env.Store.Pool().QueryRow(context.Background(), `SELECT status FROM capsules`).Scan(&status); err != nil || status != store.CapsuleError {
 		t.Fatalf("failed capsule row: %q %v", status, err)
 	}
 	var list []capsules.Capsule
@@ -207,14 +208,14 @@ func TestDestroyUnreachableHost(t *testing.T) {
 	f.agents.setDown(f.host.ID, true)
 	// A running capsule on an unreachable host: 503 and nothing changes.
 	f.wantError(t, http.StatusServiceUnavailable, "host_unavailable", "sandbox host is not reachable", http.MethodDelete, "/v1/capsules/"+running.ID, key, nil)
-	if st := f.status(t, running.ID); st != capsules.StatusRunning {
+	if st := f.status(t, running.ID); st != store.CapsuleRunning {
 		t.Fatalf("running capsule is %s after a failed destroy", st)
 	}
 	f.wantError(t, http.StatusServiceUnavailable, "host_unavailable", "", http.MethodPost, "/v1/capsules/"+running.ID+"/pause", key, nil)
 	f.wantError(t, http.StatusServiceUnavailable, "host_unavailable", "", http.MethodPost, "/v1/capsules/"+paused.ID+"/resume", key, nil)
 	// A paused one: nothing runs, so it is recorded stopped.
 	f.do(t, http.StatusNoContent, http.MethodDelete, "/v1/capsules/"+paused.ID, key, nil)
-	if st := f.status(t, paused.ID); st != capsules.StatusStopped {
+	if st := f.status(t, paused.ID); st != store.CapsuleStopped {
 		t.Fatalf("paused capsule is %s after destroy on an unreachable host", st)
 	}
 	f.agents.setDown(f.host.ID, false)
@@ -234,7 +235,7 @@ func TestDestroyUnreachableHost(t *testing.T) {
 	if err := f.svc.DestroyTeamCapsules(context.Background(), f.alice.Team); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.status(t, running.ID); st != capsules.StatusStopped {
+	if st := f.status(t, running.ID); st != store.CapsuleStopped {
 		t.Fatalf("after team teardown: %s", st)
 	}
 	if _, ok := f.agentStatus(t, running.ID); ok {
@@ -265,23 +266,23 @@ func TestAdminCapsules(t *testing.T) {
 
 	var got capsules.Capsule
 	f.do(t, http.StatusOK, http.MethodGet, "/v1/admin/capsules/"+c.ID, admin, nil).JSON(t, &got)
-	if got.ID != c.ID || got.Status != capsules.StatusRunning {
+	if got.ID != c.ID || got.Status != store.CapsuleRunning {
 		t.Fatalf("admin get: %+v", got)
 	}
 	f.do(t, http.StatusNoContent, http.MethodDelete, "/v1/admin/capsules/"+c.ID, admin, nil)
 	f.do(t, http.StatusNoContent, http.MethodDelete, "/v1/capsules/"+own.ID, admin, nil)
 	f.do(t, http.StatusOK, http.MethodGet, "/v1/admin/capsules/"+c.ID, admin, nil).JSON(t, &got)
-	if got.Status != capsules.StatusStopped {
+	if got.Status != store.CapsuleStopped {
 		t.Fatalf("admin capsule after destroy: %+v", got)
 	}
 	if n := f.audits(t, "capsule.destroy", c.ID, "user"); n != 1 {
 		t.Errorf("admin destroy audit entries: %d", n)
 	}
 	var team uuid.UUID
-	if err := f.env.Store.Pool().QueryRow(context.Background(), `SELECT team_id FROM audit_logs WHERE action = 'capsule.create' AND resource_id = $1`, c.ID).Scan(&team); err != nil || team != ids.PlatformTeam {
+	if err := f.env.Store.Pool().QueryRow(context.Background(), `SELECT team_id FROM audit_logs WHERE action = 'capsule.create' AND resource_id = $1`, c.ID).Scan(&team); err != nil || team != store.PlatformTeamID {
 		t.Errorf("admin capsule audit team: %v %v", team, err)
 	}
-	if !slices.Contains([]string{capsules.StatusStopped}, f.status(t, own.ID)) {
+	if !slices.Contains([]string{store.CapsuleStopped}, f.status(t, own.ID)) {
 		t.Errorf("own capsule: %s", f.status(t, own.ID))
 	}
 }

@@ -70,7 +70,7 @@ func (s *Service) Metrics(ctx context.Context, team uuid.UUID, rawID, rng string
 	}
 	out := Metrics{CapsuleID: t.PublicID, SandboxID: t.PublicID, Range: rng, Points: []MetricPoint{}}
 	switch t.Capsule.Status {
-	case StatusRunning:
+	case store.CapsuleRunning:
 		agent, err := s.agentOf(ctx, t.Capsule)
 		if err != nil {
 			return Metrics{}, err
@@ -85,7 +85,7 @@ func (s *Service) Metrics(ctx context.Context, team uuid.UUID, rawID, rng string
 				out.Points = append(out.Points, MetricPoint{p.GetTs(), cpuPct(p.GetCpuPct()), clampInt64(p.GetMemBytes()), clampInt64(p.GetDiskBytes())})
 			}
 		}
-	case StatusPaused:
+	case store.CapsulePaused:
 		rows, err := s.Store.ListCapsuleMetrics(ctx, db.ListCapsuleMetricsParams{CapsuleID: t.Capsule.ID, Tier: mr.tier, Since: time.Unix(0, 0)})
 		if err != nil {
 			return Metrics{}, apierr.Internal(err)

@@ -133,7 +133,7 @@ func (s *Service) reconcileHost(ctx context.Context, host uuid.UUID) error {
 		if err == nil && c.HostID != nil && *c.HostID == host {
 			if _, ok := known[id]; ok {
 				s.recordAutoPause(ctx, agent, c)
-			} else if c.Status == StatusRunning || c.Status == StatusMissing {
+			} else if c.Status == store.CapsuleRunning || c.Status == store.CapsuleMissing {
 				s.recordGone(ctx, c, "its host destroyed it after a failed auto-pause")
 			}
 		}
@@ -145,19 +145,19 @@ func (s *Service) reconcileHost(ctx context.Context, host uuid.UUID) error {
 		}
 		st, ok := known[c.ID]
 		switch {
-		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_RUNNING && c.Status == StatusMissing:
+		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_RUNNING && c.Status == store.CapsuleMissing:
 			if _, err := s.Store.MarkCapsuleRunningAgain(ctx, c.ID); err == nil {
 				s.Log.Info("missing capsule is running again", "capsule_id", ids.Capsule.Format(c.ID))
 			}
-		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_RUNNING && c.Status == StatusPaused:
+		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_RUNNING && c.Status == store.CapsulePaused:
 			// Resumed by its host: an agent that paused its capsules at shutdown resumes them at start.
 			s.recordHostResume(ctx, c, hostIPs[c.ID])
-		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_PAUSED && (c.Status == StatusRunning || c.Status == StatusMissing):
+		case ok && st == hav1.SandboxStatus_SANDBOX_STATUS_PAUSED && (c.Status == store.CapsuleRunning || c.Status == store.CapsuleMissing):
 			// Paused for inactivity, its id drained by another control plane.
 			s.recordAutoPause(ctx, agent, c)
-		case !ok && (c.Status == StatusRunning || c.Status == StatusMissing):
+		case !ok && (c.Status == store.CapsuleRunning || c.Status == store.CapsuleMissing):
 			s.recordGone(ctx, c, "its host does not know it")
-		case !ok && c.Status == StatusPending && now.Sub(c.CreatedAt) > PendingGrace:
+		case !ok && c.Status == store.CapsulePending && now.Sub(c.CreatedAt) > PendingGrace:
 			s.recordGone(ctx, c, "its creation never reached its host")
 		}
 	}
@@ -168,7 +168,7 @@ func (s *Service) reconcileHost(ctx context.Context, host uuid.UUID) error {
 // recordAutoPause records capsule c paused by its host for inactivity, with its metrics tiers and a
 // system audit entry.
 func (s *Service) recordAutoPause(ctx context.Context, agent hostagentv1connect.HostAgentServiceClient, c db.Capsule) {
-	if c.Status != StatusRunning && c.Status != StatusMissing {
+	if c.Status != store.CapsuleRunning && c.Status != store.CapsuleMissing {
 		return
 	}
 	s.persistMetrics(ctx, agent, c)
@@ -186,7 +186,7 @@ func (s *Service) recordAutoPause(ctx context.Context, agent hostagentv1connect.
 // recordHostResume records paused capsule c running again at hostIP: its host resumed it.
 func (s *Service) recordHostResume(ctx context.Context, c db.Capsule, hostIP string) {
 	if _, err := s.Store.SetCapsuleRunning(ctx, db.SetCapsuleRunningParams{
-		HostID: c.HostID, HostIP: parseIP(hostIP), Metadata: c.Metadata, ID: c.ID, FromStatuses: []string{StatusPaused},
+		HostID: c.HostID, HostIP: parseIP(hostIP), Metadata: c.Metadata, ID: c.ID, FromStatuses: []string{store.CapsulePaused},
 	}); err != nil {
 		if !store.IsNotFound(err) {
 			s.Log.Warn("record capsule resumed by its host", "capsule_id", ids.Capsule.Format(c.ID), "err", err)
@@ -229,7 +229,7 @@ func (s *Service) destroyOrphans(ctx context.Context, agent hostagentv1connect.H
 		return
 	}
 	for _, r := range rows {
-		if r.Status != StatusStopped && r.Status != StatusError {
+		if r.Status != store.CapsuleStopped && r.Status != store.CapsuleError {
 			continue
 		}
 		publicID := ids.Capsule.Format(r.ID)

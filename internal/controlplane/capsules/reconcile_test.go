@@ -51,14 +51,14 @@ func TestReconciler(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.reconcile(t)
-	if st := f.status(t, a.ID); st != capsules.StatusStopped {
+	if st := f.status(t, a.ID); st != store.CapsuleStopped {
 		t.Fatalf("capsule destroyed on its host is %s", st)
 	}
 
 	// Paused by the host for inactivity → paused, with a system audit entry and its metrics.
 	eventually(t, 20*time.Second, "the auto-pause to be recorded", func() bool {
 		f.reconcile(t)
-		return f.status(t, b.ID) == capsules.StatusPaused
+		return f.status(t, b.ID) == store.CapsulePaused
 	})
 	if n := f.audits(t, "capsule.pause", b.ID, "system"); n != 1 {
 		t.Errorf("system capsule.pause entries: %d", n)
@@ -66,15 +66,15 @@ func TestReconciler(t *testing.T) {
 	f.do(t, http.StatusOK, http.MethodPost, "/v1/capsules/"+b.ID+"/resume", key, nil)
 	// The resumed capsule is running for the reconciler too (it may pause again after 1 s of quiet).
 	f.reconcile(t)
-	if st := f.status(t, b.ID); st != capsules.StatusRunning && st != capsules.StatusPaused {
+	if st := f.status(t, b.ID); st != store.CapsuleRunning && st != store.CapsulePaused {
 		t.Fatalf("resumed capsule is %s", st)
 	}
 
 	// Missing, then its host reports it → running again; a missing capsule the host does not know → stopped.
 	c := f.create(t, key, map[string]any{"template": "minimal"})
-	f.setStatus(t, c.ID, capsules.StatusMissing)
+	f.setStatus(t, c.ID, store.CapsuleMissing)
 	f.reconcile(t)
-	if st := f.status(t, c.ID); st != capsules.StatusRunning {
+	if st := f.status(t, c.ID); st != store.CapsuleRunning {
 		t.Fatalf("missing capsule reported running is %s", st)
 	}
 
@@ -83,7 +83,7 @@ func TestReconciler(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.reconcile(t)
-	if st := f.status(t, c.ID); st != capsules.StatusPaused {
+	if st := f.status(t, c.ID); st != store.CapsulePaused {
 		t.Fatalf("capsule paused on its host is %s", st)
 	}
 
@@ -105,10 +105,10 @@ func TestReconciler(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.reconcile(t)
-	if st := f.status(t, ids.Capsule.Format(young.ID)); st != capsules.StatusPending {
+	if st := f.status(t, ids.Capsule.Format(young.ID)); st != store.CapsulePending {
 		t.Errorf("young pending capsule is %s", st)
 	}
-	if st := f.status(t, ids.Capsule.Format(stale.ID)); st != capsules.StatusStopped {
+	if st := f.status(t, ids.Capsule.Format(stale.ID)); st != store.CapsuleStopped {
 		t.Errorf("stale pending capsule is %s", st)
 	}
 	if _, err := f.env.Store.MarkCapsuleError(ctx, young.ID); err != nil {
@@ -121,7 +121,7 @@ func TestReconciler(t *testing.T) {
 		t.Error("Reconcile with an unreachable host did not report it")
 	}
 	f.agents.setDown(f.host.ID, false)
-	if st := f.status(t, c.ID); st != capsules.StatusPaused {
+	if st := f.status(t, c.ID); st != store.CapsulePaused {
 		t.Errorf("capsule on an unreachable host is %s", st)
 	}
 }
@@ -146,7 +146,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "the reconciler to record the capsule stopped", func() bool {
-		return f.status(t, c.ID) == capsules.StatusStopped
+		return f.status(t, c.ID) == store.CapsuleStopped
 	})
 	cancel()
 	select {

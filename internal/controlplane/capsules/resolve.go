@@ -20,16 +20,6 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Capsule statuses (§6.2).
-const (
-	StatusPending = "pending"
-	StatusRunning = "running"
-	StatusPaused  = "paused"
-	StatusStopped = "stopped"
-	StatusError   = "error"
-	StatusMissing = "missing"
-)
-
 // Target is a resolved /v1/capsules/{id} request: the capsule row and a client of its host's agent.
 type Target struct {
 	Capsule  db.Capsule
@@ -75,7 +65,7 @@ func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, need
 // ResolveActive is Resolve for a running capsule that also records the call as capsule activity
 // (last_active_at, §6.9) in the same database round trip.
 func (r *Resolver) ResolveActive(ctx context.Context, team uuid.UUID, raw string) (Target, error) {
-	return r.resolve(ctx, team, raw, true, []string{StatusRunning})
+	return r.resolve(ctx, team, raw, true, []string{store.CapsuleRunning})
 }
 
 func (r *Resolver) resolve(ctx context.Context, team uuid.UUID, raw string, touch bool, needs []string) (Target, error) {
@@ -121,7 +111,7 @@ func (r *Resolver) resolve(ctx context.Context, team uuid.UUID, raw string, touc
 
 // StateError is the 409 invalid_state of a capsule in status that is not one of needs.
 func StateError(status string, needs ...string) error {
-	if len(needs) == 1 && needs[0] == StatusPaused {
+	if len(needs) == 1 && needs[0] == store.CapsulePaused {
 		return apierr.InvalidState("sandbox is not paused (status: " + status + ")")
 	}
 	return apierr.InvalidState("sandbox is not running (status: " + status + ")")
@@ -130,6 +120,6 @@ func StateError(status string, needs ...string) error {
 // Touch records activity on a running capsule (last_active_at); failures are only logged.
 func (r *Resolver) Touch(ctx context.Context, id uuid.UUID) {
 	if _, err := r.Store.TouchCapsule(context.WithoutCancel(ctx), id); err != nil && r.Log != nil {
-		r.Log.Warn("record capsule activity", "capsule", ids.Capsule.Format(id), "err", err)
+		r.Log.Warn("record capsule activity", "capsule_id", ids.Capsule.Format(id), "err", err)
 	}
 }

@@ -81,15 +81,15 @@ func (s *Service) Snapshot(ctx context.Context, actor auth.Identity, team uuid.U
 	if err != nil {
 		return db.Template{}, err
 	}
-	if team == ids.PlatformTeam && slices.Contains(builtinTemplates, name) {
+	if team == store.PlatformTeamID && slices.Contains(builtinTemplates, name) {
 		return db.Template{}, apierr.Forbidden("the built-in template " + name + " cannot be replaced")
 	}
-	t, err := s.Resolve(ctx, team, rawID, StatusRunning, StatusPaused)
+	t, err := s.Resolve(ctx, team, rawID, store.CapsuleRunning, store.CapsulePaused)
 	if err != nil {
 		return db.Template{}, err
 	}
-	if team != ids.PlatformTeam {
-		if _, err := s.Store.GetTemplate(ctx, db.GetTemplateParams{TeamID: ids.PlatformTeam, Name: name}); err == nil {
+	if team != store.PlatformTeamID {
+		if _, err := s.Store.GetTemplate(ctx, db.GetTemplateParams{TeamID: store.PlatformTeamID, Name: name}); err == nil {
 			return db.Template{}, apierr.NameReserved("template name " + name + " is reserved by a platform template")
 		} else if !store.IsNotFound(err) {
 			return db.Template{}, apierr.Internal(err)
@@ -108,7 +108,7 @@ func (s *Service) Snapshot(ctx context.Context, actor auth.Identity, team uuid.U
 // SnapshotPlatform captures platform capsule rawID as the platform template name ("" = generated),
 // replacing a platform template of that name, then destroys the capsule (admin).
 func (s *Service) SnapshotPlatform(ctx context.Context, actor auth.Identity, rawID, name string) (db.Template, error) {
-	tpl, err := s.Snapshot(ctx, actor, ids.PlatformTeam, rawID, name, true)
+	tpl, err := s.Snapshot(ctx, actor, store.PlatformTeamID, rawID, name, true)
 	if err != nil {
 		return db.Template{}, err
 	}
@@ -131,7 +131,7 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SnapshotTimeout)
 	defer cancel()
 	c := t.Capsule
-	if c.Status == StatusRunning {
+	if c.Status == store.CapsuleRunning {
 		var err error
 		if c, err = s.pause(ctx, actor, t); err != nil {
 			return db.Template{}, err
@@ -191,8 +191,8 @@ func (s *Service) DeleteTemplate(ctx context.Context, actor auth.Identity, team 
 		return apierr.Forbidden("the built-in template " + name + " cannot be deleted")
 	}
 	tpl, err := s.Store.GetTemplate(ctx, db.GetTemplateParams{TeamID: team, Name: name})
-	if store.IsNotFound(err) && team != ids.PlatformTeam {
-		if _, perr := s.Store.GetTemplate(ctx, db.GetTemplateParams{TeamID: ids.PlatformTeam, Name: name}); perr == nil {
+	if store.IsNotFound(err) && team != store.PlatformTeamID {
+		if _, perr := s.Store.GetTemplate(ctx, db.GetTemplateParams{TeamID: store.PlatformTeamID, Name: name}); perr == nil {
 			return apierr.Forbidden("platform templates cannot be deleted")
 		}
 	}
@@ -254,7 +254,7 @@ func userOf(actor auth.Identity) *uuid.UUID {
 // DeleteTeamTemplates deletes every template of team from the hosts and the database (team deletion;
 // capsules created from them keep working).
 func (s *Service) DeleteTeamTemplates(ctx context.Context, team uuid.UUID) error {
-	if team == ids.PlatformTeam {
+	if team == store.PlatformTeamID {
 		return apierr.Forbidden("platform templates cannot be deleted with their team")
 	}
 	ts, err := s.Store.ListTemplatesForTeam(ctx, db.ListTemplatesForTeamParams{TeamID: team})

@@ -14,6 +14,7 @@ import (
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 )
 
@@ -93,7 +94,7 @@ func TestSnapshots(t *testing.T) {
 	f.wantError(t, http.StatusBadRequest, "invalid_request", "", http.MethodPost, "/v1/snapshots?overwrite=maybe", key, map[string]any{"capsule_id": src.ID})
 	f.wantError(t, http.StatusConflict, "name_reserved", "", http.MethodPost, "/v1/snapshots", key, map[string]any{"capsule_id": src.ID, "name": "minimal"})
 	f.wantError(t, http.StatusNotFound, "not_found", "sandbox not found", http.MethodPost, "/v1/snapshots", bob, map[string]any{"capsule_id": src.ID})
-	if got := f.get(t, key, src.ID); got.Status != capsules.StatusRunning {
+	if got := f.get(t, key, src.ID); got.Status != store.CapsuleRunning {
 		t.Fatalf("capsule after rejected snapshots: %s", got.Status)
 	}
 
@@ -105,7 +106,7 @@ func TestSnapshots(t *testing.T) {
 		tpl.DefaultEnv["WRENN_TEST"] != "from-template" || tpl.TeamID != "" || tpl.CreatedAt.IsZero() {
 		t.Fatalf("snapshot template: %+v", tpl)
 	}
-	if got := f.get(t, key, src.ID); got.Status != capsules.StatusPaused {
+	if got := f.get(t, key, src.ID); got.Status != store.CapsulePaused {
 		t.Fatalf("capsule after snapshot: %s", got.Status)
 	}
 	if n := f.audits(t, "template.snapshot", "snap1", "api_key"); n != 1 {
@@ -200,7 +201,7 @@ func TestSnapshots(t *testing.T) {
 func TestAdminSnapshot(t *testing.T) {
 	f := newFixture(t, true)
 	admin, key := cptest.Bearer(f.admin.JWT), cptest.Key(f.alice.APIKey)
-	platform := ids.Team.Format(ids.PlatformTeam)
+	platform := ids.Team.Format(store.PlatformTeamID)
 
 	var c capsules.Capsule
 	f.do(t, http.StatusCreated, http.MethodPost, "/v1/admin/capsules", admin, map[string]any{"template": "minimal"}).JSON(t, &c)
@@ -217,7 +218,7 @@ func TestAdminSnapshot(t *testing.T) {
 	}
 	var got capsules.Capsule
 	f.do(t, http.StatusOK, http.MethodGet, "/v1/admin/capsules/"+c.ID, admin, nil).JSON(t, &got)
-	if got.Status != capsules.StatusStopped {
+	if got.Status != store.CapsuleStopped {
 		t.Fatalf("capsule after admin snapshot: %s", got.Status)
 	}
 	if _, ok := f.agentStatus(t, c.ID); ok {
@@ -252,7 +253,7 @@ func TestAdminSnapshot(t *testing.T) {
 	// A second admin snapshot of the same name replaces the template (and its files).
 	f.do(t, http.StatusCreated, http.MethodPost, "/v1/admin/capsules", admin, map[string]any{"template": "minimal"}).JSON(t, &c)
 	f.do(t, http.StatusCreated, http.MethodPost, "/v1/admin/capsules/"+c.ID+"/snapshot", admin, map[string]any{"name": "plat1"})
-	if dirs := f.templateDirs(t, ids.PlatformTeam.String()); len(dirs) != 1 {
+	if dirs := f.templateDirs(t, store.PlatformTeamID.String()); len(dirs) != 1 {
 		t.Fatalf("platform template directories after replacement: %v", dirs)
 	}
 
@@ -261,7 +262,7 @@ func TestAdminSnapshot(t *testing.T) {
 	f.wantError(t, http.StatusNotFound, "not_found", "template not found", http.MethodDelete, "/v1/admin/templates/nope", admin, nil)
 	f.wantError(t, http.StatusForbidden, "forbidden", "", http.MethodDelete, "/v1/admin/templates/plat1", cptest.Bearer(f.alice.JWT), nil)
 	f.do(t, http.StatusNoContent, http.MethodDelete, "/v1/admin/templates/plat1", admin, nil)
-	if dirs := f.templateDirs(t, ids.PlatformTeam.String()); len(dirs) != 0 {
+	if dirs := f.templateDirs(t, store.PlatformTeamID.String()); len(dirs) != 0 {
 		t.Fatalf("platform template directories after delete: %v", dirs)
 	}
 	if out := f.exec(t, clone.ID, "cat /tmp/p"); out != "platform" {

@@ -225,14 +225,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	rows, err := s.store.ListChannels(r.Context(), c.team)
+	out, err := s.list(r.Context(), c.team)
 	if err != nil {
-		apierr.Write(w, r, apierr.Internal(fmt.Errorf("list channels: %w", err)))
+		apierr.Write(w, r, err)
 		return
-	}
-	out := make([]Channel, 0, len(rows))
-	for _, row := range rows {
-		out = append(out, view(row, nil))
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
@@ -510,6 +506,18 @@ func (s *Service) test(ctx context.Context, c caller, req TestRequest) error {
 		return apierr.InvalidRequestf("test message failed: %v", err)
 	}
 	return nil
+}
+
+func (s *Service) list(ctx context.Context, team uuid.UUID) ([]Channel, error) {
+	rows, err := s.store.ListChannels(ctx, team)
+	if err != nil {
+		return nil, apierr.Internal(fmt.Errorf("list channels: %w", err))
+	}
+	out := make([]Channel, 0, len(rows))
+	for _, row := range rows {
+		out = append(out, view(row, nil))
+	}
+	return out, nil
 }
 
 func (s *Service) get(ctx context.Context, team uuid.UUID, raw string) (db.Channel, error) {

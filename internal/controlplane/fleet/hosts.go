@@ -447,7 +447,7 @@ func teamOf(h db.Host) uuid.UUID {
 	if h.TeamID != nil {
 		return *h.TeamID
 	}
-	return ids.PlatformTeam
+	return store.PlatformTeamID
 }
 
 // userUUID returns the caller's user id, nil for non-users.

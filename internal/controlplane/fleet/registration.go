@@ -253,7 +253,7 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 
 // recordHostEvent audits a system action on host id (host.up, host.down).
 func (s *Service) recordHostEvent(ctx context.Context, q *db.Queries, id uuid.UUID, action string, meta map[string]any) {
-	team := ids.PlatformTeam
+	team := store.PlatformTeamID
 	if h, err := q.GetHost(ctx, id); err == nil {
 		team = teamOf(h)
 	}

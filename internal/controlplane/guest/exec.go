@@ -232,7 +232,6 @@ func (s *Service) execStream(sc scope) http.HandlerFunc {
 			ws.failAgent(err)
 			return
 		}
-		events := follow(ws, st)
 		var pid uint32
 		stopped := false // stop arrived before the start event
 		kill := func() {
@@ -245,13 +244,15 @@ func (s *Service) execStream(sc scope) http.HandlerFunc {
 				_ = ws.send(errorFrame(apierr.FromAgent(err)))
 			}
 		}
-		in := ws.in
-		for {
-			select {
-			case msg, ok := <-in:
-				if !ok {
-					return // the client went away: the deferred finish cancels the stream, which kills
+		// A client that goes away ends pump: the deferred finish cancels the stream, which kills.
+		pump(ws, st, pumpOptions{
+			onStart: func(p uint32) {
+				pid = p
+				if stopped {
+					kill()
 				}
+			},
+			onMessage: func(msg []byte) {
 				var m clientMessage
 				if json.Unmarshal(msg, &m) == nil && m.Type == "stop" {
 					if pid == 0 {
@@ -260,36 +261,8 @@ func (s *Service) execStream(sc scope) http.HandlerFunc {
 						kill()
 					}
 				}
-			case ev, ok := <-events.C:
-				if !ok {
-					err := events.Err()
-					if err == nil {
-						err = apierr.AgentError("the host agent ended the stream before the process exited")
-					}
-					ws.failAgent(err)
-					return
-				}
-				switch e := ev.GetEvent().(type) {
-				case *hav1.ExecStreamResponse_Start:
-					pid = e.Start.GetPid()
-					if err := ws.send(startFrame{Type: "start", PID: pid}); err != nil {
-						return
-					}
-					if stopped {
-						kill()
-					}
-				case *hav1.ExecStreamResponse_Data:
-					if err := ws.send(dataFrame(e.Data, false, false)); err != nil {
-						return
-					}
-				case *hav1.ExecStreamResponse_End:
-					if err := ws.send(exitFrame{Type: "exit", ExitCode: e.End.GetExitCode()}); err == nil {
-						ws.close()
-					}
-					return
-				}
-			}
-		}
+			},
+		})
 	}
 }
 

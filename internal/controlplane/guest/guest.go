@@ -21,7 +21,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
-	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 )
 
 // Defaults of Config.
@@ -90,7 +90,7 @@ type scope struct {
 // team returns the team whose capsules the caller may reach.
 func (sc scope) team(id auth.Identity) (uuid.UUID, error) {
 	if sc.admin {
-		return ids.PlatformTeam, nil
+		return store.PlatformTeamID, nil
 	}
 	return capsules.TeamOf(id)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/guest"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/agenthost"
@@ -128,7 +129,7 @@ func newFixture(t *testing.T) *fixture {
 	f.bob = env.NewAccount(t, "bob", false)
 	f.admin = env.NewAccount(t, "root", true)
 	f.capsuleU, f.capsule = f.newCapsule(t, f.alice.Team, "root")
-	_, f.platform = f.newCapsule(t, ids.PlatformTeam, "user")
+	_, f.platform = f.newCapsule(t, store.PlatformTeamID, "user")
 	return f
 }
 
@@ -159,7 +160,7 @@ func (f *fixture) newCapsule(t *testing.T, team uuid.UUID, user string) (uuid.UU
 		}
 	})
 	if _, err := f.env.Store.SetCapsuleRunning(ctx, db.SetCapsuleRunningParams{
-		ID: row.ID, HostID: &f.hostID, FromStatuses: []string{capsules.StatusPending},
+		ID: row.ID, HostID: &f.hostID, FromStatuses: []string{store.CapsulePending},
 	}); err != nil {
 		t.Fatal(err)
 	}

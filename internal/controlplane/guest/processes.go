@@ -246,38 +246,6 @@ func (s *Service) processStream(sc scope) http.HandlerFunc {
 			ws.failAgent(err)
 			return
 		}
-		events := follow(ws, st)
-		for {
-			select {
-			case _, ok := <-ws.in:
-				if !ok {
-					return
-				}
-			case ev, ok := <-events.C:
-				if !ok {
-					err := events.Err()
-					if err == nil {
-						err = apierr.AgentError("the host agent ended the stream before the process exited")
-					}
-					ws.failAgent(err)
-					return
-				}
-				switch e := ev.GetEvent().(type) {
-				case *hav1.ConnectProcessResponse_Start:
-					if err := ws.send(startFrame{Type: "start", PID: e.Start.GetPid(), Tag: tag}); err != nil {
-						return
-					}
-				case *hav1.ConnectProcessResponse_Data:
-					if err := ws.send(dataFrame(e.Data, b64, true)); err != nil {
-						return
-					}
-				case *hav1.ConnectProcessResponse_End:
-					if err := ws.send(exitFrame{Type: "exit", ExitCode: e.End.GetExitCode()}); err == nil {
-						ws.close()
-					}
-					return
-				}
-			}
-		}
+		pump(ws, st, pumpOptions{tag: tag, base64: b64, offsets: true})
 	}
 }

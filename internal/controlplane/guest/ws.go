@@ -8,6 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
@@ -132,6 +133,73 @@ func follow[T any](ws *socket, st serverStream[T]) *feed[T] {
 		f.err = st.Err()
 	})
 	return f
+}
+
+// processEvent is a message of a host-agent process stream (ExecStream, ConnectProcess).
+type processEvent interface {
+	GetStart() *hav1.ProcessStart
+	GetData() *hav1.ProcessData
+	GetEnd() *hav1.ProcessEnd
+}
+
+// pumpOptions shape how pump renders a process stream and what it does with client messages.
+type pumpOptions struct {
+	tag     string // named in the start frame
+	base64  bool   // output as base64 rather than text
+	offsets bool   // output frames carry the byte offset after them
+	// onStart runs once the start frame is sent; onMessage gets each client message (nil: ignored).
+	onStart   func(pid uint32)
+	onMessage func(msg []byte)
+}
+
+// pump relays a host-agent process stream to ws as start, stdout/stderr and exit frames, then closes
+// the socket normally. It returns when the process exited, the client went away, a frame could not be
+// sent, or the stream ended before the exit (a fatal error frame).
+func pump[T any, P interface {
+	*T
+	processEvent
+}](ws *socket, st serverStream[T], o pumpOptions) {
+	events := follow(ws, st)
+	for {
+		select {
+		case msg, ok := <-ws.in:
+			if !ok {
+				return
+			}
+			if o.onMessage != nil {
+				o.onMessage(msg)
+			}
+		case ev, ok := <-events.C:
+			if !ok {
+				err := events.Err()
+				if err == nil {
+					err = apierr.AgentError("the host agent ended the stream before the process exited")
+				}
+				ws.failAgent(err)
+				return
+			}
+			e := P(ev)
+			switch {
+			case e.GetStart() != nil:
+				pid := e.GetStart().GetPid()
+				if err := ws.send(startFrame{Type: "start", PID: pid, Tag: o.tag}); err != nil {
+					return
+				}
+				if o.onStart != nil {
+					o.onStart(pid)
+				}
+			case e.GetData() != nil:
+				if err := ws.send(dataFrame(e.GetData(), o.base64, o.offsets)); err != nil {
+					return
+				}
+			case e.GetEnd() != nil:
+				if err := ws.send(exitFrame{Type: "exit", ExitCode: e.GetEnd().GetExitCode()}); err == nil {
+					ws.close()
+				}
+				return
+			}
+		}
+	}
 }
 
 // errorFrame is a non-fatal error frame of err (§1.5).

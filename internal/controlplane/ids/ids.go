@@ -36,9 +36,6 @@ const Len = 25
 // ErrInvalid is wrapped by every Parse error.
 var ErrInvalid = errors.New("invalid id")
 
-// PlatformTeam is the platform team's UUID (all zero).
-var PlatformTeam = uuid.UUID{}
-
 const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 // Format returns the API form of u, e.g. "cl-0k4xq2m9d8e7r6t5y4u3i2o1p".

@@ -25,7 +25,7 @@ func TestFormatKnownValues(t *testing.T) {
 		u    uuid.UUID
 		want string
 	}{
-		{Team, PlatformTeam, "team-0000000000000000000000000"},
+		{Team, uuid.UUID{}, "team-0000000000000000000000000"},
 		{Capsule, uuid.MustParse("00000000-0000-0000-0000-000000000001"), "cl-0000000000000000000000001"},
 		{Capsule, uuid.MustParse("00000000-0000-0000-0000-000000000024"), "cl-0000000000000000000000010"},
 		{User, max, "usr-f5lxx1zz5pnorynqglhzmsp33"},

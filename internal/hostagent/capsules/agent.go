@@ -236,7 +236,7 @@ func (a *Agent) keepNetwork(e *entry, id, hostIP string) {
 		}
 		e.netKept, e.netTimer = false, nil
 		if err := a.net.Teardown(context.Background(), id); err != nil {
-			a.log.Warn("release network of paused capsule", "id", id, "error", err)
+			a.log.Warn("release network of paused capsule", "capsule_id", id, "error", err)
 		}
 	})
 }

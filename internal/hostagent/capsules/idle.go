@@ -50,9 +50,9 @@ func (a *Agent) autoPause(e *entry) {
 	if r.Status != StatusRunning || time.Since(r.LastActiveAt) < time.Duration(r.TimeoutSec)*time.Second {
 		return
 	}
-	a.log.Info("pausing idle capsule", "id", r.ID, "timeout_sec", r.TimeoutSec)
+	a.log.Info("pausing idle capsule", "capsule_id", r.ID, "timeout_sec", r.TimeoutSec)
 	if err := a.pauseLocked(ctx, e); err != nil {
-		a.log.Error("auto-pause failed; destroying capsule", "id", r.ID, "error", err)
+		a.log.Error("auto-pause failed; destroying capsule", "capsule_id", r.ID, "error", err)
 		_ = a.discard(ctx, e)
 	}
 	a.mu.Lock()

@@ -216,7 +216,7 @@ func (a *Agent) initEnvd(ctx context.Context, r *record) (envdVer string, err er
 	v, err := envdVersion(wctx, r.HostIP)
 	if err != nil || v == "" {
 		// Only metadata: the capsule works.
-		a.log.Warn("envd version unknown", "id", r.ID, "error", err)
+		a.log.Warn("envd version unknown", "capsule_id", r.ID, "error", err)
 		return r.EnvdVersion, nil
 	}
 	return v, nil
@@ -248,7 +248,7 @@ func (a *Agent) discard(ctx context.Context, e *entry) error {
 	a.mu.Unlock()
 	err := errors.Join(errs...)
 	if err != nil {
-		a.log.Error("capsule cleanup incomplete", "id", r.ID, "error", err)
+		a.log.Error("capsule cleanup incomplete", "capsule_id", r.ID, "error", err)
 	}
 	return err
 }
@@ -288,7 +288,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	cancel()
 	if err != nil {
 		// A wedged envd must not make a capsule unpausable.
-		a.log.Warn("envd snapshot/prepare failed; pausing anyway", "id", r.ID, "error", err)
+		a.log.Warn("envd snapshot/prepare failed; pausing anyway", "capsule_id", r.ID, "error", err)
 	}
 	tmp := a.dirs.snapshotTmp(r.ID)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -304,7 +304,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 		_ = os.RemoveAll(tmp)
 		// Still running: undo the quiesce.
 		if _, ierr := a.initEnvd(context.WithoutCancel(ctx), &r); ierr != nil {
-			a.log.Error("capsule did not recover from a failed pause", "id", r.ID, "error", ierr)
+			a.log.Error("capsule did not recover from a failed pause", "capsule_id", r.ID, "error", ierr)
 		}
 		_ = a.setStatus(e, StatusRunning, nil)
 		return fmt.Errorf("pause %s: %w", r.ID, err)
@@ -395,12 +395,12 @@ func (a *Agent) resumeLocked(ctx context.Context, e *entry) error {
 	// next pause can write a new one, and delete it after answering.
 	old := fmt.Sprintf("%s.old-%d", a.dirs.snapshot(r.ID), time.Now().UnixNano())
 	if err := os.Rename(a.dirs.snapshot(r.ID), old); err != nil {
-		a.log.Warn("remove used snapshot", "id", r.ID, "error", err)
+		a.log.Warn("remove used snapshot", "capsule_id", r.ID, "error", err)
 		return nil
 	}
 	a.background(func() {
 		if err := os.RemoveAll(old); err != nil {
-			a.log.Warn("remove used snapshot", "id", r.ID, "error", err)
+			a.log.Warn("remove used snapshot", "capsule_id", r.ID, "error", err)
 		}
 	})
 	return nil

@@ -33,7 +33,7 @@ func (a *Agent) PauseAll(ctx context.Context) error {
 			continue
 		}
 		if paused {
-			a.log.Info("paused capsule: control plane lost", "id", id)
+			a.log.Info("paused capsule: control plane lost", "capsule_id", id)
 			a.mu.Lock()
 			a.autoPaused = append(a.autoPaused, id)
 			a.mu.Unlock()

@@ -37,7 +37,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			// The agent died between the checkpoint and the rename: the
 			// container is gone, so what it wrote is all there is. Keep it.
 			if err := os.Rename(a.dirs.snapshotTmp(r.ID), a.dirs.snapshot(r.ID)); err != nil {
-				a.log.Error("keep snapshot of interrupted pause", "id", r.ID, "error", err)
+				a.log.Error("keep snapshot of interrupted pause", "capsule_id", r.ID, "error", err)
 			}
 		}
 		snap := exists(a.dirs.snapshot(r.ID))
@@ -92,9 +92,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	for _, id := range alive {
 		if _, ok := a.capsules[id]; !ok {
-			a.log.Warn("removing runtime container nobody records", "id", id)
+			a.log.Warn("removing runtime container nobody records", "capsule_id", id)
 			if err := a.rt.Destroy(ctx, id); err != nil {
-				a.log.Error("remove leftover container", "id", id, "error", err)
+				a.log.Error("remove leftover container", "capsule_id", id, "error", err)
 			}
 		}
 	}

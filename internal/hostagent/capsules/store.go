@@ -155,7 +155,7 @@ func (a *Agent) loadRecords() ([]*record, error) {
 				_ = os.RemoveAll(a.dirs.capsule(e.Name()))
 				continue
 			}
-			a.log.Error("unreadable capsule record", "id", e.Name(), "error", err)
+			a.log.Error("unreadable capsule record", "capsule_id", e.Name(), "error", err)
 			continue
 		}
 		out = append(out, &r)

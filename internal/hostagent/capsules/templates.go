@@ -240,7 +240,7 @@ func (a *Agent) Flatten(ctx context.Context, id, teamID, templateID string) (int
 		return 0, err
 	}
 	if err := a.discard(ctx, e); err != nil {
-		a.log.Warn("flattened capsule not fully removed", "id", id, "error", err)
+		a.log.Warn("flattened capsule not fully removed", "capsule_id", id, "error", err)
 	}
 	return size, nil
 }

@@ -104,7 +104,7 @@ func PauseRunning(ctx context.Context, c Capsules, dataDir string, log *slog.Log
 			if err := save(dataDir, rec); err != nil {
 				errs = append(errs, fmt.Errorf("record paused %s: %w", in.ID, err))
 			}
-			log.Info("capsule paused for the agent's shutdown", "id", in.ID, "took", time.Since(start).Round(time.Millisecond))
+			log.Info("capsule paused for the agent's shutdown", "capsule_id", in.ID, "took", time.Since(start).Round(time.Millisecond))
 			return nil
 		})
 	}
@@ -147,12 +147,12 @@ func ResumeRecorded(ctx context.Context, c Capsules, dataDir string, log *slog.L
 			}
 			in, err := c.Info(id)
 			if err != nil {
-				log.Info("capsule paused at shutdown is gone", "id", id, "error", err)
+				log.Info("capsule paused at shutdown is gone", "capsule_id", id, "error", err)
 				done(id)
 				return nil
 			}
 			if in.Status != capsules.StatusPaused {
-				log.Info("capsule paused at shutdown is no longer paused", "id", id, "status", in.Status)
+				log.Info("capsule paused at shutdown is no longer paused", "capsule_id", id, "status", in.Status)
 				done(id)
 				return nil
 			}
@@ -161,12 +161,12 @@ func ResumeRecorded(ctx context.Context, c Capsules, dataDir string, log *slog.L
 				return nil // interrupted by the shutdown: stays recorded
 			}
 			if err != nil {
-				log.Error("resume capsule paused at shutdown; it stays paused", "id", id, "error", err)
+				log.Error("resume capsule paused at shutdown; it stays paused", "capsule_id", id, "error", err)
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("resume %s: %w", id, err))
 				mu.Unlock()
 			} else {
-				log.Info("capsule resumed after the agent's restart", "id", id)
+				log.Info("capsule resumed after the agent's restart", "capsule_id", id)
 				mu.Lock()
 				resumed = append(resumed, id)
 				mu.Unlock()

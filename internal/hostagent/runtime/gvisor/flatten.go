@@ -81,7 +81,7 @@ func (r *Runtime) Flatten(ctx context.Context, id, dir string) (runtime.Image, e
 		return runtime.Image{}, fmt.Errorf("flatten capsule %s: %w", id, err)
 	}
 	img.Path = dir
-	r.log.InfoContext(ctx, "capsule flattened", "id", id, "image", dir, "image_id", img.ID,
+	r.log.InfoContext(ctx, "capsule flattened", "capsule_id", id, "image", dir, "image_id", img.ID,
 		"took", time.Since(start), "copy", times.copy, "layer", times.layer, "sync", times.sync)
 	return img, nil
 }
@@ -192,7 +192,7 @@ func (r *Runtime) streamUpper(ctx context.Context, c container, apply func(io.Re
 	}
 	defer func() {
 		if err := restore(); err != nil {
-			r.log.WarnContext(ctx, "flatten: memory limit not restored", "id", c.ID, "error", err)
+			r.log.WarnContext(ctx, "flatten: memory limit not restored", "capsule_id", c.ID, "error", err)
 		}
 	}()
 

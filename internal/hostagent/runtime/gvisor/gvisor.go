@@ -146,7 +146,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) error {
 		r.cleanupFailed(ctx, spec.ID, true)
 		return fmt.Errorf("create capsule %s: %w", spec.ID, err)
 	}
-	r.log.InfoContext(ctx, "capsule created", "id", spec.ID, "took", time.Since(start))
+	r.log.InfoContext(ctx, "capsule created", "capsule_id", spec.ID, "took", time.Since(start))
 	return nil
 }
 
@@ -201,7 +201,7 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, snap runtime.S
 		r.cleanupFailed(ctx, spec.ID, created)
 		return fmt.Errorf("restore capsule %s: %w", spec.ID, err)
 	}
-	r.log.InfoContext(ctx, "capsule restored", "id", spec.ID, "snapshot", snap.Dir, "took", time.Since(start))
+	r.log.InfoContext(ctx, "capsule restored", "capsule_id", spec.ID, "snapshot", snap.Dir, "took", time.Since(start))
 	return nil
 }
 
@@ -235,12 +235,12 @@ func (r *Runtime) cleanupFailed(ctx context.Context, id string, removeDir bool) 
 	defer cancel()
 	if _, ok, err := r.lookup(ctx, id); err == nil && ok {
 		if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
-			r.log.WarnContext(ctx, "clean up failed capsule", "id", id, "error", err)
+			r.log.WarnContext(ctx, "clean up failed capsule", "capsule_id", id, "error", err)
 		}
 	}
 	if removeDir {
 		if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
-			r.log.WarnContext(ctx, "clean up failed capsule", "id", id, "error", err)
+			r.log.WarnContext(ctx, "clean up failed capsule", "capsule_id", id, "error", err)
 		}
 	}
 }
@@ -278,7 +278,7 @@ func (r *Runtime) Pause(ctx context.Context, id string, snap runtime.Snapshot) e
 	if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
 		return fmt.Errorf("pause capsule %s: %w", id, err)
 	}
-	r.log.InfoContext(ctx, "capsule paused", "id", id, "snapshot", snap.Dir, "took", time.Since(start))
+	r.log.InfoContext(ctx, "capsule paused", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
 	return nil
 }
 
@@ -312,7 +312,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	if err := os.RemoveAll(r.capsuleDir(id)); err != nil {
 		return fmt.Errorf("destroy capsule %s: %w", id, err)
 	}
-	r.log.InfoContext(ctx, "capsule destroyed", "id", id, "existed", ok)
+	r.log.InfoContext(ctx, "capsule destroyed", "capsule_id", id, "existed", ok)
 	return nil
 }
 

@@ -86,7 +86,7 @@ func (r *Runtime) runsc(ctx context.Context, id string, args ...string) ([]byte,
 func (r *Runtime) runscDetached(ctx context.Context, id string, diskMB int, args ...string) error {
 	logPath := filepath.Join(r.capsuleDir(id), consoleLog)
 	if err := rotateLog(logPath, maxConsoleLog); err != nil {
-		r.log.WarnContext(ctx, "rotate console log", "id", id, "error", err)
+		r.log.WarnContext(ctx, "rotate console log", "capsule_id", id, "error", err)
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
