@@ -3,34 +3,70 @@ package apierr
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"connectrpc.com/connect"
 )
 
+// agentErrorMessage is what an API user learns of an agent failure the API has no code for; the
+// agent's text (host paths, runsc output) goes to the log under the request id.
+const agentErrorMessage = "host agent error"
+
 // FromAgent maps an error of a host-agent RPC to an API error by its Connect code, never by its text
-// (§1.6 step 5). The agent's message is kept (except for unavailable, whose text is a transport
-// error); err stays the cause. A nil err returns nil.
-func FromAgent(err error) *Error {
+// (§1.6 step 5); it is the only place the control plane does. The agent's message is kept for the
+// codes the API has a kind for (not found, invalid, conflict, forbidden, timeout, storage,
+// unimplemented). An unavailable agent answers host_unavailable with a fixed message (the text is a
+// transport error). Anything else (internal, unknown, canceled, an error that is not Connect's) is
+// logged with ctx's request id and answers 502 agent_error "host agent error (request <id>)", without
+// the agent's text. An *Error passes through; err stays the cause; a nil err returns nil.
+func FromAgent(ctx context.Context, err error) *Error {
 	if err == nil {
 		return nil
 	}
+	out, mapped := fromAgent(err)
+	if mapped {
+		return out
+	}
+	id := RequestID(ctx)
+	if id != "" {
+		out.Message = agentErrorMessage + " (request " + id + ")"
+	}
+	slog.Default().ErrorContext(ctx, "host agent error", "request_id", id,
+		"agent_code", connect.CodeOf(err).String(), "err", err)
+	out.logged = true
+	return out
+}
+
+// AgentNotFound reports whether err, an error of a host-agent RPC, is the agent's not found (what
+// FromAgent answers 404 not_found), e.g. destroying a capsule the host no longer has.
+func AgentNotFound(err error) bool {
+	if err == nil {
+		return false
+	}
+	out, _ := fromAgent(err)
+	return out.Code == CodeNotFound
+}
+
+// fromAgent is FromAgent without logging: mapped is false when err has no kind of its own, and out
+// is then a 502 agent_error with the generic message.
+func fromAgent(err error) (out *Error, mapped bool) {
 	var e *Error
 	if errors.As(err, &e) {
-		return e
+		return e, true
 	}
 	msg := err.Error()
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		msg = ce.Message()
 	}
-	if msg == "" {
-		msg = "host agent error"
-	}
 	code := connect.CodeOf(err)
 	if ce == nil && errors.Is(err, context.DeadlineExceeded) {
 		code = connect.CodeDeadlineExceeded // the call's own deadline fired before the client wrapped it
 	}
-	var out *Error
+	if msg == "" {
+		msg = agentErrorMessage
+	}
+	mapped = true
 	switch code {
 	case connect.CodeNotFound:
 		out = NotFound(msg)
@@ -50,8 +86,8 @@ func FromAgent(err error) *Error {
 	case connect.CodeUnimplemented:
 		out = AgentUnimplemented(msg)
 	default:
-		out = AgentError(msg)
+		out, mapped = AgentError(agentErrorMessage), false
 	}
 	out.Err = err
-	return out
+	return out, mapped
 }

@@ -1,6 +1,6 @@
 // Package apierr is the control plane's error model (API contract §1.5): typed errors carrying an HTTP
-// status and a snake_case code, the {"error":{"code","message"}} body, WebSocket error frames, and the
-// mapping of host-agent RPC errors (§1.6).
+// status and a snake_case code, the {"error":{"code","message"}} body, WebSocket error frames, the
+// mapping of host-agent RPC errors (§1.6) and the request id that errors are logged and quoted under.
 package apierr
 
 import (
@@ -58,6 +58,8 @@ type Error struct {
 	Message string
 	Fields  map[string]any
 	Err     error
+
+	logged bool // the cause is in the log already (FromAgent): Write does not log it again
 }
 
 func (e *Error) Error() string {
@@ -73,6 +75,7 @@ func (e *Error) Unwrap() error { return e.Err }
 func (e *Error) WithCause(err error) *Error {
 	c := *e
 	c.Err = err
+	c.logged = false
 	return &c
 }
 
@@ -249,16 +252,16 @@ func From(err error) *Error {
 
 // Write sends err as the §1.5 error body. Errors that are not *Error (see From) become 500
 // internal_error with a generic message. Every 5xx is logged with its cause and, when r is not nil,
-// the request's method and path.
+// the request's method, path and request id (unless FromAgent logged it already).
 func Write(w http.ResponseWriter, r *http.Request, err error) {
 	if err == nil {
 		err = errors.New("apierr.Write called with a nil error")
 	}
 	e := From(err)
-	if e.Status >= 500 {
+	if e.Status >= 500 && !e.logged {
 		attrs := []any{"status", e.Status, "code", e.Code, "err", err}
 		if r != nil {
-			attrs = append(attrs, "method", r.Method, "path", r.URL.Path)
+			attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()))
 		}
 		slog.Default().Error("api request failed", attrs...)
 	}

@@ -153,7 +153,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 			break
 		}
 		if !fleet.Undelivered(err) || time.Now().After(deadline) || ctx.Err() != nil {
-			return fail(apierr.FromAgent(err))
+			return fail(apierr.FromAgent(ctx, err))
 		}
 		log.Warn("host did not take the capsule; placing it again", "err", err)
 		avoid = append(avoid, host.ID)
@@ -163,7 +163,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 			next = host
 			select {
 			case <-ctx.Done():
-				return fail(apierr.FromAgent(err))
+				return fail(apierr.FromAgent(ctx, err))
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 2*time.Second)

@@ -84,11 +84,11 @@ func (s *Service) destroy(ctx context.Context, actor auth.Identity, c db.Capsule
 	agent, err := s.agentOf(ctx, c)
 	if err == nil {
 		_, err = agent.DestroySandbox(ctx, connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: publicID}))
-		if connect.CodeOf(err) == connect.CodeNotFound {
+		if apierr.AgentNotFound(err) {
 			err = nil
 		}
 		if err != nil {
-			err = apierr.FromAgent(err)
+			err = apierr.FromAgent(ctx, err)
 		}
 	}
 	if err != nil {
@@ -137,7 +137,7 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 	s.Log.Debug("capsule pause timing", "capsule_id", t.PublicID, "flush", flushed.Sub(start),
 		"pause", paused.Sub(flushed), "store_wait", time.Since(paused))
 	if err != nil {
-		return db.Capsule{}, apierr.FromAgent(err)
+		return db.Capsule{}, apierr.FromAgent(ctx, err)
 	}
 	bg := context.WithoutCancel(ctx)
 	c, err := s.withAudit(bg, audit.Entry{Team: t.Capsule.TeamID, Actor: actor, ResourceType: "capsule",
@@ -167,7 +167,7 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		SandboxId: t.PublicID, TimeoutSec: c.TimeoutSec, DefaultUser: c.DefaultUser, DefaultEnv: c.DefaultEnv,
 	}))
 	if err != nil {
-		return db.Capsule{}, apierr.FromAgent(err)
+		return db.Capsule{}, apierr.FromAgent(ctx, err)
 	}
 	resumed := time.Now()
 	defer func() {
@@ -202,7 +202,7 @@ func (s *Service) Ping(ctx context.Context, team uuid.UUID, rawID string) error 
 		return err
 	}
 	if _, err := t.Agent.PingSandbox(ctx, connect.NewRequest(&hav1.PingSandboxRequest{SandboxId: t.PublicID})); err != nil {
-		return apierr.FromAgent(err)
+		return apierr.FromAgent(ctx, err)
 	}
 	s.Touch(ctx, t.Capsule.ID)
 	return nil

@@ -77,7 +77,7 @@ func (s *Service) Metrics(ctx context.Context, team uuid.UUID, rawID, rng string
 		}
 		res, err := agent.GetSandboxMetrics(ctx, connect.NewRequest(&hav1.GetSandboxMetricsRequest{SandboxId: t.PublicID, Range: mr.agent}))
 		if err != nil {
-			return Metrics{}, apierr.FromAgent(err)
+			return Metrics{}, apierr.FromAgent(ctx, err)
 		}
 		since := time.Now().Add(-mr.span).Unix()
 		for _, p := range res.Msg.GetPoints() {

@@ -12,6 +12,7 @@ import (
 
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
+	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/audit"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
@@ -234,7 +235,7 @@ func (s *Service) destroyOrphans(ctx context.Context, agent hostagentv1connect.H
 		}
 		publicID := ids.Capsule.Format(r.ID)
 		_, err := agent.DestroySandbox(ctx, connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: publicID}))
-		if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+		if err != nil && !apierr.AgentNotFound(err) {
 			s.Log.Warn("destroy orphaned capsule", "capsule_id", publicID, "err", err)
 			continue
 		}

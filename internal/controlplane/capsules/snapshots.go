@@ -143,7 +143,7 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 		SandboxId: t.PublicID, TeamId: c.TeamID.String(), TemplateId: templateID.String(),
 	}))
 	if err != nil {
-		return db.Template{}, apierr.FromAgent(err)
+		return db.Template{}, apierr.FromAgent(ctx, err)
 	}
 	vcpus, mem := c.VCPUs, c.MemoryMB
 	var (
@@ -233,7 +233,7 @@ func (s *Service) deleteTemplateFiles(ctx context.Context, tpl db.Template) {
 			}))
 		}
 		cancel()
-		if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+		if err != nil && !apierr.AgentNotFound(err) {
 			s.Log.Warn("delete template files on host", "template", tpl.Name, "host_id", ids.Host.Format(h.ID), "err", err)
 		}
 	}

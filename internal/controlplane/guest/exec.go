@@ -114,7 +114,7 @@ func (s *Service) exec(sc scope) http.HandlerFunc {
 		}))
 		elapsed := time.Since(started)
 		if err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		out := execResult{
@@ -143,7 +143,7 @@ func (s *Service) background(w http.ResponseWriter, r *http.Request, t capsules.
 		SandboxId: t.PublicID, Cmd: q.Cmd, Args: q.Args, Tag: tag, Envs: q.Envs, Cwd: q.Cwd,
 	}))
 	if err != nil {
-		apierr.Write(w, r, apierr.FromAgent(err))
+		apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusAccepted, backgroundResult{
@@ -240,8 +240,8 @@ func (s *Service) execStream(sc scope) http.HandlerFunc {
 			_, err := t.Agent.KillProcess(ctx, connect.NewRequest(&hav1.KillProcessRequest{
 				SandboxId: t.PublicID, Selector: &hav1.KillProcessRequest_Pid{Pid: pid}, Signal: "SIGKILL",
 			}))
-			if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
-				_ = ws.send(errorFrame(apierr.FromAgent(err)))
+			if err != nil && !apierr.AgentNotFound(err) {
+				_ = ws.send(errorFrame(apierr.FromAgent(ws.ctx, err)))
 			}
 		}
 		// A client that goes away ends pump: the deferred finish cancels the stream, which kills.

@@ -109,14 +109,14 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request, sc scope, flu
 	defer cancel()
 	st, err := t.Agent.ReadFileStream(ctx, connect.NewRequest(&hav1.ReadFileRequest{SandboxId: t.PublicID, Path: path}))
 	if err != nil {
-		apierr.Write(w, r, apierr.FromAgent(err))
+		apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 		return
 	}
 	defer st.Close()
 	first := st.Receive()
 	if !first {
 		if err := st.Err(); err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 	}
@@ -318,10 +318,10 @@ func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader
 	}
 	// A failed Send means the agent answered early; its answer says why.
 	if _, err := st.CloseAndReceive(); err != nil {
-		return apierr.FromAgent(err)
+		return apierr.FromAgent(r.Context(), err)
 	}
 	if sendErr != nil && !errors.Is(sendErr, io.EOF) {
-		return apierr.FromAgent(sendErr)
+		return apierr.FromAgent(r.Context(), sendErr)
 	}
 	return nil
 }
@@ -365,7 +365,7 @@ func (s *Service) listDir(sc scope) http.HandlerFunc {
 		}
 		res, err := t.Agent.ListDir(r.Context(), connect.NewRequest(&hav1.ListDirRequest{SandboxId: t.PublicID, Path: q.Path, Depth: depth}))
 		if err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		out := make([]FileEntry, 0, len(res.Msg.GetEntries()))
@@ -387,7 +387,7 @@ func (s *Service) makeDir(sc scope) http.HandlerFunc {
 		}
 		res, err := t.Agent.MakeDir(r.Context(), connect.NewRequest(&hav1.MakeDirRequest{SandboxId: t.PublicID, Path: path}))
 		if err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"entry": fileEntryView(res.Msg.GetEntry())})
@@ -405,7 +405,7 @@ func (s *Service) removePath(sc scope) http.HandlerFunc {
 		}
 		_, err = t.Agent.RemovePath(r.Context(), connect.NewRequest(&hav1.RemovePathRequest{SandboxId: t.PublicID, Path: path}))
 		if err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		httpapi.NoContent(w)

@@ -110,7 +110,7 @@ func (s *Service) listProcesses(sc scope) http.HandlerFunc {
 			SandboxId: t.PublicID, IncludeExited: includeExited,
 		}))
 		if err != nil {
-			apierr.Write(w, r, apierr.FromAgent(err))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		out := make([]Process, 0, len(res.Msg.GetProcesses()))
@@ -154,13 +154,13 @@ func (s *Service) killProcess(sc scope) http.HandlerFunc {
 			httpapi.NoContent(w)
 			return
 		}
-		if connect.CodeOf(err) != connect.CodeNotFound {
-			apierr.Write(w, r, apierr.FromAgent(err))
+		if !apierr.AgentNotFound(err) {
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), err))
 			return
 		}
 		// The agent signals live processes only: tell an exited one from an unknown one.
 		if p, lerr := s.findProcess(r.Context(), t, sel); lerr != nil {
-			apierr.Write(w, r, apierr.FromAgent(lerr))
+			apierr.Write(w, r, apierr.FromAgent(r.Context(), lerr))
 		} else if p != nil && p.GetStatus() == statusExited {
 			apierr.Write(w, r, apierr.InvalidState("process with "+sel.String()+" has already exited"))
 		} else {

@@ -258,7 +258,7 @@ func dim(v int64) uint32 {
 // for a tag in use and not_found for an unknown tag keep the agent's mapping; other start failures
 // say "failed to start pty: …".
 func (p *ptySession) attachError(err error, reconnect bool) error {
-	e := apierr.FromAgent(err)
+	e := apierr.FromAgent(p.ws.ctx, err)
 	if reconnect || e.Code == apierr.CodeConflict {
 		return e
 	}
@@ -332,7 +332,7 @@ func (p *ptySession) hostCalls(ops <-chan ptyOp) {
 			if ctx.Err() != nil {
 				return
 			}
-			_ = p.ws.send(errorFrame(apierr.FromAgent(err)))
+			_ = p.ws.send(errorFrame(apierr.FromAgent(p.ws.ctx, err)))
 		}
 	}
 }

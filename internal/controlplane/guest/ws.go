@@ -35,7 +35,8 @@ func (s *Service) accept(w http.ResponseWriter, r *http.Request, sc scope) (*soc
 		return nil, capsules.Target{}, false
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	ws := &socket{log: s.log.With("path", r.URL.Path), conn: conn, ctx: ctx, cancel: cancel}
+	log := s.log.With("path", r.URL.Path, "request_id", apierr.RequestID(r.Context()))
+	ws := &socket{log: log, conn: conn, ctx: ctx, cancel: cancel}
 	t, err := s.target(ctx, sc, id, r.PathValue("id"))
 	if err != nil {
 		ws.fail(err)
@@ -92,7 +93,7 @@ func (ws *socket) fail(err error) {
 }
 
 // failAgent is fail for an error of a host-agent call (§1.6 step 5).
-func (ws *socket) failAgent(err error) { ws.fail(apierr.FromAgent(err)) }
+func (ws *socket) failAgent(err error) { ws.fail(apierr.FromAgent(ws.ctx, err)) }
 
 // close ends the session normally (1000).
 func (ws *socket) close() { _ = ws.conn.Close(websocket.StatusNormalClosure, "") }

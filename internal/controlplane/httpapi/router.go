@@ -1,10 +1,12 @@
-// Package httpapi is the control plane's HTTP plumbing shared by every API area: the router (method +
-// path patterns, authentication kinds, the /v1/sandboxes alias, JSON 404/405), JSON responses and
-// WebSocket acceptance with header or first-message authentication. The areas (accounts, fleet,
-// capsules, guest, audit) register their handlers on a Router; internal/controlplane/daemon assembles them.
+// Package httpapi is the control plane's HTTP plumbing shared by every API area: the router (request
+// ids, method + path patterns, authentication kinds, the /v1/sandboxes alias, JSON 404/405), JSON
+// responses and WebSocket acceptance with header or first-message authentication. The areas
+// (accounts, fleet, capsules, guest, audit) register their handlers on a Router;
+// internal/controlplane/daemon assembles them.
 package httpapi
 
 import (
+	"crypto/rand"
 	"net/http"
 	"slices"
 	"strings"
@@ -95,9 +97,17 @@ var probeMethods = []string{
 	http.MethodDelete, http.MethodOptions,
 }
 
-// ServeHTTP routes r. Unknown paths answer 404 not_found and known paths with another method 405
-// method_not_allowed, both with the §1.5 error body.
+// RequestIDHeader is the response header carrying the id the router gives each request.
+const RequestIDHeader = "X-Request-Id"
+
+// ServeHTTP routes r. Every request gets a new id, answered in X-Request-Id and put in the context
+// (apierr.RequestID) so that errors are logged under it and agent errors quote it. Unknown paths
+// answer 404 not_found and known paths with another method 405 method_not_allowed, both with the §1.5
+// error body.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := newRequestID()
+	w.Header().Set(RequestIDHeader, id)
+	r = r.WithContext(apierr.WithRequestID(r.Context(), id))
 	if _, pattern := rt.mux.Handler(r); pattern != "" {
 		rt.mux.ServeHTTP(w, r)
 		return
@@ -116,4 +126,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	apierr.Write(w, r, apierr.NotFound("no route for "+r.URL.Path))
+}
+
+// newRequestID returns a random request id, "req-" and 26 base32 characters (130 bits).
+func newRequestID() string {
+	return "req-" + strings.ToLower(rand.Text())
 }

@@ -6,17 +6,19 @@
 package capsules
 
 import (
-	"errors"
 	"time"
+
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
-// Errors the API layer maps to Connect codes.
+// Errors the agent returns (wrapped): the error kinds of the runtime package,
+// under the names the agent's callers know, and ErrTemplateGone, a not found.
 var (
-	ErrNotFound     = errors.New("sandbox not found")
-	ErrExists       = errors.New("sandbox already exists")
-	ErrInvalid      = errors.New("invalid argument")
-	ErrState        = errors.New("sandbox is not in a state that allows this")
-	ErrTemplateGone = errors.New("template not found")
+	ErrNotFound     = runtime.ErrNotFound
+	ErrExists       = runtime.ErrExists
+	ErrInvalid      = runtime.ErrInvalid
+	ErrState        = runtime.ErrState
+	ErrTemplateGone = runtime.NewError(runtime.ErrNotFound, "template not found")
 )
 
 // Status of a capsule on this host.

@@ -31,9 +31,10 @@ import (
 	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
-// Errors the Store returns, wrapped.
+// Errors the Store returns, wrapped. An unknown recipe is a not found of the
+// agent's error kinds; a closed store (the agent is stopping) is internal.
 var (
-	ErrUnknown = errors.New("unknown image recipe")
+	ErrUnknown = runtime.NewError(runtime.ErrNotFound, "unknown image recipe")
 	ErrClosed  = errors.New("image store closed")
 )
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/rpc"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
 // Namespace prefixes every agent series.
@@ -83,13 +84,13 @@ func (a *Agent) observe(op string, start time.Time, err error) {
 // errorKind classifies an agent error for the errors counter.
 func errorKind(err error) string {
 	switch {
-	case errors.Is(err, capsules.ErrNotFound), errors.Is(err, capsules.ErrTemplateGone):
+	case errors.Is(err, runtime.ErrNotFound):
 		return "not_found"
-	case errors.Is(err, capsules.ErrExists):
+	case errors.Is(err, runtime.ErrExists):
 		return "exists"
-	case errors.Is(err, capsules.ErrInvalid):
+	case errors.Is(err, runtime.ErrInvalid):
 		return "invalid"
-	case errors.Is(err, capsules.ErrState):
+	case errors.Is(err, runtime.ErrState):
 		return "state"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "canceled"

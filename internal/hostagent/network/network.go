@@ -12,12 +12,16 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
-// Errors the Manager returns (wrapped).
+// Errors the Manager returns (wrapped). ErrExists and ErrNotFound are of the
+// agent's error kinds; ErrFull is none of them: the host ran out of
+// addresses, which no caller can fix, so the API reports an internal error.
 var (
-	ErrExists   = errors.New("capsule network already exists")
-	ErrNotFound = errors.New("capsule network not found")
+	ErrExists   = runtime.NewError(runtime.ErrExists, "capsule network already exists")
+	ErrNotFound = runtime.NewError(runtime.ErrNotFound, "capsule network not found")
 	ErrFull     = errors.New("no free capsule subnet")
 )
 

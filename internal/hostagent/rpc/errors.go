@@ -9,8 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/envdclient"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
 // invalid is an InvalidArgument error with a message for the caller.
@@ -19,18 +19,19 @@ func invalid(format string, args ...any) error {
 }
 
 // toConnect maps an error of the agent, of envd or of the context to a
-// Connect error; this is the only place the API layer picks error codes for
-// errors it did not create itself.
+// Connect error; this is the only place the agent picks error codes for
+// errors it did not create itself. The agent's errors are mapped by their
+// kind (internal/hostagent/runtime/errors.go), never by their text.
 func toConnect(err error) *connect.Error {
 	var ce *connect.Error
 	switch {
-	case errors.Is(err, capsules.ErrNotFound), errors.Is(err, capsules.ErrTemplateGone):
+	case errors.Is(err, runtime.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
-	case errors.Is(err, capsules.ErrExists):
+	case errors.Is(err, runtime.ErrExists):
 		return connect.NewError(connect.CodeAlreadyExists, err)
-	case errors.Is(err, capsules.ErrInvalid):
+	case errors.Is(err, runtime.ErrInvalid):
 		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, capsules.ErrState):
+	case errors.Is(err, runtime.ErrState):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case envdclient.StatusOf(err) != 0:
 		return connect.NewError(httpCode(envdclient.StatusOf(err)), err)

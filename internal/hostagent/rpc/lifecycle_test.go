@@ -14,6 +14,9 @@ import (
 	v1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/envdclient"
+	"github.com/wrenn/wrenn/internal/hostagent/images"
+	"github.com/wrenn/wrenn/internal/hostagent/network"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 )
 
 func TestLifecyclePassesThrough(t *testing.T) {
@@ -231,6 +234,21 @@ func TestToConnect(t *testing.T) {
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, connect.CodeUnavailable},
 		{fmt.Errorf("%w: x", capsules.ErrTemplateGone), connect.CodeNotFound},
 		{errors.New("boom"), connect.CodeInternal},
+		// Every error kind, bare and wrapped, from the runtime or the core.
+		{runtime.ErrNotFound, connect.CodeNotFound},
+		{fmt.Errorf("pause capsule cl-x: %w", runtime.ErrNotFound), connect.CodeNotFound},
+		{runtime.ErrExists, connect.CodeAlreadyExists},
+		{fmt.Errorf("create capsule cl-x: %w", runtime.ErrExists), connect.CodeAlreadyExists},
+		{runtime.ErrInvalid, connect.CodeInvalidArgument},
+		{fmt.Errorf("%w: metrics range 9", capsules.ErrInvalid), connect.CodeInvalidArgument},
+		{runtime.ErrState, connect.CodeFailedPrecondition},
+		{fmt.Errorf("stats: container is stopped: %w", runtime.ErrState), connect.CodeFailedPrecondition},
+		// Errors of the packages below the core are of a kind where one fits.
+		{fmt.Errorf("create: capsule cl-x: %w", network.ErrNotFound), connect.CodeNotFound},
+		{fmt.Errorf("create: netns wrn-x: %w", network.ErrExists), connect.CodeAlreadyExists},
+		{fmt.Errorf("create: %w: %q", images.ErrUnknown, "nope"), connect.CodeNotFound},
+		{fmt.Errorf("create: capsule cl-x: %w in 10.11.0.0/16", network.ErrFull), connect.CodeInternal},
+		{runtime.NewError(runtime.ErrState, "special"), connect.CodeFailedPrecondition},
 	} {
 		if got := toConnect(tc.err).Code(); got != tc.code {
 			t.Errorf("%v → %v, want %v", tc.err, got, tc.code)

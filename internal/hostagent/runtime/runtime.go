@@ -1,20 +1,13 @@
-// Package runtime holds the host agent's domain types: what a capsule is, and
-// the Runtime interface every isolation backend implements. The gVisor
+// Package runtime holds the host agent's domain types: what a capsule is, the
+// Runtime interface every isolation backend implements, and the agent's
+// error kinds. The gVisor
 // backend lives in runtime/gvisor; a Firecracker backend fits the same
 // interface (pause = memory snapshot, resume = restore, snapshot = template).
 package runtime
 
 import (
 	"context"
-	"errors"
 	"time"
-)
-
-// Errors a Runtime returns (wrapped) so callers can map them to API codes.
-var (
-	ErrNotFound = errors.New("capsule not found")
-	ErrExists   = errors.New("capsule already exists")
-	ErrState    = errors.New("capsule is not in a state that allows this")
 )
 
 // Network is the part of a capsule's network a runtime needs: the namespace
