@@ -65,12 +65,16 @@ func (a *Agent) runtimeMetadata(r *record) map[string]string {
 // healthClient asks envd for its version; no connection is kept.
 var healthClient = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 
-// envdVersion asks the envd at hostIP for its version (GET /health →
-// {"version"}).
+// envdVersion asks the envd at hostIP (port 49983, or host:port as
+// envdclient.New takes it) for its version (GET /health → {"version"}).
 func envdVersion(ctx context.Context, hostIP string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	url := "http://" + net.JoinHostPort(hostIP, strconv.Itoa(envdclient.Port)) + "/health"
+	addr := hostIP
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(hostIP, strconv.Itoa(envdclient.Port))
+	}
+	url := "http://" + addr + "/health"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", err
