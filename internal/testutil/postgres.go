@@ -297,7 +297,7 @@ func (c *pgCluster) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("postgres exited during startup: %v", c.cmd.ProcessState)
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		conn, err := pgx.Connect(ctx, c.adminDSN)
 		if err == nil {
 			err = conn.Ping(ctx)
