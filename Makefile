@@ -5,7 +5,7 @@ BIN   := bin
 RELEASE ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.release=$(RELEASE)
 
-.PHONY: help deps build envd generate check-generate lint test test-short bench run run-envd clean
+.PHONY: help deps build envd generate check-generate lint test test-loaded test-short bench run run-envd clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: ## go vet, staticcheck, buf lint
 
 test: deps check-generate lint ## everything CI runs: drift check, linters, all tests (as root)
 	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -count=1 -timeout 25m ./...
+
+test-loaded: ## `make test` with every core kept busy, as on a slow CI machine
+	./scripts/busy.sh $(MAKE) test
 
 test-short: ## unit tests only (no root, no external processes)
 	$(GO) test -short ./...

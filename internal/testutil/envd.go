@@ -137,7 +137,7 @@ func StartEnvdWith(t testing.TB, o EnvdOptions) *Envd {
 			t.Logf("envd log (%s):\n%s", e.URL, e.LogTail(16<<10))
 		}
 	})
-	if err := e.waitHealthy(10 * time.Second); err != nil {
+	if err := e.waitHealthy(60 * time.Second); err != nil {
 		t.Fatalf("envd did not become healthy: %v\nlog:\n%s", err, e.LogTail(16<<10))
 	}
 	return e
@@ -168,7 +168,7 @@ func (e *Envd) LogTail(n int) string {
 func (e *Envd) waitHealthy(limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
 	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/health", nil)
@@ -199,7 +199,7 @@ func (e *Envd) stop() {
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-e.done:
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second):
 		_ = e.cmd.Process.Kill()
 		<-e.done
 	}

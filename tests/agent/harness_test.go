@@ -41,7 +41,7 @@ func newHost(t *testing.T) *host {
 // answered) and fails the test if capsules left anything behind.
 func (h *host) assertNoCapsules(t *testing.T) {
 	t.Helper()
-	eventually(t, 10*time.Second, "capsules leave nothing behind", func() error {
+	eventually(t, 60*time.Second, "capsules leave nothing behind", func() error {
 		if l := h.Leftovers(); len(l) > 0 {
 			return fmt.Errorf("left behind:\n%s", strings.Join(l, "\n"))
 		}
@@ -100,7 +100,7 @@ func (h *host) tryExec(t *testing.T, id, script string) (string, int32, error) {
 
 // httpGet fetches url from the host with a short timeout.
 func httpGet(url string) (string, error) {
-	c := &http.Client{Timeout: 3 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second}
 	res, err := c.Get(url)
 	if err != nil {
 		return "", err
@@ -131,7 +131,7 @@ func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 
 // tcpDial reports whether addr accepts a TCP connection from the host.
 func tcpDial(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (p *pty) close() {
 // waitFor waits until the PTY printed s.
 func (p *pty) waitFor(t *testing.T, s string) {
 	t.Helper()
-	eventually(t, 10*time.Second, "PTY output "+strconvQuote(s), func() error {
+	eventually(t, 30*time.Second, "PTY output "+strconvQuote(s), func() error {
 		if strings.Contains(p.output(), s) {
 			return nil
 		}

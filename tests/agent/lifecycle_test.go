@@ -42,7 +42,7 @@ func (h *host) readInt(t *testing.T, id, path string) int {
 func (h *host) waitCounterAbove(t *testing.T, id string, n int) int {
 	t.Helper()
 	var v int
-	eventually(t, 10*time.Second, "counter advancing", func() error {
+	eventually(t, 60*time.Second, "counter advancing", func() error {
 		if v = h.readInt(t, id, "/tmp/counter"); v > n {
 			return nil
 		}
@@ -84,7 +84,7 @@ func (h *host) startWorkload(t *testing.T, id string) *pty {
 // checkWorkload verifies everything startWorkload set up still works.
 func (h *host) checkWorkload(t *testing.T, id, hostIP string, counterBefore int, round int) int {
 	t.Helper()
-	eventually(t, 10*time.Second, "HTTP server through the forwarder", func() error {
+	eventually(t, 60*time.Second, "HTTP server through the forwarder", func() error {
 		body, err := httpGet("http://" + hostIP + ":8080/index.html")
 		if err != nil {
 			return err

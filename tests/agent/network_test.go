@@ -30,7 +30,7 @@ func outside(t *testing.T) string {
 	if out, err := exec.Command("ip", "-n", n.Name, "route", "add", "default", "via", n.HostIP).CombinedOutput(); err != nil {
 		t.Fatalf("route: %v\n%s", err, out)
 	}
-	eventually(t, 5*time.Second, "outside server", func() error { return tcpDial(n.InsideIP + ":80") })
+	eventually(t, 60*time.Second, "outside server", func() error { return tcpDial(n.InsideIP + ":80") })
 	return n.InsideIP
 }
 
@@ -92,10 +92,18 @@ func ipOK(t *testing.T, args ...string) {
 	}
 }
 
-// fetch runs the probe in a capsule; ok reports whether it got a 200.
+// fetch runs the probe in a capsule with its short default timeout, for
+// what must not be reachable (a slow machine can only make that pass); ok
+// reports whether it got a 200.
 func (h *host) fetch(t *testing.T, id, url string) (string, bool) {
 	t.Helper()
-	out, code, err := h.tryExec(t, id, "/tmp/probe "+url)
+	return h.fetchWithin(t, id, url, "2s")
+}
+
+// fetchWithin is fetch with a timeout (a Go duration).
+func (h *host) fetchWithin(t *testing.T, id, url, timeout string) (string, bool) {
+	t.Helper()
+	out, code, err := h.tryExec(t, id, "/tmp/probe "+url+" "+timeout)
 	if err != nil {
 		t.Fatalf("exec probe: %v", err)
 	}
@@ -127,7 +135,7 @@ func TestNetworkIsolation(t *testing.T) {
 	h.installProbe(t, offline.SandboxId)
 
 	// Positive control first: the outside is reachable at all.
-	if out, ok := h.fetch(t, online.SandboxId, "http://"+world+"/"); !ok {
+	if out, ok := h.fetchWithin(t, online.SandboxId, "http://"+world+"/", "20s"); !ok {
 		diag, _, _ := h.tryExec(t, online.SandboxId, "ip addr; ip route")
 		nft, _ := exec.Command("nft", "list", "table", "inet", h.Prefix).CombinedOutput()
 		routes, _ := exec.Command("ip", "route").CombinedOutput()

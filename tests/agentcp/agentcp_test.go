@@ -191,7 +191,7 @@ func checkPortProxy(t *testing.T, ctx context.Context, api hostagentv1connect.Ho
 	}
 	front := httptest.NewServer(p.Middleware(http.NotFoundHandler()))
 	defer front.Close()
-	waitFor(t, h, "page through the port proxy", 15*time.Second, func() bool {
+	waitFor(t, h, "page through the port proxy", 60*time.Second, func() bool {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/index.html?q=1", nil)
 		req.Host = "8080-" + id + ".wrenn.test"
 		resp, err := http.DefaultClient.Do(req)

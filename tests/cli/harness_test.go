@@ -91,13 +91,13 @@ func newPlatform(t *testing.T) *platform {
 			t.Logf("control plane log:\n%s", tail(p.logPath, 24<<10))
 		}
 	})
-	eventually(t, 30*time.Second, "control plane /health", func() error {
+	eventually(t, 120*time.Second, "control plane /health", func() error {
 		select {
 		case <-p.exited:
 			t.Fatalf("control plane exited:\n%s", tail(p.logPath, 16<<10))
 		default:
 		}
-		res, err := (&http.Client{Timeout: 3 * time.Second}).Get(p.URL + "/health")
+		res, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.URL + "/health")
 		if err != nil {
 			return err
 		}
@@ -119,7 +119,7 @@ func (p *platform) stopCP() {
 	_ = p.cp.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		_ = p.cp.Process.Kill()
 		<-p.exited
 	}

@@ -119,7 +119,7 @@ func (p *platform) startCP(port int) *controlPlane {
 			t.Logf("control plane %d log:\n%s", port, c.logTail())
 		}
 	})
-	eventually(t, 30*time.Second, "control plane /health", func() error {
+	eventually(t, 120*time.Second, "control plane /health", func() error {
 		select {
 		case <-c.exited:
 			t.Fatalf("control plane exited:\n%s", c.logTail())
@@ -158,7 +158,7 @@ func (c *controlPlane) stop() {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		c.kill()
 	}
 }
@@ -245,7 +245,7 @@ func eventually(t testing.TB, d time.Duration, what string, f func() error) {
 }
 
 func httpGet(url string) (string, error) {
-	c := &http.Client{Timeout: 3 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second}
 	res, err := c.Get(url)
 	if err != nil {
 		return "", err

@@ -28,7 +28,7 @@ func (p *platform) signup(t *testing.T, email, name string) (jwt, teamID string)
 		t.Fatalf("signup: %d %s", res.Status, res.Body)
 	}
 	var token string
-	eventually(t, 10*time.Second, "activation mail in the log", func() error {
+	eventually(t, 30*time.Second, "activation mail in the log", func() error {
 		for _, c := range p.cps {
 			b, _ := os.ReadFile(c.logPath)
 			for _, line := range strings.Split(string(b), "\n") {

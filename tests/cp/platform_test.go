@@ -124,7 +124,7 @@ func TestTwoControlPlanesTwoHosts(t *testing.T) {
 	b.Agent.Start()
 	p.waitHost(t, b.ID, "online")
 	for _, id := range byHost[b.ID] {
-		eventually(t, 30*time.Second, "capsule "+id+" running again", func() error {
+		eventually(t, 120*time.Second, "capsule "+id+" running again", func() error {
 			if s := p.getCapsule(t, p.URL(), id).Status; s != "running" {
 				return fmt.Errorf("status %s", s)
 			}

@@ -148,7 +148,7 @@ func TestBadInput(t *testing.T) {
 				}
 			})
 		}
-		req, _ := http.NewRequestWithContext(ctxT(t, 5*time.Second), http.MethodPost, e.URL+"/process.Process/Connect", bytes.NewReader(envelope(0, []byte(`{"process":{"pid":1}}`))))
+		req, _ := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, e.URL+"/process.Process/Connect", bytes.NewReader(envelope(0, []byte(`{"process":{"pid":1}}`))))
 		req.Header.Set("Content-Type", "application/connect+xml")
 		if r := do(t, e, req); r.StatusCode != 415 {
 			t.Errorf("stream with an unsupported codec: %d", r.StatusCode)
@@ -157,12 +157,12 @@ func TestBadInput(t *testing.T) {
 	t.Run("files and init", func(t *testing.T) {
 		r := request(t, e, http.MethodPost, "/init", []byte("\x00\x01garbage"))
 		httpErrorCode(t, r, 400)
-		req, _ := http.NewRequestWithContext(ctxT(t, 5*time.Second), http.MethodPost, filesURL(e, filepath.Join(dir, "f"), ""), bytes.NewReader([]byte("--x\r\nbroken multipart")))
+		req, _ := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, filesURL(e, filepath.Join(dir, "f"), ""), bytes.NewReader([]byte("--x\r\nbroken multipart")))
 		req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
 		if r := do(t, e, req); r.StatusCode != 400 {
 			t.Errorf("broken multipart: %d %q", r.StatusCode, r.Body)
 		}
-		req, _ = http.NewRequestWithContext(ctxT(t, 5*time.Second), http.MethodPost, filesURL(e, "", ""), bytes.NewReader([]byte("--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--x--\r\n")))
+		req, _ = http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, filesURL(e, "", ""), bytes.NewReader([]byte("--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--x--\r\n")))
 		req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
 		if r := do(t, e, req); r.StatusCode != 400 {
 			t.Errorf("multipart part without filename or path: %d %q", r.StatusCode, r.Body)

@@ -131,7 +131,7 @@ func (e *env) fds(t *testing.T) int {
 func (e *env) requireNoFDLeak(t *testing.T, base int) {
 	t.Helper()
 	var n int
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if n = e.fds(t); n <= base+3 {
 			return
@@ -322,7 +322,7 @@ func selTag(tag string) *process.ProcessSelector {
 
 func kill(t *testing.T, pc processconnect.ProcessClient, pid uint32, sig process.Signal) error {
 	t.Helper()
-	_, err := pc.SendSignal(ctxT(t, 10*time.Second), connect.NewRequest(&process.SendSignalRequest{
+	_, err := pc.SendSignal(ctxT(t, 30*time.Second), connect.NewRequest(&process.SendSignalRequest{
 		Process: selPid(pid), Signal: sig,
 	}))
 	return err
@@ -330,7 +330,7 @@ func kill(t *testing.T, pc processconnect.ProcessClient, pid uint32, sig process
 
 func listPids(t *testing.T, pc processconnect.ProcessClient) map[uint32]*process.ProcessInfo {
 	t.Helper()
-	resp, err := pc.List(ctxT(t, 10*time.Second), connect.NewRequest(&process.ListRequest{}))
+	resp, err := pc.List(ctxT(t, 30*time.Second), connect.NewRequest(&process.ListRequest{}))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}

@@ -242,13 +242,13 @@ func TestAccessToken(t *testing.T) {
 		}
 		// A read signature does not allow writing.
 		q := url.Values{"path": {filepath.Join(dir, "w.txt")}, "signature": {auth.Signature(filepath.Join(dir, "w.txt"), "read", "", token, 0)}}
-		req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, e.URL+"/files?"+q.Encode(), strings.NewReader("x"))
+		req, _ := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, e.URL+"/files?"+q.Encode(), strings.NewReader("x"))
 		req.Header.Set("Content-Type", "application/octet-stream")
 		if r := do(t, e, req); r.StatusCode != 401 {
 			t.Errorf("upload with a read signature: %d", r.StatusCode)
 		}
 		q.Set("signature", auth.Signature(filepath.Join(dir, "w.txt"), "write", "", token, 0))
-		req, _ = http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, e.URL+"/files?"+q.Encode(), strings.NewReader("x"))
+		req, _ = http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, e.URL+"/files?"+q.Encode(), strings.NewReader("x"))
 		req.Header.Set("Content-Type", "application/octet-stream")
 		if r := do(t, e, req); r.StatusCode != 200 {
 			t.Errorf("upload with a write signature: %d %q", r.StatusCode, r.Body)

@@ -1,8 +1,11 @@
 package envd_test
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,16 +35,47 @@ func TestReplay(t *testing.T) {
 	e := startEnvd(t)
 
 	t.Run("running process", func(t *testing.T) {
-		p := startBG(t, e.proc, bash("printf first; sleep 1; printf second"))
-		time.Sleep(400 * time.Millisecond) // "first" is in the log, "second" is not yet
-		r := connectReplay(t, e, p.pid, "0")
+		// "second" waits for the gate, so it comes after the replayed "first".
+		gate := filepath.Join(t.TempDir(), "gate")
+		ctx, cancel := context.WithCancel(t.Context()) // no deadline: it would bound the process
+		defer cancel()
+		s, err := e.proc.Start(ctx, connect.NewRequest(bash("printf first; until [ -e "+gate+" ]; do sleep 0.05; done; printf second")))
+		if err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		// Streams follow the output log: once the start stream has "first",
+		// the log has it.
+		started := &result{}
+		for !strings.Contains(started.stdout.String(), "first") && s.Receive() {
+			started.add(t, s.Msg().GetEvent())
+		}
+		if started.stdout.String() != "first" {
+			t.Fatalf("start stream: %q, %v", started.stdout.String(), s.Err())
+		}
+		req := connect.NewRequest(&process.ConnectRequest{Process: selPid(started.pid)})
+		req.Header().Set(envdprocess.ReplayFromHeader, "0")
+		cs, err := e.proc.Connect(ctxT(t, 30*time.Second), req)
+		if err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		r := &result{}
+		for !strings.Contains(r.stdout.String(), "first") && cs.Receive() {
+			r.add(t, cs.Msg().GetEvent())
+		}
+		writeFile(t, gate, "")
+		for cs.Receive() {
+			r.add(t, cs.Msg().GetEvent())
+		}
+		r.err = cs.Err()
+		_ = cs.Close()
 		if r.err != nil || r.stdout.String() != "firstsecond" || r.end == nil {
 			t.Fatalf("replay from 0: %q end %v err %v", r.stdout.String(), r.end, r.err)
 		}
 		if len(r.offsets) == 0 || !slices.IsSorted(r.offsets) || r.offsets[len(r.offsets)-1] != 11 {
 			t.Fatalf("end offsets %v, want increasing and ending at 11", r.offsets)
 		}
-		p.wait(t, 5*time.Second)
+		for s.Receive() {
+		}
 	})
 	t.Run("exited process from an offset", func(t *testing.T) {
 		res := run(t, e.proc, bash("printf 0123456789"))
@@ -70,7 +104,7 @@ func TestReplay(t *testing.T) {
 			}
 		}
 		// Without the header an exited process is not found, and no offsets are sent.
-		s, err := e.proc.Connect(ctxT(t, 5*time.Second), connect.NewRequest(&process.ConnectRequest{Process: selPid(pid)}))
+		s, err := e.proc.Connect(ctxT(t, 30*time.Second), connect.NewRequest(&process.ConnectRequest{Process: selPid(pid)}))
 		if err == nil {
 			for s.Receive() {
 			}
@@ -79,14 +113,31 @@ func TestReplay(t *testing.T) {
 		wantCode(t, err, connect.CodeNotFound)
 	})
 	t.Run("no offsets without the header", func(t *testing.T) {
-		p := startBG(t, e.proc, bash("sleep 0.5; echo x"))
-		r := connectReplay(t, e, p.pid, "")
-		if len(r.offsets) != 0 || r.stdout.String() != "x\n" {
-			t.Fatalf("plain Connect: offsets %v stdout %q", r.offsets, r.stdout.String())
+		// A plain Connect sees only live output: "x" waits for the gate,
+		// opened once the Connect stream has its start event.
+		gate := filepath.Join(t.TempDir(), "gate")
+		p := startBG(t, e.proc, bash("until [ -e "+gate+" ]; do sleep 0.05; done; echo x"))
+		cs, err := e.proc.Connect(ctxT(t, 30*time.Second), connect.NewRequest(&process.ConnectRequest{Process: selPid(p.pid)}))
+		if err != nil {
+			t.Fatalf("Connect: %v", err)
 		}
+		r := &result{}
+		if cs.Receive() {
+			r.add(t, cs.Msg().GetEvent())
+		}
+		writeFile(t, gate, "")
+		for cs.Receive() {
+			r.add(t, cs.Msg().GetEvent())
+		}
+		r.err = cs.Err()
+		_ = cs.Close()
+		if r.err != nil || len(r.offsets) != 0 || r.stdout.String() != "x\n" {
+			t.Fatalf("plain Connect: offsets %v stdout %q err %v", r.offsets, r.stdout.String(), r.err)
+		}
+		p.wait(t, 30*time.Second)
 	})
 	t.Run("invalid offset", func(t *testing.T) {
-		p := startBG(t, e.proc, bash("sleep 2"))
+		p := startBG(t, e.proc, bash("sleep 60")) // killed below
 		for _, bad := range []string{"-1", "abc"} {
 			r := connectReplay(t, e, p.pid, bad)
 			wantCode(t, r.err, connect.CodeInvalidArgument)
@@ -102,7 +153,7 @@ func TestReplay(t *testing.T) {
 		if _, ok := plain[res.pid]; ok {
 			t.Error("exited process in a plain List")
 		}
-		resp, err := e.proc.List(ctxT(t, 5*time.Second), connect.NewRequest(&process.ListRequest{IncludeExited: true}))
+		resp, err := e.proc.List(ctxT(t, 30*time.Second), connect.NewRequest(&process.ListRequest{IncludeExited: true}))
 		if err != nil {
 			t.Fatal(err)
 		}

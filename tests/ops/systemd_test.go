@@ -270,7 +270,7 @@ func TestAgentUnderUnitRestrictions(t *testing.T) {
 		}
 		select {
 		case <-exited:
-		case <-time.After(15 * time.Second):
+		case <-time.After(60 * time.Second):
 			_ = cmd.Process.Kill()
 			<-exited
 			t.Error("agent did not exit after Terminate")
@@ -287,7 +287,7 @@ func TestAgentUnderUnitRestrictions(t *testing.T) {
 	})
 
 	ctx := ctxT(t, 3*time.Minute)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for {
 		_, err := api.ListSandboxes(ctx, connect.NewRequest(&hav1.ListSandboxesRequest{}))
 		if err == nil {

@@ -268,7 +268,7 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("postgres exited during startup: %v", c.child.ProcessState)
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		conn, err := pgx.Connect(ctx, c.DSN("postgres"))
 		if err == nil {
 			err = conn.Ping(ctx)

@@ -135,7 +135,8 @@ func TestAuthenticateFirstMessageTimeoutKeepsReading(t *testing.T) {
 	start := time.Now()
 	_, err := f.auth.AuthenticateFirstMessage(context.Background(), KindKeyOrJWT, "/v1/capsules", read)
 	requireCode(t, err, 401, apierr.CodeUnauthorized)
-	if d := time.Since(start); d < 20*time.Millisecond || d > 2*time.Second {
+	// The reader never returns on its own; the upper bound is generous for a slow machine.
+	if d := time.Since(start); d < 20*time.Millisecond || d > 10*time.Second {
 		t.Fatalf("returned after %v", d)
 	}
 	close(closed) // the caller closes the socket after the fatal frame; the reader goroutine ends

@@ -66,7 +66,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 	}
 
 	// Ping: activity on the host and in the database.
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // the ping's time differs from the creation's
 	f.do(t, http.StatusNoContent, http.MethodPost, "/v1/capsules/"+c.ID+"/ping", key, nil)
 	if got := f.get(t, key, c.ID); !got.LastActiveAt.After(*c.LastActiveAt) {
 		t.Errorf("ping did not move last_active_at: %v → %v", c.LastActiveAt, got.LastActiveAt)
@@ -74,7 +74,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 
 	// Live metrics (the test agent samples every 200 ms).
 	var m capsules.Metrics
-	eventually(t, 10*time.Second, "live metrics", func() bool {
+	eventually(t, 30*time.Second, "live metrics", func() bool {
 		f.do(t, http.StatusOK, http.MethodGet, "/v1/capsules/"+c.ID+"/metrics?range=5m", key, nil).JSON(t, &m)
 		return len(m.Points) >= 2
 	})

@@ -137,7 +137,7 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	eventually(t, 5*time.Second, "team usage samples", func() bool {
+	eventually(t, 30*time.Second, "team usage samples", func() bool {
 		var n int
 		_ = f.env.Store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM team_stats_samples WHERE team_id = $1 AND running_count = 1`, f.alice.Team).Scan(&n)
 		return n >= 2
@@ -145,7 +145,7 @@ func TestRun(t *testing.T) {
 	if _, err := f.agent.API.DestroySandbox(context.Background(), connect.NewRequest(&hav1.DestroySandboxRequest{SandboxId: c.ID})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the reconciler to record the capsule stopped", func() bool {
+	eventually(t, 30*time.Second, "the reconciler to record the capsule stopped", func() bool {
 		return f.status(t, c.ID) == store.CapsuleStopped
 	})
 	cancel()
@@ -154,7 +154,7 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
 }

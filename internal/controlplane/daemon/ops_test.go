@@ -73,7 +73,7 @@ func TestReadiness(t *testing.T) {
 	}
 
 	setConnections(t, dsn, true)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, a := ready()
 		if code == http.StatusOK {

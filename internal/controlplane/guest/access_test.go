@@ -160,7 +160,9 @@ func testWebSocketAuth(t *testing.T, f *fixture) {
 	if fr := c.expectFatal("unauthorized"); fr.Data != "authentication failed" {
 		t.Fatalf("silent socket: %+v", fr)
 	}
-	if d := time.Since(start); d < 4500*time.Millisecond || d > 8*time.Second {
+	// Only a lower bound: a slow machine answers later, never earlier; next's
+	// read deadline bounds the wait.
+	if d := time.Since(start); d < 4500*time.Millisecond {
 		t.Fatalf("auth timeout after %s", d)
 	}
 

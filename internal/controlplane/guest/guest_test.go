@@ -287,7 +287,7 @@ func dialWS(t *testing.T, f *fixture, path string, cred cptest.Cred) (*wsConn, *
 	case cred.JWT != "":
 		h.Set("Authorization", "Bearer "+cred.JWT)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, res, err := websocket.Dial(ctx, wsURL(f, path), &websocket.DialOptions{HTTPHeader: h})
 	if err != nil {
@@ -341,7 +341,7 @@ func (c *wsConn) send(v any) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.conn.Write(ctx, websocket.MessageText, b); err != nil {
 		c.t.Fatalf("write: %v", err)
@@ -352,7 +352,7 @@ func (c *wsConn) send(v any) {
 func (c *wsConn) next() frame {
 	c.t.Helper()
 	for {
-		f, err := c.read(15 * time.Second)
+		f, err := c.read(30 * time.Second)
 		if err != nil {
 			c.t.Fatalf("read: %v", err)
 		}
@@ -381,7 +381,7 @@ func (c *wsConn) read(timeout time.Duration) (frame, error) {
 func (c *wsConn) expectClosed(code websocket.StatusCode) {
 	c.t.Helper()
 	for {
-		f, err := c.read(15 * time.Second)
+		f, err := c.read(30 * time.Second)
 		if err == nil {
 			if f.Type == "ping" {
 				continue

@@ -52,7 +52,7 @@ func watchStream(t *testing.T, e *env, ctx context.Context, req *filesystem.Watc
 // nextFS returns the next filesystem event, skipping keepalives.
 func nextFS(t *testing.T, ch <-chan *filesystem.WatchDirResponse) *filesystem.FilesystemEvent {
 	t.Helper()
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(30 * time.Second)
 	for {
 		select {
 		case m, ok := <-ch:
@@ -63,7 +63,7 @@ func nextFS(t *testing.T, ch <-chan *filesystem.WatchDirResponse) *filesystem.Fi
 				return fe
 			}
 		case <-timeout:
-			t.Fatal("no event within 5s")
+			t.Fatal("no event within 30s")
 		}
 	}
 }
@@ -184,8 +184,10 @@ func TestWatchDirKeepaliveAndDeadline(t *testing.T) {
 		}
 	}
 	err := wait()
-	if keepalives < 1 || keepalives > 3 {
-		t.Fatalf("%d keepalives in %v at a 1 s interval", keepalives, time.Since(start))
+	// Keepalive n is due n s after the call began: a slow machine can only
+	// lower the count for the time the stream took.
+	if took := time.Since(start); keepalives < 1 || keepalives > int(took/time.Second) {
+		t.Fatalf("%d keepalives in %v at a 1 s interval", keepalives, took)
 	}
 	wantCode(t, err, connect.CodeDeadlineExceeded)
 }
@@ -263,7 +265,7 @@ func TestPollingWatcher(t *testing.T) {
 		}
 		writeFile(t, filepath.Join(dir, "a.txt"), "x")
 		var events []*filesystem.FilesystemEvent
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(events) < 2; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && len(events) < 2; time.Sleep(20 * time.Millisecond) {
 			got, err := e.client.GetWatcherEvents(ctxT(t), connect.NewRequest(&filesystem.GetWatcherEventsRequest{WatcherId: id}))
 			if err != nil {
 				t.Fatal(err)

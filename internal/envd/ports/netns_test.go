@@ -84,7 +84,7 @@ func TestNetnsForward(t *testing.T) {
 	}
 
 	expect("READY")
-	if err := portstest.Ping(target, 5*time.Second); err != nil {
+	if err := portstest.Ping(target, 30*time.Second); err != nil {
 		cancel()
 		_ = finish()
 		t.Fatalf("from the host to %s: %v", target, err)

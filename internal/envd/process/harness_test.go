@@ -207,10 +207,10 @@ func connectTo(t testing.TB, c processconnect.ProcessClient, sel *process.Proces
 }
 
 // waitFor waits until cond (called with w.mu held) holds, or the stream
-// ended; it fails the test after 10 s.
+// ended; it fails the test after 30 s.
 func (w *watcher) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
 		w.mu.Lock()
 		ok, ch := cond(), w.changed
@@ -244,7 +244,7 @@ func (w *watcher) wait(t testing.TB) *process.ProcessEvent_EndEvent {
 	t.Helper()
 	select {
 	case <-w.done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatalf("stream did not finish; output %q", w.output())
 	}
 	w.mu.Lock()

@@ -44,7 +44,7 @@ func zombies() []int {
 
 func waitNoZombies(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for len(zombies()) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("unreaped children: %v", zombies())
@@ -160,9 +160,10 @@ func TestNoDoubleWait(t *testing.T) {
 // to envd (subreaper here, PID 1 in a capsule) and reaped.
 func TestOrphansReaped(t *testing.T) {
 	h := newHarness(t, Config{})
-	w := start(t, h.json, &process.StartRequest{Process: sh("for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; exit 0"), Stdin: ptr(false)}, nil)
+	marker := "0.1424"
+	w := start(t, h.json, &process.StartRequest{Process: sh("for i in 1 2 3 4 5; do (sleep " + marker + " &) ; done; exit 0"), Stdin: ptr(false)}, nil)
 	w.wait(t)
-	time.Sleep(300 * time.Millisecond)
+	waitGone(t, marker) // the orphans have exited: now they are zombies or reaped
 	waitNoZombies(t)
 }
 

@@ -111,14 +111,22 @@ func TestFiles(t *testing.T) {
 
 	// A stream cut off by its client leaves the existing file as it was.
 	cctx, cancel := context.WithCancel(ctx)
+	calls := h.fake.envdCalls.Load()
 	ws = h.client.WriteFileStream(cctx)
 	_ = ws.Send(&v1.WriteFileStreamRequest{Part: &v1.WriteFileStreamRequest_Meta{Meta: &v1.WriteFileMeta{SandboxId: runningID, Path: dir + "/big.bin"}}})
 	_ = ws.Send(&v1.WriteFileStreamRequest{Part: &v1.WriteFileStreamRequest_Chunk{Chunk: []byte("partial")}})
-	time.Sleep(100 * time.Millisecond)
+	// Cancel once the handler has taken the capsule: the upload is under way.
+	deadline := time.Now().Add(30 * time.Second)
+	for h.fake.envdCalls.Load() == calls && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.fake.envdCalls.Load() == calls {
+		t.Fatal("the stream's upload did not start")
+	}
 	// Cancel without closing the stream first: a client stream's clean end
 	// cannot be told apart from a complete upload.
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for h.fake.doneCalls.Load() != h.fake.envdCalls.Load() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

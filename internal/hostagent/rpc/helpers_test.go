@@ -185,7 +185,7 @@ func newHarness(t *testing.T, withEnvd bool) *harness {
 		hc.CloseIdleConnections()
 		srv.Close()
 		// Handlers end with their streams; each must have released its capsule.
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for h.fake.doneCalls.Load() != h.fake.envdCalls.Load() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}

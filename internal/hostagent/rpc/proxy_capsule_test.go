@@ -45,7 +45,7 @@ func TestProxyRealCapsule(t *testing.T) {
 
 	get := func(path string) (int, string) {
 		t.Helper()
-		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer rcancel()
 		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+path, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -58,7 +58,7 @@ func TestProxyRealCapsule(t *testing.T) {
 	}
 	eventually := func(path string, status int, body string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			st, b := get(path)
 			if st == status && strings.Contains(b, body) {
@@ -109,7 +109,7 @@ func TestProxyRealCapsule(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually("/8080/index.html", 200, "hello from the capsule")
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	served := 0
 	for {
 		st, _ := get("/8080/index.html")
@@ -127,7 +127,7 @@ func TestProxyRealCapsule(t *testing.T) {
 	}
 	// 503 shows from the start of the pause; the id is reported once it is done.
 	var auto []string
-	for end := time.Now().Add(10 * time.Second); len(auto) == 0 && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(60 * time.Second); len(auto) == 0 && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		list, err := h.API.ListSandboxes(ctx, connect.NewRequest(&hav1.ListSandboxesRequest{}))
 		if err != nil {
 			t.Fatal(err)

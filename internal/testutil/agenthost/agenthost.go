@@ -106,9 +106,10 @@ func (h *Host) Start() {
 	if h.opts.NoWait {
 		return
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: startup sets up the network and adopts running capsules (runsc) first.
+	deadline := time.Now().Add(120 * time.Second)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := h.API.ListSandboxes(ctx, connect.NewRequest(&hav1.ListSandboxesRequest{}))
 		cancel()
 		if err == nil {
@@ -147,7 +148,7 @@ func (h *Host) Stop() {
 	_ = h.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-h.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second): // a graceful stop pauses capsules first
 		h.Kill()
 	}
 }
@@ -184,7 +185,7 @@ func (h *Host) finish() {
 	}
 	select {
 	case <-h.exited:
-	case <-time.After(15 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Errorf("agent did not exit after Terminate")
 		h.Kill()
 	}

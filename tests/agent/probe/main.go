@@ -1,4 +1,5 @@
-// Command probe fetches a URL and prints the body; the agent tests copy it
+// Command probe fetches a URL and prints the body (usage: probe URL
+// [TIMEOUT], TIMEOUT a Go duration, 2s by default); the agent tests copy it
 // into capsules to test what a capsule can reach (busybox's static wget
 // crashes in name-service code, even for IP literals).
 package main
@@ -12,11 +13,20 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe URL")
+	if len(os.Args) != 2 && len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: probe URL [TIMEOUT]")
 		os.Exit(2)
 	}
-	c := &http.Client{Timeout: 2 * time.Second}
+	timeout := 2 * time.Second
+	if len(os.Args) == 3 {
+		d, err := time.ParseDuration(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		timeout = d
+	}
+	c := &http.Client{Timeout: timeout}
 	res, err := c.Get(os.Args[1])
 	if err != nil {
 		fmt.Println(err)

@@ -303,7 +303,7 @@ func TestLocks(t *testing.T) {
 		}
 		close(got)
 	}()
-	time.Sleep(10 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond) // most likely waiting now; if not, it locks after the unlock, which passes too
 	unlock()
 	<-got
 	if len(l.m) != 0 {

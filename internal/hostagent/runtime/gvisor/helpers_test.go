@@ -257,10 +257,10 @@ func newEnvdClient(ip string) *envdClient {
 func (e *envdClient) waitHealthy(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
-	deadline := start.Add(15 * time.Second)
+	deadline := start.Add(60 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/health", nil)
 		resp, err := e.http.Do(req)
 		if err == nil {
@@ -351,7 +351,7 @@ func (e *envdClient) startCounter(t *testing.T) uint32 {
 // count reads the counter, waiting for it to be written at least once.
 func (e *envdClient) count(t *testing.T) int {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, b := e.do(t, http.MethodGet, "/files?username=root&path="+counterFile, "", nil)
 		var n int
@@ -393,7 +393,7 @@ func (e *envdClient) requireCounting(t *testing.T, pid uint32, from int) {
 	if n < from {
 		t.Fatalf("counter is %d, was %d before: it started over", n, from)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for e.count(t) <= n {
 		if time.Now().After(deadline) {
 			t.Fatalf("counter stuck at %d", n)
