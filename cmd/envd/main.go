@@ -25,7 +25,7 @@ import (
 )
 
 // compatVersion is the E2B envd protocol version this build fully implements
-// (protocol §6.7); it is reported on /health and gates SDK features.
+// (docs/envd.md); it is reported on /health and gates SDK features.
 const compatVersion = "0.6.4"
 
 // release is Wrenn's own version, set at link time.

@@ -13,7 +13,7 @@ import (
 const agentErrorMessage = "host agent error"
 
 // FromAgent maps an error of a host-agent RPC to an API error by its Connect code, never by its text
-// (§1.6 step 5); it is the only place the control plane does. The agent's message is kept for the
+// (docs/api.md); it is the only place the control plane does. The agent's message is kept for the
 // codes the API has a kind for (not found, invalid, conflict, forbidden, timeout, storage,
 // unimplemented). An unavailable agent answers host_unavailable with a fixed message (the text is a
 // transport error). Anything else (internal, unknown, canceled, an error that is not Connect's) is

@@ -1,6 +1,6 @@
-// Package apierr is the control plane's error model (API contract §1.5): typed errors carrying an HTTP
+// Package apierr is the control plane's error model (docs/api.md): typed errors carrying an HTTP
 // status and a snake_case code, the {"error":{"code","message"}} body, WebSocket error frames, the
-// mapping of host-agent RPC errors (§1.6) and the request id that errors are logged and quoted under.
+// mapping of host-agent RPC errors (docs/api.md) and the request id that errors are logged and quoted under.
 package apierr
 
 import (
@@ -11,7 +11,7 @@ import (
 	"net/http"
 )
 
-// Codes of §1.5. Clients branch on these, so they never change.
+// Codes of docs/api.md. Clients branch on these, so they never change.
 const (
 	CodeInvalidRequest      = "invalid_request"
 	CodeInvalidArchive      = "invalid_archive"
@@ -43,13 +43,13 @@ const (
 	CodeNoCapacity          = "no_capacity"
 	CodeTimeout             = "timeout"
 	CodeInsufficientStorage = "insufficient_storage"
-	CodeInactivityTimeout   = "inactivity_timeout" // WebSocket frames only (§6.12)
+	CodeInactivityTimeout   = "inactivity_timeout" // WebSocket frames only (docs/api.md)
 )
 
 // internalMessage is the only message a 500 internal_error carries; the cause goes to the log.
 const internalMessage = "internal server error"
 
-// Error is an API error: the HTTP status, the code of §1.5 and a message telling the client what to fix.
+// Error is an API error: the HTTP status, the code of docs/api.md and a message telling the client what to fix.
 // Fields, when set, are added inside the "error" object (e.g. capsule_ids of has_active_capsules).
 // Err is the underlying cause; it is logged for 5xx answers and never sent.
 type Error struct {
@@ -186,7 +186,7 @@ func TemplateNameTaken(msg string) *Error {
 	return New(http.StatusConflict, CodeTemplateNameTaken, msg)
 }
 
-// HasActiveCapsules is 409 has_active_capsules with "capsule_ids" and its mirror "sandbox_ids" (§1.2).
+// HasActiveCapsules is 409 has_active_capsules with "capsule_ids" and its mirror "sandbox_ids" (docs/api.md).
 func HasActiveCapsules(msg string, capsuleIDs []string) *Error {
 	if capsuleIDs == nil {
 		capsuleIDs = []string{}
@@ -250,7 +250,7 @@ func From(err error) *Error {
 	return Internal(err)
 }
 
-// Write sends err as the §1.5 error body. Errors that are not *Error (see From) become 500
+// Write sends err as docs/api.md error body. Errors that are not *Error (see From) become 500
 // internal_error with a generic message. Every 5xx is logged with its cause and, when r is not nil,
 // the request's method, path and request id (unless FromAgent logged it already).
 func Write(w http.ResponseWriter, r *http.Request, err error) {

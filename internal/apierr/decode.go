@@ -11,10 +11,10 @@ import (
 	"strings"
 )
 
-// DefaultBodyLimit is the JSON request body limit of §1.1.
+// DefaultBodyLimit is the JSON request body limit of docs/api.md.
 const DefaultBodyLimit int64 = 1 << 20
 
-// MessageInvalidJSON is the message of §1.1 for a body that is not valid JSON.
+// MessageInvalidJSON is the message of docs/api.md for a body that is not valid JSON.
 const MessageInvalidJSON = "invalid JSON body"
 
 // DecodeJSON reads r's body (at most limit bytes; limit <= 0 means DefaultBodyLimit) and unmarshals it
@@ -25,7 +25,7 @@ const MessageInvalidJSON = "invalid JSON body"
 //   - 500 internal_error when dst is not a non-nil pointer (a programming error).
 //
 // An *Error returned by an UnmarshalJSON method of dst passes through unchanged.
-// Request bodies naming a capsule embed CapsuleRef to accept the sandbox_id alias of §1.2.
+// Request bodies naming a capsule embed CapsuleRef to accept the sandbox_id alias of docs/api.md.
 func DecodeJSON(r *http.Request, limit int64, dst any) error {
 	body, err := readBody(r, limit)
 	if err != nil {
@@ -134,7 +134,7 @@ func jsonKind(t reflect.Type) string {
 }
 
 // CapsuleRef is embedded in request bodies that name a capsule: it accepts "capsule_id" and its alias
-// "sandbox_id" (§1.2). capsule_id wins when both are set; an empty value counts as not set.
+// "sandbox_id" (docs/api.md). capsule_id wins when both are set; an empty value counts as not set.
 type CapsuleRef struct {
 	RawCapsuleID string `json:"capsule_id,omitempty"`
 	RawSandboxID string `json:"sandbox_id,omitempty"`

@@ -1,14 +1,14 @@
 package apierr
 
-// WebSocket close codes of §1.5.
+// WebSocket close codes of docs/api.md.
 const (
 	CloseNormal             = 1000 // normal end
 	CloseInternalError      = 1011 // unexpected server failure
-	CloseInactivityTimeout  = 4000 // PTY inactivity timeout (§6.12)
+	CloseInactivityTimeout  = 4000 // PTY inactivity timeout (docs/api.md)
 	MessageInactivityClosed = "inactivity timeout"
 )
 
-// Frame is a WebSocket error frame (§1.5): {"type":"error","data":…,"code"?,"fatal"?}. With Fatal the
+// Frame is a WebSocket error frame (docs/api.md): {"type":"error","data":…,"code"?,"fatal"?}. With Fatal the
 // server closes the socket right after sending it.
 type Frame struct {
 	Type  string `json:"type"`

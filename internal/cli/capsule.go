@@ -15,7 +15,7 @@ import (
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
-// capsule is the capsule object (§6.1).
+// capsule is the capsule object (docs/api.md).
 type capsule struct {
 	ID           string            `json:"id"`
 	Status       string            `json:"status"`

@@ -16,7 +16,7 @@ func decodeAnswer(raw []byte, out any) error {
 	return nil
 }
 
-// frame is any server frame of the API's WebSockets (§6.8, §6.12).
+// frame is any server frame of the API's WebSockets (docs/api.md).
 type frame struct {
 	Type        string `json:"type"`
 	Data        string `json:"data"`

@@ -21,7 +21,7 @@ type execOptions struct {
 	timeout    int
 }
 
-// execResult is the answer of a foreground exec (§6.5).
+// execResult is the answer of a foreground exec (docs/api.md).
 type execResult struct {
 	Stdout   string `json:"stdout"`
 	Stderr   string `json:"stderr"`

@@ -20,7 +20,7 @@ import (
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
-// fileEntry is a file-browser entry (§6.11).
+// fileEntry is a file-browser entry (docs/api.md).
 type fileEntry struct {
 	Name          string `json:"name"`
 	Path          string `json:"path"`

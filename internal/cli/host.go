@@ -14,7 +14,7 @@ import (
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
-// host is the host object (§10).
+// host is the host object (docs/api.md).
 type host struct {
 	ID              string     `json:"id"`
 	Type            string     `json:"type"`

@@ -18,7 +18,7 @@ import (
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
-// process is an entry of the process list (§6.8).
+// process is an entry of the process list (docs/api.md).
 type process struct {
 	PID       int        `json:"pid"`
 	Tag       string     `json:"tag"`

@@ -12,7 +12,7 @@ import (
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
 )
 
-// template is the template object (§7).
+// template is the template object (docs/api.md).
 type template struct {
 	Name      string     `json:"name"`
 	Type      string     `json:"type"`

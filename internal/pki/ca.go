@@ -1,6 +1,6 @@
 // Package pki is the control plane's internal certificate authority: it creates the CA on first start,
 // issues the host agents' server certificates and the control plane's client certificate, and builds
-// the mutual-TLS configurations of both sides (API contract §10).
+// the mutual-TLS configurations of both sides (docs/api.md).
 package pki
 
 import (
@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// Lifetimes (§10). The CA outlives everything it signs; leaf certificates are short and renewed: an
+// Lifetimes (docs/api.md). The CA outlives everything it signs; leaf certificates are short and renewed: an
 // agent's on every credential refresh, the control plane's every ClientCertRenewInterval.
 const (
 	CATTL                   = 10 * 365 * 24 * time.Hour

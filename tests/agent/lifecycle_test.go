@@ -175,7 +175,7 @@ func TestPauseResumeCycles(t *testing.T) {
 }
 
 // checkMetadata verifies a create or resume answer carries the runtime
-// versions (API contract §6.1): this kernel, this agent binary's release,
+// versions (docs/api.md): this kernel, this agent binary's release,
 // the envd it runs and the runsc version.
 func (h *host) checkMetadata(t *testing.T, what string, md map[string]string) {
 	t.Helper()

@@ -1,4 +1,4 @@
-// Conformance items 1–27 of the envd protocol spec (§7), driven by the
+// The SDK conformance items of docs/envd.md, driven by the
 // unmodified e2b SDK 2.51.0 in debug mode against envd on localhost:49983.
 // Run by e2bjs_test.go, which creates the test user and starts envd; it
 // passes WRENN_TEST_USER, WRENN_TEST_DIR (a scratch directory) and ENVD_PID.

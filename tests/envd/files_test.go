@@ -29,7 +29,7 @@ type httpResult struct {
 	Body       []byte
 }
 
-// writeInfo is one element of the upload response (§5.7).
+// writeInfo is one element of the upload response (docs/envd.md).
 type writeInfo struct {
 	Path     string            `json:"path"`
 	Name     string            `json:"name"`
@@ -138,7 +138,7 @@ func decodeWriteInfo(t *testing.T, r httpResult) []writeInfo {
 	return infos
 }
 
-// httpErrorCode checks the {"code":<status>,"message":…} body of §5.8.
+// httpErrorCode checks the {"code":<status>,"message":…} body of docs/envd.md.
 func httpErrorCode(t *testing.T, r httpResult, want int) {
 	t.Helper()
 	if r.StatusCode != want {

@@ -18,7 +18,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Auth is the credential a route takes (API contract §1.3).
+// Auth is the credential a route takes (docs/api.md).
 type Auth int
 
 const (

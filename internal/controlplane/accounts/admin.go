@@ -226,7 +226,7 @@ func (s *Service) setBYOC(ctx context.Context, actor auth.Identity, team uuid.UU
 	})
 }
 
-// DELETE /v1/admin/teams/{id} → 204: soft delete as §5; the platform team → 403.
+// DELETE /v1/admin/teams/{id} → 204: soft delete as docs/api.md; the platform team → 403.
 func (s *Service) handleAdminDeleteTeam(w http.ResponseWriter, r *http.Request) {
 	team, err := adminTeam(r)
 	if err != nil {

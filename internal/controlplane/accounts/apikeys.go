@@ -16,7 +16,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// APIKey is an API key record (§4). Key, the secret, is set only in the answer that creates it.
+// APIKey is an API key record (docs/api.md). Key, the secret, is set only in the answer that creates it.
 type APIKey struct {
 	ID           string `json:"id"`
 	TeamID       string `json:"team_id"`

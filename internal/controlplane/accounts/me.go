@@ -209,7 +209,7 @@ func (s *Service) handleDeleteMe(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteAccount soft-deletes u (purged after DeletedUserRetention): refused while u owns a team with
-// other members; the teams it owns alone are deleted (§5) and it leaves the others.
+// other members; the teams it owns alone are deleted (docs/api.md) and it leaves the others.
 func (s *Service) deleteAccount(ctx context.Context, actor auth.Identity, u db.User) error {
 	busy, err := s.st.UserOwnsTeamWithMembers(ctx, u.ID)
 	if err != nil {

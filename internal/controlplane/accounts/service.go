@@ -30,7 +30,7 @@ type CapsuleDestroyer interface {
 	DeleteTeamTemplates(ctx context.Context, team uuid.UUID) error
 }
 
-// Lifetimes and limits of §3.
+// Lifetimes and limits of docs/api.md.
 const (
 	// SignupCooldown is how long an inactive signup blocks a new signup with the same email.
 	SignupCooldown = 30 * time.Minute
@@ -59,7 +59,7 @@ type Config struct {
 	PurgeInterval time.Duration
 }
 
-// Service is the accounts area: the handlers of §3, §4, §5 and the admin team and user routes of §8,
+// Service is the accounts area: the handlers of docs/api.md and the admin team and user routes of docs/api.md,
 // and the purge of deleted users and expired tokens.
 type Service struct {
 	st            *store.Store
@@ -114,7 +114,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 		jwt   = auth.KindJWT
 		admin = auth.KindAdmin
 	)
-	// §3 accounts and authentication.
+	// docs/api.md accounts and authentication.
 	rt.Handle(http.MethodPost, "/v1/auth/signup", none, s.handleSignup)
 	rt.Handle(http.MethodPost, "/v1/auth/activate", none, s.handleActivate)
 	rt.Handle(http.MethodPost, "/v1/auth/login", none, s.handleLogin)
@@ -127,12 +127,12 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodPost, "/v1/me/password/reset/confirm", none, s.handleResetPasswordConfirm)
 	rt.Handle(http.MethodDelete, "/v1/me/providers/{provider}", jwt, s.handleUnlinkProvider)
 
-	// §4 API keys.
+	// docs/api.md API keys.
 	rt.Handle(http.MethodPost, "/v1/api-keys", jwt, s.handleCreateAPIKey)
 	rt.Handle(http.MethodGet, "/v1/api-keys", jwt, s.handleListAPIKeys)
 	rt.Handle(http.MethodDelete, "/v1/api-keys/{id}", jwt, s.handleDeleteAPIKey)
 
-	// §5 teams, members, user search.
+	// docs/api.md teams, members, user search.
 	rt.Handle(http.MethodGet, "/v1/teams", jwt, s.handleListTeams)
 	rt.Handle(http.MethodPost, "/v1/teams", jwt, s.handleCreateTeam)
 	rt.Handle(http.MethodGet, "/v1/teams/{id}", jwt, s.handleGetTeam)
@@ -145,7 +145,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodPost, "/v1/teams/{id}/leave", jwt, s.handleLeaveTeam)
 	rt.Handle(http.MethodGet, "/v1/users/search", jwt, s.handleSearchUsers)
 
-	// §8 administration: teams and users.
+	// docs/api.md administration: teams and users.
 	rt.Handle(http.MethodGet, "/v1/admin/teams", admin, s.handleAdminListTeams)
 	rt.Handle(http.MethodPut, "/v1/admin/teams/{id}/byoc", admin, s.handleAdminSetBYOC)
 	rt.Handle(http.MethodDelete, "/v1/admin/teams/{id}", admin, s.handleAdminDeleteTeam)
@@ -189,7 +189,7 @@ func (s *Service) Purge(ctx context.Context) error {
 	return nil
 }
 
-// AuthResponse is the answer of signup activation, login, switch-team and PATCH /v1/me (§3).
+// AuthResponse is the answer of signup activation, login, switch-team and PATCH /v1/me (docs/api.md).
 type AuthResponse struct {
 	Token  string `json:"token"`
 	UserID string `json:"user_id"`

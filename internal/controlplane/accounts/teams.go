@@ -17,7 +17,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Team is the Team object of §5; Role is the caller's role in it.
+// Team is the Team object of docs/api.md; Role is the caller's role in it.
 type Team struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
@@ -27,7 +27,7 @@ type Team struct {
 	Role      string `json:"role"`
 }
 
-// Member is the Member object of §5.
+// Member is the Member object of docs/api.md.
 type Member struct {
 	UserID   string `json:"user_id"`
 	Name     string `json:"name"`
@@ -245,7 +245,7 @@ func (s *Service) DeleteTeam(ctx context.Context, actor auth.Identity, team uuid
 	return s.deleteTeam(ctx, actor, team)
 }
 
-// deleteTeam soft-deletes a live team (§5): its live capsules are destroyed (recorded stopped); its
+// deleteTeam soft-deletes a live team (docs/api.md): its live capsules are destroyed (recorded stopped); its
 // API keys, channels, templates and metrics are deleted; deleted_at is set. The platform team cannot be
 // deleted (403).
 func (s *Service) deleteTeam(ctx context.Context, actor auth.Identity, team uuid.UUID) error {

@@ -10,7 +10,7 @@ import (
 	"github.com/wrenn/wrenn/internal/apierr"
 )
 
-// Field limits (§3, §4, §5).
+// Field limits (docs/api.md).
 const (
 	maxEmailLength    = 254
 	maxNameLength     = 100 // user display names, characters

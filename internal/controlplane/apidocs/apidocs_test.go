@@ -17,16 +17,16 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
 )
 
-// contractRoutes is the contract's route list (wrenn-api.md §2-§12) as the control plane serves it
+// contractRoutes is the contract's route list (wrenn-api.md docs/api.md-docs/api.md) as the control plane serves it
 // today: everything except template builds (/v1/admin/builds*, a later issue) and OAuth
 // (/auth/oauth/*, /v1/auth/oauth/*, /v1/me/providers/*, not served yet). Capsule routes are listed
 // once under /v1/capsules; the test expects their /v1/sandboxes alias too.
 var contractRoutes = []apidocs.Operation{
-	// §2
+	// docs/api.md
 	{Method: "GET", Path: "/health", Auth: "none"},
 	{Method: "GET", Path: "/openapi.yaml", Auth: "none"},
 	{Method: "GET", Path: "/docs", Auth: "none"},
-	// §3
+	// docs/api.md
 	{Method: "POST", Path: "/v1/auth/signup", Auth: "none"},
 	{Method: "POST", Path: "/v1/auth/activate", Auth: "none"},
 	{Method: "POST", Path: "/v1/auth/login", Auth: "none"},
@@ -38,11 +38,11 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "POST", Path: "/v1/me/password/reset", Auth: "none"},
 	{Method: "POST", Path: "/v1/me/password/reset/confirm", Auth: "none"},
 	{Method: "DELETE", Path: "/v1/me/providers/{provider}", Auth: "JWT"},
-	// §4
+	// docs/api.md
 	{Method: "POST", Path: "/v1/api-keys", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/api-keys", Auth: "JWT"},
 	{Method: "DELETE", Path: "/v1/api-keys/{id}", Auth: "JWT"},
-	// §5
+	// docs/api.md
 	{Method: "GET", Path: "/v1/teams", Auth: "JWT"},
 	{Method: "POST", Path: "/v1/teams", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/teams/{id}", Auth: "JWT"},
@@ -54,7 +54,7 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "DELETE", Path: "/v1/teams/{id}/members/{uid}", Auth: "JWT"},
 	{Method: "POST", Path: "/v1/teams/{id}/leave", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/users/search", Auth: "JWT"},
-	// §6 (+ /v1/sandboxes alias)
+	// docs/api.md (+ /v1/sandboxes alias)
 	{Method: "POST", Path: "/v1/capsules", Auth: "KEY|JWT"},
 	{Method: "GET", Path: "/v1/capsules", Auth: "KEY|JWT"},
 	{Method: "GET", Path: "/v1/capsules/stats", Auth: "KEY|JWT"},
@@ -77,11 +77,11 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "POST", Path: "/v1/capsules/{id}/files/mkdir", Auth: "KEY|JWT"},
 	{Method: "POST", Path: "/v1/capsules/{id}/files/remove", Auth: "KEY|JWT"},
 	{Method: "GET", Path: "/v1/capsules/{id}/pty", Auth: "KEY|JWT", WebSocket: true},
-	// §7
+	// docs/api.md
 	{Method: "POST", Path: "/v1/snapshots", Auth: "KEY|JWT"},
 	{Method: "GET", Path: "/v1/snapshots", Auth: "KEY|JWT"},
 	{Method: "DELETE", Path: "/v1/snapshots/{name}", Auth: "KEY|JWT"},
-	// §8 without builds
+	// docs/api.md without builds
 	{Method: "GET", Path: "/v1/admin/teams", Auth: "ADMIN"},
 	{Method: "PUT", Path: "/v1/admin/teams/{id}/byoc", Auth: "ADMIN"},
 	{Method: "DELETE", Path: "/v1/admin/teams/{id}", Auth: "ADMIN"},
@@ -107,7 +107,7 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "DELETE", Path: "/v1/admin/capsules/{id}/processes/{selector}", Auth: "ADMIN"},
 	{Method: "GET", Path: "/v1/admin/capsules/{id}/processes/{selector}/stream", Auth: "ADMIN", WebSocket: true},
 	{Method: "GET", Path: "/v1/admin/audit-logs", Auth: "ADMIN"},
-	// §10
+	// docs/api.md
 	{Method: "POST", Path: "/v1/hosts", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/hosts", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/hosts/{id}", Auth: "JWT"},
@@ -120,9 +120,9 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "POST", Path: "/v1/hosts/register", Auth: "none"},
 	{Method: "POST", Path: "/v1/hosts/auth/refresh", Auth: "none"},
 	{Method: "POST", Path: "/v1/hosts/{id}/heartbeat", Auth: "HOST"},
-	// §11
+	// docs/api.md
 	{Method: "GET", Path: "/v1/audit-logs", Auth: "JWT"},
-	// §12
+	// docs/api.md
 	{Method: "POST", Path: "/v1/channels", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/channels", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/channels/{id}", Auth: "JWT"},

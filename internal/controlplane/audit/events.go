@@ -2,7 +2,7 @@ package audit
 
 import "github.com/google/uuid"
 
-// Notification events (§12).
+// Notification events (docs/api.md).
 const (
 	EventCapsuleCreated          = "capsule.created"
 	EventCapsuleRunning          = "capsule.running"
@@ -44,7 +44,7 @@ const NotifyQueue = "notify"
 // NotifyMaxAttempts is how many times a delivery is tried before its job fails for good.
 const NotifyMaxAttempts = 10
 
-// Event is the payload of a notification (§12), as webhooks receive it.
+// Event is the payload of a notification (docs/api.md), as webhooks receive it.
 type Event struct {
 	Event     string        `json:"event"`
 	Timestamp string        `json:"timestamp"` // RFC 3339, UTC

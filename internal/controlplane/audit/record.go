@@ -1,4 +1,4 @@
-// Package audit owns the audit log (§11): recording capsule, template, key, member and host actions,
+// Package audit owns the audit log (docs/api.md): recording capsule, template, key, member and host actions,
 // and the /v1/audit-logs and /v1/admin/audit-logs listings.
 package audit
 

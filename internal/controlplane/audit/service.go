@@ -23,7 +23,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Page sizes of the listings (§11).
+// Page sizes of the listings (docs/api.md).
 const (
 	DefaultLimit = 50
 	MaxLimit     = 200
@@ -59,7 +59,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodGet, "/v1/admin/audit-logs", auth.KindAdmin, s.handleAdminList)
 }
 
-// Log is one audit entry as the API returns it (AuditEntry, §11). TeamID is set in the admin listing
+// Log is one audit entry as the API returns it (AuditEntry, docs/api.md). TeamID is set in the admin listing
 // only, where entries of every team are mixed.
 type Log struct {
 	ID           string          `json:"id"`
@@ -181,7 +181,7 @@ var (
 	actionRE       = regexp.MustCompile(`^[a-z][a-z_]*(\.[a-z][a-z_]*)+$`)
 )
 
-// parseQuery validates the listing parameters (§11): limit, before + before_id, resource_type,
+// parseQuery validates the listing parameters (docs/api.md): limit, before + before_id, resource_type,
 // action, and team_id when admin.
 func parseQuery(v url.Values, admin bool) (db.ListAuditLogsParams, error) {
 	p := db.ListAuditLogsParams{MaxResults: DefaultLimit, ResourceTypes: []string{}}

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// API key format (§1.4): "wrn_" + 32 lower-case hex (16 random bytes); stored only as its SHA-256 hex;
+// API key format (docs/api.md): "wrn_" + 32 lower-case hex (16 random bytes); stored only as its SHA-256 hex;
 // key_prefix, shown in listings, is the first 10 characters.
 const (
 	APIKeyPrefix    = "wrn_"

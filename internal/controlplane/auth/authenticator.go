@@ -11,7 +11,7 @@ import (
 	"github.com/wrenn/wrenn/internal/apierr"
 )
 
-// Kind is the authentication a route requires (§1.3).
+// Kind is the authentication a route requires (docs/api.md).
 type Kind int
 
 const (
@@ -36,7 +36,7 @@ func (k Kind) String() string {
 	}
 }
 
-// User statuses (§3). Only active users authenticate with a JWT.
+// User statuses (docs/api.md). Only active users authenticate with a JWT.
 const (
 	UserInactive = "inactive"
 	UserActive   = "active"
@@ -142,7 +142,7 @@ const (
 )
 
 // APIKeyAllowed reports whether an API key may be used on path: only /v1/capsules*, /v1/sandboxes* and
-// /v1/snapshots* (§1.3).
+// /v1/snapshots* (docs/api.md).
 func APIKeyAllowed(path string) bool {
 	for _, p := range []string{"/v1/capsules", "/v1/sandboxes", "/v1/snapshots"} {
 		if path == p || strings.HasPrefix(path, p+"/") {
@@ -271,7 +271,7 @@ func (a *Authenticator) host(c Credentials) (Identity, error) {
 }
 
 // Middleware returns HTTP middleware that authenticates every request for kind, answers failures with
-// the §1.5 error body, and passes the Identity on in the request context (FromContext).
+// docs/api.md error body, and passes the Identity on in the request context (FromContext).
 func (a *Authenticator) Middleware(kind Kind) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

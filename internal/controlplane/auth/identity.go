@@ -1,4 +1,4 @@
-// Package auth authenticates control-plane callers (API contract §1.3): passwords, user and host JWTs,
+// Package auth authenticates control-plane callers (docs/api.md): passwords, user and host JWTs,
 // API keys, one-time tokens, team roles, and the HTTP and WebSocket credential checks.
 package auth
 
@@ -53,14 +53,14 @@ type Identity struct {
 	HostID string // host-…
 }
 
-// Actor types of the audit log (§11).
+// Actor types of the audit log (docs/api.md).
 const (
 	ActorUser   = "user"
 	ActorAPIKey = "api_key"
 	ActorSystem = "system"
 )
 
-// Actor returns the audit-log actor of the caller (§11): type, id and display name.
+// Actor returns the audit-log actor of the caller (docs/api.md): type, id and display name.
 func (id Identity) Actor() (actorType, actorID, actorName string) {
 	switch id.Method {
 	case MethodJWT:

@@ -10,7 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Token lifetimes (§1.3).
+// Token lifetimes (docs/api.md).
 const (
 	UserTokenTTL = 6 * time.Hour
 	HostTokenTTL = 7 * 24 * time.Hour
@@ -40,7 +40,7 @@ func NewSigner(secret string) (*Signer, error) {
 	return &Signer{secret: []byte(secret), now: time.Now}, nil
 }
 
-// UserClaims are the claims of a user JWT (§1.3). IsAdmin is for display only: admin rights are always
+// UserClaims are the claims of a user JWT (docs/api.md). IsAdmin is for display only: admin rights are always
 // re-checked in the database.
 type UserClaims struct {
 	UserID    string // sub, usr-…
@@ -53,7 +53,7 @@ type UserClaims struct {
 	ExpiresAt time.Time
 }
 
-// HostClaims are the claims of a host JWT (§1.3).
+// HostClaims are the claims of a host JWT (docs/api.md).
 type HostClaims struct {
 	HostID    string // host_id and sub, host-…
 	IssuedAt  time.Time

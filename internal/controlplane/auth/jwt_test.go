@@ -107,7 +107,7 @@ func TestUserTokenRoundTrip(t *testing.T) {
 		t.Fatalf("parsed %+v, issued %+v", got, issued)
 	}
 
-	// The payload holds exactly the claims of §1.3.
+	// The payload holds exactly the claims of docs/api.md.
 	payload := decodePayload(t, tok)
 	keys := make([]string, 0, len(payload))
 	for k := range payload {

@@ -9,7 +9,7 @@ import (
 	"github.com/wrenn/wrenn/internal/apierr"
 )
 
-// Password rules (§3). bcrypt reads at most 72 bytes; longer passwords are refused rather than silently
+// Password rules (docs/api.md). bcrypt reads at most 72 bytes; longer passwords are refused rather than silently
 // truncated.
 const (
 	MinPasswordLength = 8  // characters

@@ -6,7 +6,7 @@ import (
 	"github.com/wrenn/wrenn/internal/apierr"
 )
 
-// Role is a user's role in a team (§5): exactly one owner, any number of admins and members.
+// Role is a user's role in a team (docs/api.md): exactly one owner, any number of admins and members.
 type Role string
 
 const (
@@ -81,16 +81,16 @@ func (r Role) CanModifyMember(target Role) bool {
 func (r Role) CanLeaveTeam() bool { return r.Valid() && r != RoleOwner }
 
 // CanViewAdminAudit: audit entries of scope "admin" (keys, members, roles, team settings, hosts,
-// channels) are visible to owners and admins only (§11).
+// channels) are visible to owners and admins only (docs/api.md).
 func (r Role) CanViewAdminAudit() bool { return r.AtLeast(RoleAdmin) }
 
-// Host types (§10).
+// Host types (docs/api.md).
 const (
 	HostRegular = "regular"
 	HostBYOC    = "byoc"
 )
 
-// CanCreateHost: POST /v1/hosts (§10). A regular host needs a platform admin; a BYOC host needs a platform
+// CanCreateHost: POST /v1/hosts (docs/api.md). A regular host needs a platform admin; a BYOC host needs a platform
 // admin, or an owner/admin (role, in the host's team) of a team with is_byoc. An unknown type is an
 // invalid request.
 func CanCreateHost(id Identity, hostType string, role Role, teamIsBYOC bool) error {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TokenKind describes a single-use or rotating secret the control plane hands out (§1.4): random bytes
+// TokenKind describes a single-use or rotating secret the control plane hands out (docs/api.md): random bytes
 // written as lower-case hex (URL-safe), stored only as HashSecret of the text.
 type TokenKind struct {
 	Name  string
@@ -14,7 +14,7 @@ type TokenKind struct {
 	TTL   time.Duration // lifetime from issue
 }
 
-// The token kinds of §1.4.
+// The token kinds of docs/api.md.
 var (
 	ActivationToken       = TokenKind{Name: "activation", Bytes: 16, TTL: 30 * time.Minute}
 	PasswordResetToken    = TokenKind{Name: "password reset", Bytes: 32, TTL: 15 * time.Minute}

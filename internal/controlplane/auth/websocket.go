@@ -23,7 +23,7 @@ const MessageAuthFailed = "authentication failed"
 // connection is closed.
 type ReadFunc func(ctx context.Context) ([]byte, error)
 
-// AuthenticateUpgrade checks the header credentials of a WebSocket upgrade request (§1.3). With no
+// AuthenticateUpgrade checks the header credentials of a WebSocket upgrade request (docs/api.md). With no
 // X-API-Key and no Authorization header it returns ok=false and no error: upgrade, then call
 // AuthenticateFirstMessage. With header credentials it returns ok=true and the result of Authenticate;
 // on error answer plain HTTP (apierr.Write) and do not upgrade.

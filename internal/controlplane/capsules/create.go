@@ -20,7 +20,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Creation defaults and limits (§6.4).
+// Creation defaults and limits (docs/api.md).
 const (
 	DefaultTemplate = "base"
 	DefaultVCPUs    = 1
@@ -45,7 +45,7 @@ type CreateParams struct {
 	AllowInternet bool
 }
 
-// createRequest is the body of POST /v1/capsules; omitted fields take the §6.4 defaults.
+// createRequest is the body of POST /v1/capsules; omitted fields take docs/api.md defaults.
 type createRequest struct {
 	Template      *string `json:"template"`
 	VCPUs         *int32  `json:"vcpus"`
@@ -74,7 +74,7 @@ func (r createRequest) params() CreateParams {
 	return p
 }
 
-// Validate checks the §6.4 bounds.
+// Validate checks docs/api.md bounds.
 func (p CreateParams) Validate() error {
 	switch {
 	case p.VCPUs < 1:
@@ -87,7 +87,7 @@ func (p CreateParams) Validate() error {
 	return nil
 }
 
-// Create places and boots a capsule of team from a template (§6.4): the row is inserted pending, the
+// Create places and boots a capsule of team from a template (docs/api.md): the row is inserted pending, the
 // host agent creates it, and the row becomes running (or error with the mapped agent error).
 func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUID, p CreateParams) (db.Capsule, error) {
 	if err := p.Validate(); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Register adds the capsule, snapshot and admin capsule/template routes to rt (§6.3, §6.9, §6.10, §7,
-// §8). Capsule routes are served under /v1/capsules and /v1/sandboxes.
+// Register adds the capsule, snapshot and admin capsule/template routes to rt (docs/api.md,
+// docs/api.md). Capsule routes are served under /v1/capsules and /v1/sandboxes.
 func (s *Service) Register(rt *httpapi.Router) {
 	team := teamRoute
 	rt.HandleCapsule(http.MethodPost, "", auth.KindKeyOrJWT, s.handleCreate(team))

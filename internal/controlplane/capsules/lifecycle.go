@@ -23,7 +23,7 @@ import (
 // liveStatuses are the statuses a capsule can be destroyed from.
 var liveStatuses = []string{store.CapsulePending, "starting", store.CapsuleRunning, store.CapsulePaused, "hibernated", store.CapsuleMissing}
 
-// Get returns capsule rawID of team (§1.6 steps 1–2).
+// Get returns capsule rawID of team (docs/api.md).
 func (s *Service) Get(ctx context.Context, team uuid.UUID, rawID string) (db.Capsule, error) {
 	t, err := s.Resolve(ctx, team, rawID)
 	return t.Capsule, err
@@ -111,7 +111,7 @@ func (s *Service) destroy(ctx context.Context, actor auth.Identity, c db.Capsule
 	return nil
 }
 
-// Pause snapshots running capsule rawID of team on its host (§6.9).
+// Pause snapshots running capsule rawID of team on its host (docs/api.md).
 func (s *Service) Pause(ctx context.Context, actor auth.Identity, team uuid.UUID, rawID string) (db.Capsule, error) {
 	t, err := s.Resolve(ctx, team, rawID, store.CapsuleRunning)
 	if err != nil {
@@ -155,7 +155,7 @@ func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.
 	return c, nil
 }
 
-// Resume restores paused capsule rawID of team on its host with its template's defaults (§6.9, §9.7).
+// Resume restores paused capsule rawID of team on its host with its template's defaults (docs/api.md).
 func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUID, rawID string) (db.Capsule, error) {
 	t, err := s.Resolve(ctx, team, rawID, store.CapsulePaused)
 	if err != nil {
@@ -195,7 +195,7 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 	return c, nil
 }
 
-// Ping marks running capsule rawID of team active on its host and in the database (§6.9).
+// Ping marks running capsule rawID of team active on its host and in the database (docs/api.md).
 func (s *Service) Ping(ctx context.Context, team uuid.UUID, rawID string) error {
 	t, err := s.Resolve(ctx, team, rawID, store.CapsuleRunning)
 	if err != nil {

@@ -25,7 +25,7 @@ func TestCapsuleLifecycle(t *testing.T) {
 		c.CreatedAt.IsZero() || c.LastUpdated.IsZero() {
 		t.Fatalf("created capsule: %+v", c)
 	}
-	// The metadata is what the agent reports (today its image id; §6.1 runtime versions are the agent's).
+	// The metadata is what the agent reports (today its image id; docs/api.md runtime versions are the agent's).
 	if len(c.Metadata) == 0 || c.Metadata["image_id"] == "" {
 		t.Errorf("metadata: %v", c.Metadata)
 	}

@@ -43,7 +43,7 @@ type MetricPoint struct {
 	DiskBytes     int64   `json:"disk_bytes"`
 }
 
-// Metrics is the body of GET …/metrics (§6.10); SandboxID mirrors CapsuleID.
+// Metrics is the body of GET …/metrics (docs/api.md); SandboxID mirrors CapsuleID.
 type Metrics struct {
 	CapsuleID string        `json:"capsule_id"`
 	SandboxID string        `json:"sandbox_id"`
@@ -154,7 +154,7 @@ var statsRanges = map[string]statsRange{
 // StatsRetention is how long team usage samples are kept.
 const StatsRetention = 60 * 24 * time.Hour
 
-// Stats is the body of GET /v1/capsules/stats (§6.10).
+// Stats is the body of GET /v1/capsules/stats (docs/api.md).
 type Stats struct {
 	Range   string       `json:"range"`
 	Current StatsCurrent `json:"current"`

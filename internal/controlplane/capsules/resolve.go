@@ -1,7 +1,7 @@
 // Package capsules owns the capsule lifecycle in the control plane: create (template resolution,
 // scheduling, agent call), list, get, destroy, pause, resume, ping, snapshots and templates, metrics and
 // team stats, and the reconciler that makes the database agree with what agents report. It also
-// resolves /v1/capsules/{id}/… requests to a capsule and its agent (§1.6) for the guest routes.
+// resolves /v1/capsules/{id}/… requests to a capsule and its agent (docs/api.md) for the guest routes.
 package capsules
 
 import (
@@ -27,7 +27,7 @@ type Target struct {
 	Agent    hostagentv1connect.HostAgentServiceClient
 }
 
-// Resolver resolves capsule ids of a team to capsules and agents (§1.6).
+// Resolver resolves capsule ids of a team to capsules and agents (docs/api.md).
 type Resolver struct {
 	Store  *store.Store
 	Agents fleet.Agents
@@ -46,7 +46,7 @@ func TeamOf(id auth.Identity) (uuid.UUID, error) {
 	return u, nil
 }
 
-// ParseID checks step 1 of §1.6: 400 "invalid sandbox ID".
+// ParseID checks step 1 of docs/api.md: 400 "invalid sandbox ID".
 func ParseID(raw string) (uuid.UUID, error) {
 	u, err := ids.Capsule.Parse(raw)
 	if err != nil {
@@ -55,7 +55,7 @@ func ParseID(raw string) (uuid.UUID, error) {
 	return u, nil
 }
 
-// Resolve runs the §1.6 checks in order for capsule raw of team: id format (400), existence in the
+// Resolve runs docs/api.md checks in order for capsule raw of team: id format (400), existence in the
 // team (404), status among needs (409 invalid_state; no needs = any status), host reachable (503).
 // With no needs the agent is not looked up (Target.Agent is nil).
 func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, needs ...string) (Target, error) {
@@ -63,7 +63,7 @@ func (r *Resolver) Resolve(ctx context.Context, team uuid.UUID, raw string, need
 }
 
 // ResolveActive is Resolve for a running capsule that also records the call as capsule activity
-// (last_active_at, §6.9) in the same database round trip.
+// (last_active_at, docs/api.md) in the same database round trip.
 func (r *Resolver) ResolveActive(ctx context.Context, team uuid.UUID, raw string) (Target, error) {
 	return r.resolve(ctx, team, raw, true, []string{store.CapsuleRunning})
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Scheduler places new capsules on hosts (§6.4): the least-loaded online host the team may use that
+// Scheduler places new capsules on hosts (docs/api.md): the least-loaded online host the team may use that
 // fits memoryMB and diskMB, other than the hosts in avoid. Nothing fits → *apierr.Error 503 no_capacity.
 type Scheduler interface {
 	Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error)
@@ -46,7 +46,7 @@ type Config struct {
 	StatsInterval time.Duration
 }
 
-// Service is the capsule lifecycle: the REST handlers of §6 and §7, the admin capsule and template
+// Service is the capsule lifecycle: the REST handlers of docs/api.md, the admin capsule and template
 // routes, team capsule teardown, the reconciler and the team stats sampler. It embeds the Resolver the
 // guest routes use.
 type Service struct {

@@ -27,7 +27,7 @@ const SnapshotTimeout = 5 * time.Minute
 // hostCallTimeout bounds one agent call made for housekeeping (template file deletion).
 const hostCallTimeout = 30 * time.Second
 
-// templateName is the template name syntax of §1.4.
+// templateName is the template name syntax of docs/api.md.
 var templateName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
 
 // builtinTemplates are the platform images every agent builds; they cannot be deleted or replaced.
@@ -46,7 +46,7 @@ func snapshotName(name string) (string, error) {
 	return name, nil
 }
 
-// ListTemplates returns team's templates and the platform's, optionally of one type (§7).
+// ListTemplates returns team's templates and the platform's, optionally of one type (docs/api.md).
 func (s *Service) ListTemplates(ctx context.Context, team uuid.UUID, typ string) ([]db.Template, error) {
 	var filter *string
 	switch typ {
@@ -184,7 +184,7 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 	return tpl, nil
 }
 
-// DeleteTemplate deletes team's template name from every host, then its row (§7). Platform templates
+// DeleteTemplate deletes team's template name from every host, then its row (docs/api.md). Platform templates
 // are 403 here; team = the platform team (admin) deletes platform templates except the built-in images.
 func (s *Service) DeleteTemplate(ctx context.Context, actor auth.Identity, team uuid.UUID, name string) error {
 	if slices.Contains(builtinTemplates, name) {

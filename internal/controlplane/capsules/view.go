@@ -7,7 +7,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Capsule is the capsule object of §6.1; SandboxID mirrors ID (§1.2).
+// Capsule is the capsule object of docs/api.md; SandboxID mirrors ID (docs/api.md).
 type Capsule struct {
 	ID           string            `json:"id"`
 	SandboxID    string            `json:"sandbox_id"`
@@ -61,7 +61,7 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// Template is the template object of §7; TeamID only in admin listings.
+// Template is the template object of docs/api.md; TeamID only in admin listings.
 type Template struct {
 	Name        string            `json:"name"`
 	Type        string            `json:"type"`

@@ -1,4 +1,4 @@
-// Package channels owns notification channels (§12): the /v1/channels routes, channel configs sealed
+// Package channels owns notification channels (docs/api.md): the /v1/channels routes, channel configs sealed
 // with AES-256-GCM, and the dispatcher delivering the events audit.Record queues to webhooks and chat
 // providers (Discord, Slack, Teams, Google Chat, Telegram, Matrix).
 package channels

@@ -22,7 +22,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/audit"
 )
 
-// Providers (§12).
+// Providers (docs/api.md).
 const (
 	ProviderDiscord    = "discord"
 	ProviderSlack      = "slack"
@@ -38,14 +38,14 @@ var Providers = []string{
 	ProviderDiscord, ProviderSlack, ProviderTeams, ProviderGoogleChat, ProviderTelegram, ProviderMatrix, ProviderWebhook,
 }
 
-// Webhook delivery headers (§12).
+// Webhook delivery headers (docs/api.md).
 const (
 	HeaderSignature = "X-Wrenn-Signature"
 	HeaderDelivery  = "X-Wrenn-Delivery"
 	HeaderTimestamp = "X-Wrenn-Timestamp"
 )
 
-// DeliveryTimeout bounds one delivery attempt (§12).
+// DeliveryTimeout bounds one delivery attempt (docs/api.md).
 const DeliveryTimeout = 10 * time.Second
 
 // TestEvent is the event name of the message POST /v1/channels/test sends.

@@ -29,7 +29,7 @@ const (
 	pingTimeout  = 10 * time.Second
 )
 
-// msgHostUnavailable is the §1.6 message of every unreachable-host error.
+// msgHostUnavailable is docs/api.md message of every unreachable-host error.
 const msgHostUnavailable = "sandbox host is not reachable"
 
 // agentConn is the cached connection state of one agent: an HTTPS transport whose TLS config checks

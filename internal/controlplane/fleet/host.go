@@ -9,7 +9,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// Host is the API's host object (§10).
+// Host is the API's host object (docs/api.md).
 type Host struct {
 	ID               string     `json:"id"`
 	Type             string     `json:"type"`
@@ -36,7 +36,7 @@ type HostWithToken struct {
 	RegistrationToken string `json:"registration_token"`
 }
 
-// Credentials are what an agent receives on registration and on every refresh (§10): its host, a host
+// Credentials are what an agent receives on registration and on every refresh (docs/api.md): its host, a host
 // JWT (7 d), a refresh token (60 d, single use), its mTLS server certificate and key (7 d) and the
 // internal CA certificate, all PEM.
 type Credentials struct {

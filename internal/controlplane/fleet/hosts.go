@@ -29,7 +29,7 @@ const (
 	terminateTimeout = 5 * time.Second
 )
 
-// Audit actions of hosts (§11).
+// Audit actions of hosts (docs/api.md).
 const (
 	actionCreate = "host.create"
 	actionDelete = "host.delete"

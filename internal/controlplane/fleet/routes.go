@@ -9,7 +9,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
 )
 
-// Register registers the host routes of §10 on rt.
+// Register registers the host routes of docs/api.md on rt.
 func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodPost, "/v1/hosts", auth.KindJWT, s.handleCreate)
 	rt.Handle(http.MethodGet, "/v1/hosts", auth.KindJWT, s.handleList)

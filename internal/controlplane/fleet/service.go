@@ -16,7 +16,7 @@ import (
 	"github.com/wrenn/wrenn/internal/pki"
 )
 
-// Defaults of Config (§10).
+// Defaults of Config (docs/api.md).
 const (
 	DefaultHeartbeatTimeout = 90 * time.Second
 	DefaultMonitorInterval  = 30 * time.Second

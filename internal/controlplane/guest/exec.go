@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	// defaultExecTimeoutSec is a foreground exec's time limit without timeout_sec (§6.5).
+	// defaultExecTimeoutSec is a foreground exec's time limit without timeout_sec (docs/api.md).
 	defaultExecTimeoutSec = 30
 	// execGrace is how much longer than the command's own limit the control plane waits for the agent.
 	execGrace = 15 * time.Second
@@ -29,7 +29,7 @@ const (
 	noTimeoutSec = math.MaxInt32
 )
 
-// Encodings of exec output (§6.5).
+// Encodings of exec output (docs/api.md).
 const (
 	encodingUTF8   = "utf-8"
 	encodingBase64 = "base64"
@@ -81,7 +81,7 @@ type backgroundResult struct {
 	Tag       string `json:"tag"`
 }
 
-// exec serves POST …/exec (§6.5).
+// exec serves POST …/exec (docs/api.md).
 func (s *Service) exec(sc scope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var q execRequest
@@ -151,7 +151,7 @@ func (s *Service) background(w http.ResponseWriter, r *http.Request, t capsules.
 	})
 }
 
-// execStart is the first client message of an exec stream (§6.6).
+// execStart is the first client message of an exec stream (docs/api.md).
 type execStart struct {
 	Type       string            `json:"type"`
 	Cmd        string            `json:"cmd"`
@@ -184,7 +184,7 @@ type (
 	}
 )
 
-// execStream serves GET (WS) …/exec/stream (§6.6): the first message starts the command, its output
+// execStream serves GET (WS) …/exec/stream (docs/api.md): the first message starts the command, its output
 // follows as text, "stop" kills it, and a socket that closes before the exit kills it too.
 func (s *Service) execStream(sc scope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

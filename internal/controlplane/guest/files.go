@@ -26,7 +26,7 @@ const (
 	multipartSlack = 1 << 20
 )
 
-// FileEntry is a file-browser entry (§6.11).
+// FileEntry is a file-browser entry (docs/api.md).
 type FileEntry struct {
 	Name          string `json:"name"`
 	Path          string `json:"path"`

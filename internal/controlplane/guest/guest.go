@@ -1,7 +1,7 @@
-// Package guest serves the operations inside a running capsule (API contract §6.5–§6.8, §6.11, §6.12):
+// Package guest serves the operations inside a running capsule (docs/api.md–docs/api.md):
 // foreground and background exec, the exec stream, the process table (list, kill, output streams with
 // replay), file transfers and the file browser, and PTY sessions. Every route resolves its capsule with
-// capsules.Resolver (§1.6) and calls the capsule's host agent; the same routes are served to platform
+// capsules.Resolver (docs/api.md) and calls the capsule's host agent; the same routes are served to platform
 // admins under /v1/admin/capsules for the platform team's capsules.
 package guest
 
@@ -32,7 +32,7 @@ const (
 
 // Limits of the contract.
 const (
-	// MaxWriteBytes bounds the file of POST …/files/write (§6.11); files/stream/write has no cap.
+	// MaxWriteBytes bounds the file of POST …/files/write (docs/api.md); files/stream/write has no cap.
 	MaxWriteBytes = 100 << 20
 	// chunkSize is the unit streamed file transfers move end to end.
 	chunkSize = 64 << 10
@@ -40,12 +40,12 @@ const (
 	hostCallTimeout = 5 * time.Second
 )
 
-// adminPrefix is the platform admins' capsule subtree (§8); it has no /v1/sandboxes alias.
+// adminPrefix is the platform admins' capsule subtree (docs/api.md); it has no /v1/sandboxes alias.
 const adminPrefix = "/v1/admin/capsules"
 
 // Config holds the dependencies of a Service.
 type Config struct {
-	// Resolver runs the §1.6 checks and hands out the capsule's agent (required).
+	// Resolver runs docs/api.md checks and hands out the capsule's agent (required).
 	Resolver *capsules.Resolver
 	Log      *slog.Logger
 	// PTYIdleTimeout closes a PTY socket that sent no message for this long (default 120 s).
@@ -143,8 +143,8 @@ func (s *Service) routes(sc scope) []route {
 	}
 }
 
-// target resolves the request's capsule for the caller (§1.6 steps 1–4: it must be running with a
-// reachable host) and records the call as capsule activity (§6.9).
+// target resolves the request's capsule for the caller (docs/api.md: it must be running with a
+// reachable host) and records the call as capsule activity (docs/api.md).
 func (s *Service) target(ctx context.Context, sc scope, id auth.Identity, rawID string) (capsules.Target, error) {
 	team, err := sc.team(id)
 	if err != nil {
@@ -153,10 +153,10 @@ func (s *Service) target(ctx context.Context, sc scope, id auth.Identity, rawID 
 	return s.res.ResolveActive(ctx, team, rawID)
 }
 
-// tagRe is the §1.4 rule of client-chosen tags (1–64 characters); all-digit tags are refused apart.
+// tagRe is docs/api.md rule of client-chosen tags (1–64 characters); all-digit tags are refused apart.
 var tagRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// validTag reports whether tag follows §1.4: 1–64 characters [A-Za-z0-9._-] starting with a letter
+// validTag reports whether tag follows docs/api.md: 1–64 characters [A-Za-z0-9._-] starting with a letter
 // or digit, and not all digits (an all-digit selector is a PID).
 func validTag(tag string) bool {
 	return tagRe.MatchString(tag) && !allDigits(tag)
@@ -174,7 +174,7 @@ func allDigits(s string) bool {
 	return true
 }
 
-// tagMessage is the 400 message of a tag that breaks §1.4.
+// tagMessage is the 400 message of a tag that breaks docs/api.md.
 func tagMessage(tag string) string {
 	return "invalid tag " + strconv.Quote(tag) + ": use 1-64 characters [A-Za-z0-9._-] starting with a letter or digit, not all digits"
 }

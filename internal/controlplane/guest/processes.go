@@ -14,7 +14,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
 )
 
-// selector is a {selector} of the process routes (§6.7): all digits and ≤ 4294967295 is a PID,
+// selector is a {selector} of the process routes (docs/api.md): all digits and ≤ 4294967295 is a PID,
 // anything else a tag.
 type selector struct {
 	pid   uint32
@@ -38,7 +38,7 @@ func (sel selector) String() string {
 	return "tag " + sel.tag
 }
 
-// possible reports whether a process can have sel: PID 0 and tags breaking §1.4 never match.
+// possible reports whether a process can have sel: PID 0 and tags breaking docs/api.md never match.
 func (sel selector) possible() bool {
 	if sel.isPID {
 		return sel.pid != 0
@@ -58,7 +58,7 @@ func (sel selector) notFound() error {
 	return apierr.NotFound("process with " + sel.String() + " not found")
 }
 
-// Process is an entry of GET …/processes (§6.8).
+// Process is an entry of GET …/processes (docs/api.md).
 type Process struct {
 	PID       uint32     `json:"pid"`
 	Tag       string     `json:"tag,omitempty"`
@@ -192,7 +192,7 @@ func (s *Service) findProcess(ctx context.Context, t capsules.Target, sel select
 }
 
 // processStream serves GET (WS) …/processes/{selector}/stream[?offset=N][&encoding=text|base64]
-// (§6.8): start, the retained output from offset, live output, exit, close 1000. Client messages
+// (docs/api.md): start, the retained output from offset, live output, exit, close 1000. Client messages
 // other than the auth message are ignored; closing the socket ends only the stream.
 func (s *Service) processStream(sc scope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 )
 
-// PTY defaults (§6.12).
+// PTY defaults (docs/api.md).
 const (
 	defaultPTYCmd  = "/bin/bash"
 	defaultPTYCols = 80
@@ -72,7 +72,7 @@ type ptyOp struct {
 	cols, rows uint32
 }
 
-// pty serves GET (WS) …/pty (§6.12).
+// pty serves GET (WS) …/pty (docs/api.md).
 func (s *Service) pty(sc scope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if _, err := capsules.ParseID(r.PathValue("id")); err != nil {
@@ -363,7 +363,7 @@ func (p *ptySession) resetIdle() {
 	p.idle.Reset(p.s.idleTimeout)
 }
 
-// inactive ends a quiet socket (§6.12): error inactivity_timeout, close 4000. The PTY keeps running.
+// inactive ends a quiet socket (docs/api.md): error inactivity_timeout, close 4000. The PTY keeps running.
 func (p *ptySession) inactive() {
 	e := apierr.New(http.StatusRequestTimeout, apierr.CodeInactivityTimeout, "no client message for "+seconds(p.s.idleTimeout))
 	_ = p.ws.send(apierr.ErrorFrame(e, true))

@@ -26,8 +26,8 @@ type socket struct {
 	wg sync.WaitGroup
 }
 
-// accept upgrades and authenticates r (header credentials or the auth message, §1.3), then resolves
-// the capsule (§1.6 steps 2–5 become a fatal error frame). Step 1 and the query parameters must have
+// accept upgrades and authenticates r (header credentials or the auth message, docs/api.md), then resolves
+// the capsule (docs/api.md become a fatal error frame). Step 1 and the query parameters must have
 // been checked before, as plain HTTP answers. ok=false means the request is answered.
 func (s *Service) accept(w http.ResponseWriter, r *http.Request, sc scope) (*socket, capsules.Target, bool) {
 	conn, id, ok := httpapi.AcceptWebSocket(w, r, sc.authn, sc.kind)
@@ -92,7 +92,7 @@ func (ws *socket) fail(err error) {
 	httpapi.CloseWithError(ws.ctx, ws.conn, err)
 }
 
-// failAgent is fail for an error of a host-agent call (§1.6 step 5).
+// failAgent is fail for an error of a host-agent call (docs/api.md).
 func (ws *socket) failAgent(err error) { ws.fail(apierr.FromAgent(ws.ctx, err)) }
 
 // close ends the session normally (1000).
@@ -203,5 +203,5 @@ func pump[T any, P interface {
 	}
 }
 
-// errorFrame is a non-fatal error frame of err (§1.5).
+// errorFrame is a non-fatal error frame of err (docs/api.md).
 func errorFrame(err error) apierr.Frame { return apierr.ErrorFrame(err, false) }

@@ -60,7 +60,7 @@ func (rt *Router) HandleWS(pattern string, kind auth.Kind, h http.HandlerFunc) {
 	rt.routes = append(rt.routes, Route{Method: http.MethodGet, Pattern: pattern, Kind: kind, WebSocket: true})
 }
 
-// CapsulePrefixes are the two prefixes of the capsule subtree (§1.2).
+// CapsulePrefixes are the two prefixes of the capsule subtree (docs/api.md).
 var CapsulePrefixes = []string{"/v1/capsules", "/v1/sandboxes"}
 
 // HandleCapsule registers h under /v1/capsules+sub and its alias /v1/sandboxes+sub (sub is "" or
@@ -102,7 +102,7 @@ const RequestIDHeader = "X-Request-Id"
 
 // ServeHTTP routes r. Every request gets a new id, answered in X-Request-Id and put in the context
 // (apierr.RequestID) so that errors are logged under it and agent errors quote it. Unknown paths
-// answer 404 not_found and known paths with another method 405 method_not_allowed, both with the §1.5
+// answer 404 not_found and known paths with another method 405 method_not_allowed, both with docs/api.md
 // error body.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()

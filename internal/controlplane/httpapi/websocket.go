@@ -19,7 +19,7 @@ const maxMessage = 4 << 20
 // writeTimeout bounds one frame write so a stalled client cannot hold a handler forever.
 const writeTimeout = 10 * time.Second
 
-// AcceptWebSocket authenticates and upgrades a WebSocket request (§1.3): header credentials are
+// AcceptWebSocket authenticates and upgrades a WebSocket request (docs/api.md): header credentials are
 // checked before the upgrade (failure → plain HTTP error, no upgrade); without them the upgrade
 // happens and the first message must be {"type":"auth","token":…} within 5 s (failure → fatal error
 // frame and close). ok=false means the request has been answered and the handler must return.
@@ -64,7 +64,7 @@ func WriteFrame(ctx context.Context, c *websocket.Conn, v any) error {
 	return c.Write(ctx, websocket.MessageText, b)
 }
 
-// CloseWithError sends err as a fatal error frame (§1.5) and closes the socket: 1011 for server
+// CloseWithError sends err as a fatal error frame (docs/api.md) and closes the socket: 1011 for server
 // failures (5xx), else 1000.
 func CloseWithError(ctx context.Context, c *websocket.Conn, err error) {
 	e := apierr.From(err)

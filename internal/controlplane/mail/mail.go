@@ -1,4 +1,4 @@
-// Package mail delivers the control plane's account emails (activation and password-reset links, §3):
+// Package mail delivers the control plane's account emails (activation and password-reset links, docs/api.md):
 // over SMTP when a server is configured, otherwise through a development mailer that logs each message,
 // link included, and sends nothing.
 package mail

@@ -1,4 +1,4 @@
-// Package portproxy is the control plane's port proxy (API contract §6.13):
+// Package portproxy is the control plane's port proxy (docs/api.md):
 // a request whose Host is {port}-{capsule_id}.{domain} — any method,
 // WebSocket upgrades included — goes to TCP port of the capsule, through
 // its host agent's /proxy/{capsule_id}/{port}/{path…} route. There is no
@@ -171,7 +171,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
 	rp.ServeHTTP(w, r)
 }
 
-// writeError answers with the §1.5 error body. Unlike apierr.Write it logs
+// writeError answers with docs/api.md error body. Unlike apierr.Write it logs
 // nothing (callers log what is the platform's fault): a paused capsule or a
 // bad port is the client's business.
 func writeError(w http.ResponseWriter, e *apierr.Error) {

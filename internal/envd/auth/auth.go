@@ -1,4 +1,4 @@
-// Package auth enforces envd's access token (protocol §5.2): the
+// Package auth enforces envd's access token (docs/envd.md): the
 // X-Access-Token header on every route but the exempt ones, and header or
 // URL signature on /files.
 package auth

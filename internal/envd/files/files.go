@@ -1,4 +1,4 @@
-// Package files serves GET and POST /files (protocol §5.5–§5.8): streaming
+// Package files serves GET and POST /files (docs/envd.md–docs/envd.md): streaming
 // downloads and uploads of whole files, authorized by the access token or a
 // URL signature.
 package files

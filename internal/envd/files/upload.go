@@ -20,7 +20,7 @@ import (
 	"github.com/wrenn/wrenn/internal/envd/osuser"
 )
 
-// writtenFile is one element of the upload response (§5.7).
+// writtenFile is one element of the upload response (docs/envd.md).
 type writtenFile struct {
 	Path     string            `json:"path"`
 	Name     string            `json:"name"`

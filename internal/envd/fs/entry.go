@@ -16,7 +16,7 @@ import (
 	"github.com/wrenn/wrenn/internal/envd/osuser"
 )
 
-// Entry describes path as the protocol's EntryInfo (§3.3): lstat-based, with
+// Entry describes path as the protocol's EntryInfo (docs/envd.md): lstat-based, with
 // a symlink reported as the type and permission bits of its final target.
 // path is reported as given; it should be absolute and clean.
 func Entry(path string) (*filesystem.EntryInfo, error) {
@@ -74,7 +74,7 @@ func fileType(m fs.FileMode) filesystem.FileType {
 }
 
 // metadataPrefix is the extended-attribute namespace that holds file
-// metadata set through POST /files (§5.7).
+// metadata set through POST /files (docs/envd.md).
 const metadataPrefix = "user."
 
 // ReadMetadata returns the user metadata of path (its user.* extended

@@ -1,5 +1,5 @@
-// Package fs implements the envd filesystem Connect service (protocol §3,
-// §4.10, §4.11): stat, list, make, move and remove paths, and watch
+// Package fs implements the envd filesystem Connect service (docs/envd.md,
+// docs/envd.md): stat, list, make, move and remove paths, and watch
 // directories by stream or by polling.
 package fs
 

@@ -118,7 +118,7 @@ func (w *watch) add(dir string) error {
 func (w *watch) close() { _ = w.fw.Close() }
 
 // opOrder is the order in which the operations of one kernel event are
-// reported (§4.11).
+// reported (docs/envd.md).
 var opOrder = []struct {
 	op fsnotify.Op
 	t  filesystem.EventType

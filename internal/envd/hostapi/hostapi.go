@@ -1,5 +1,5 @@
 // Package hostapi serves envd's plain HTTP endpoints for the host agent and
-// the SDK (protocol §5.1, §5.3, §5.4): /health, /init, /snapshot/prepare,
+// the SDK (docs/envd.md): /health, /init, /snapshot/prepare,
 // /envs and /metrics.
 package hostapi
 

@@ -20,7 +20,7 @@ const maxInitBody = 16 << 20
 // before it is stepped (after a restore it is as old as the snapshot).
 const clockTolerance = time.Second
 
-// initRequest is the /init body (protocol §5.3). Unknown fields, including
+// initRequest is the /init body (docs/envd.md). Unknown fields, including
 // E2B's volumeMounts, hyperloopIP, caBundle and lifecycleID, are ignored.
 type initRequest struct {
 	EnvVars        map[string]string `json:"envVars"`

@@ -1,5 +1,5 @@
 // Package httpjson writes envd's plain-HTTP JSON responses and error bodies
-// ({"code":<status>,"message":"…"}, protocol §5.8).
+// ({"code":<status>,"message":"…"}, docs/envd.md).
 package httpjson
 
 import (

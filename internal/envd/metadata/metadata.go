@@ -1,5 +1,5 @@
 // Package metadata reads the capsule identity the host publishes to envd
-// (protocol §5.3): the capsule (sandbox) id and the template id. /init
+// (docs/envd.md): the capsule (sandbox) id and the template id. /init
 // re-reads it so a capsule restored from a snapshot learns its new identity.
 package metadata
 

@@ -1,5 +1,5 @@
 // Package osuser looks up the capsule's OS users and resolves request paths
-// against them (the rules of the envd protocol, §4.1).
+// against them (the rules of the envd protocol, docs/envd.md).
 package osuser
 
 import (

@@ -65,7 +65,7 @@ func replayFrom(h http.Header) (offset uint64, ok bool, err error) {
 var errInvalidUser = errors.New("invalid username")
 
 // resolveUser returns the user of a request: the Basic-auth username, else
-// the default user (protocol §4.1). Other Authorization schemes are ignored.
+// the default user (docs/envd.md). Other Authorization schemes are ignored.
 func (s *Service) resolveUser(h http.Header) (*osuser.User, error) {
 	name := s.defaults.DefaultUser()
 	if v := h.Get("Authorization"); v != "" {

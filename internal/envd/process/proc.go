@@ -197,7 +197,7 @@ func (s *Service) supervise(p *proc) {
 }
 
 // endEvent describes a wait status the way Go's os.ProcessState does, which
-// is what the reference envd and the SDKs expect (protocol §4.8).
+// is what the reference envd and the SDKs expect (docs/envd.md).
 func endEvent(ws unix.WaitStatus) *process.ProcessEvent_EndEvent {
 	switch {
 	case ws.Exited():

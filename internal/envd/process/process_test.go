@@ -112,7 +112,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 // TestUserIdentity runs processes as a user created for the test and checks
-// its credentials, environment and working directory (protocol §4.1, §4.2).
+// its credentials, environment and working directory (docs/envd.md).
 func TestUserIdentity(t *testing.T) {
 	requireRoot(t)
 	name := fmt.Sprintf("wrenntest%d", os.Getpid()%100000)

@@ -24,7 +24,7 @@ import (
 const fallbackPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // userOOMScoreAdj is what user processes get instead of envd's own OOM
-// protection (protocol §4.2).
+// protection (docs/envd.md).
 const userOOMScoreAdj = "100"
 
 // spawnRequest is a validated Start request.
@@ -194,7 +194,7 @@ func (s *Service) adjustLocked(pid int) {
 	}
 }
 
-// environ layers the environment per protocol §4.2, later entries winning:
+// environ layers the environment per docs/envd.md, later entries winning:
 // PATH, the user's identity, the global env, the request's envs.
 func (s *Service) environ(u *osuser.User, req map[string]string) map[string]string {
 	global := s.defaults.Env()

@@ -9,7 +9,7 @@ import (
 )
 
 // Start spawns a process and streams its events. The process outlives the
-// stream; Connect-Timeout-Ms also bounds the process's lifetime (§4.4).
+// stream; Connect-Timeout-Ms also bounds the process's lifetime (docs/envd.md).
 func (s *Service) Start(ctx context.Context, req *connect.Request[process.StartRequest], stream *connect.ServerStream[process.StartResponse]) error {
 	lifetime, err := lifetimeFrom(req.Header())
 	if err != nil {

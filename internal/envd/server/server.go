@@ -56,7 +56,7 @@ func New(log *slog.Logger, d *defaults.Store, h Handlers) http.Handler {
 }
 
 // zeroTimeoutMeansNone drops "Connect-Timeout-Ms: 0": in the envd protocol 0
-// means no limit (§1.8), while connect-go would read it as already expired.
+// means no limit (docs/envd.md), while connect-go would read it as already expired.
 func zeroTimeoutMeansNone(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get("Connect-Timeout-Ms"); v != "" && strings.Trim(v, "0") == "" {

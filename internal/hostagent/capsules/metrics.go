@@ -9,7 +9,7 @@ import (
 // DefaultMetricsEvery is the default sampling interval.
 const DefaultMetricsEvery = 500 * time.Millisecond
 
-// Metrics tiers (API contract §6.10): every sample of the last 10 minutes,
+// Metrics tiers (docs/api.md): every sample of the last 10 minutes,
 // 30 s averages over 2 hours and 5 min averages over 24 hours. Averages
 // are taken over the samples that fall into wall-clock-aligned buckets, so
 // dropped ticks or a changed interval do not skew them.

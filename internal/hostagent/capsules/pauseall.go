@@ -7,7 +7,7 @@ import (
 )
 
 // PauseAll pauses every running capsule. The agent calls it when it lost
-// the control plane (§10 of the API contract): capsules must not keep
+// the control plane (docs/api.md of the API contract): capsules must not keep
 // running unsupervised. A capsule busy with another operation is paused
 // once that ends. Paused ids are reported in List's autoPaused, like
 // inactivity pauses, so the control plane learns the host paused them. A

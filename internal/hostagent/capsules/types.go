@@ -70,7 +70,7 @@ type Info struct {
 	HostIP        string // capsule address reachable from this host; empty when paused
 	CreatedAt     time.Time
 	LastActiveAt  time.Time
-	// Metadata holds the capsule's runtime versions (API contract §6.1):
+	// Metadata holds the capsule's runtime versions (docs/api.md):
 	// kernel_version, agent_version, envd_version (once envd answered) and
 	// the backend's runsc_version or firecracker_version, plus image_id.
 	Metadata map[string]string

@@ -1,5 +1,5 @@
 // Package enroll is the host agent's side of its relationship with the
-// control plane (API contract §10): one-time registration with a token,
+// control plane (docs/api.md): one-time registration with a token,
 // credentials kept in a state file (host JWT, rotating refresh token, mTLS
 // server certificate and the internal CA), heartbeats, refresh before
 // expiry, and the reactions to losing the control plane — pause every
@@ -32,7 +32,7 @@ import (
 
 // Timing of the protocol.
 const (
-	// DefaultHeartbeatInterval is how often the agent reports (§10).
+	// DefaultHeartbeatInterval is how often the agent reports (docs/api.md).
 	DefaultHeartbeatInterval = 30 * time.Second
 	// MaxFailures is how many heartbeats in a row may fail before the
 	// agent pauses its capsules.
@@ -230,7 +230,7 @@ func (c *Client) TLSConfig() (*tls.Config, error) {
 // Run heartbeats (the first at once, then every HeartbeatInterval) and
 // refreshes the credentials at half their life until ctx ends; it returns
 // nil then and when the host was deleted (after OnDeleted). Reactions
-// (§10): MaxFailures failed heartbeats in a row → PauseAll, heartbeats go
+// (docs/api.md): MaxFailures failed heartbeats in a row → PauseAll, heartbeats go
 // on; 401/403 → refresh; a refresh the control plane rejects → PauseAll
 // and Run returns an ErrRejected error (no more heartbeats); 404 → the
 // state file is deleted and OnDeleted called.

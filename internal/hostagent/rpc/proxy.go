@@ -24,7 +24,7 @@ import (
 
 // ProxyPrefix is where the port proxy is mounted on the agent's listener:
 // /proxy/{sandbox_id}/{port}/{path…} reaches TCP port of the capsule
-// (API contract §6.13, §13).
+// (docs/api.md).
 const ProxyPrefix = "/proxy/"
 
 // hostOnly are envd's endpoints only the agent may call; the proxy never
@@ -212,7 +212,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 
 var errDrained = errors.New("sandbox stopped serving")
 
-// proxyError answers with the API's error body (§1.5). Unlike apierr.Write
+// proxyError answers with the API's error body (docs/api.md). Unlike apierr.Write
 // it does not log: a port nobody listens on is the client's business, not
 // an agent failure.
 func proxyError(w http.ResponseWriter, e *apierr.Error) {

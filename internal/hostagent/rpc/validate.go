@@ -23,7 +23,7 @@ const (
 )
 
 var (
-	// sandboxIDRe: "cl-" + 25 base36 digits (spec §1.4).
+	// sandboxIDRe: "cl-" + 25 base36 digits (docs/api.md).
 	sandboxIDRe = regexp.MustCompile(`^cl-[0-9a-z]{25}$`)
 	tagRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	nameRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

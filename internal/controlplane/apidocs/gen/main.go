@@ -1,9 +1,9 @@
 // Command gen writes the control plane's served OpenAPI document (internal/controlplane/apidocs/openapi.yaml) from
 // its hand-written source (openapi.src.yaml). It adds what the source would otherwise repeat:
 //
-//   - the /v1/sandboxes alias of every /v1/capsules path (contract §1.2): same operations, operationId
+//   - the /v1/sandboxes alias of every /v1/capsules path (docs/api.md): same operations, operationId
 //     prefixed "sandboxes", tag "Sandboxes (alias)";
-//   - the /v1/admin/capsules copies of the capsule routes the admin API serves (§8): same contract with
+//   - the /v1/admin/capsules copies of the capsule routes the admin API serves (docs/api.md): same contract with
 //     team := platform, ADMIN authentication, operationId prefixed "admin", tag "Admin capsules".
 //
 // Run it with `go generate ./internal/controlplane/apidocs`.
@@ -31,7 +31,7 @@ const (
 		"Edit openapi.src.yaml and run `go generate ./internal/controlplane/apidocs`."
 )
 
-// adminRoute is one capsule route the admin API serves under /v1/admin/capsules (§8).
+// adminRoute is one capsule route the admin API serves under /v1/admin/capsules (docs/api.md).
 type adminRoute struct{ method, sub string }
 
 // adminRoutes are the capsule routes served for the platform team; ping, pause, resume, stats and the
@@ -122,7 +122,7 @@ func addAliases(paths *yaml.Node) error {
 		item := deepCopy(paths.Content[i+1])
 		err := eachOperation(item, func(method string, op *yaml.Node) error {
 			return rewrite(op, "sandboxes", aliasTag,
-				fmt.Sprintf("Alias of `%s %s` (§1.2): identical auth, behaviour and responses.",
+				fmt.Sprintf("Alias of `%s %s` (docs/api.md): identical auth, behaviour and responses.",
 					strings.ToUpper(method), key))
 		})
 		if err != nil {
@@ -136,7 +136,7 @@ func addAliases(paths *yaml.Node) error {
 	if last < 0 {
 		return fmt.Errorf("no %s paths", capsulePrefix)
 	}
-	alias[0].HeadComment = "---------------------------------------------------------------- §1.2 the /v1/sandboxes alias (generated)"
+	alias[0].HeadComment = "---------------------------------------------------------------- docs/api.md the /v1/sandboxes alias (generated)"
 	paths.Content = insert(paths.Content, last+1, alias)
 	return nil
 }
@@ -160,7 +160,7 @@ func addAdminCapsules(paths *yaml.Node) error {
 			return fmt.Errorf("%s: generated admin path is already in the source", path)
 		}
 		op = deepCopy(op)
-		note := fmt.Sprintf("Platform-team variant of `%s %s%s` (§8): same contract with team := platform.\n"+
+		note := fmt.Sprintf("Platform-team variant of `%s %s%s` (docs/api.md): same contract with team := platform.\n"+
 			"ADMIN: the JWT (header or first WebSocket message) must belong to a platform admin, else 403\n"+
 			"forbidden \"admin access required\".", strings.ToUpper(r.method), capsulePrefix, r.sub)
 		if err := rewrite(op, "admin", adminTag, note); err != nil {
@@ -184,7 +184,7 @@ func addAdminCapsules(paths *yaml.Node) error {
 			break
 		}
 	}
-	added[0].HeadComment = "---------------------------------------------------------------- §8 platform capsules (generated)"
+	added[0].HeadComment = "---------------------------------------------------------------- docs/api.md platform capsules (generated)"
 	paths.Content = insert(paths.Content, at, added)
 	return nil
 }

@@ -30,7 +30,7 @@ type GetCapsuleWithHostRow struct {
 	HostAddress *string
 }
 
-// A capsule of one team with its host (NULL columns when it has none), for the §1.6 checks in one
+// A capsule of one team with its host (NULL columns when it has none), for docs/api.md checks in one
 // round trip.
 func (q *Queries) GetCapsuleWithHost(ctx context.Context, arg GetCapsuleWithHostParams) (GetCapsuleWithHostRow, error) {
 	row := q.db.QueryRow(ctx, getCapsuleWithHost, arg.TeamID, arg.ID)

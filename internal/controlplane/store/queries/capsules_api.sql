@@ -56,7 +56,7 @@ GROUP BY bucket
 ORDER BY bucket;
 
 -- name: GetCapsuleWithHost :one
--- A capsule of one team with its host (NULL columns when it has none), for the §1.6 checks in one
+-- A capsule of one team with its host (NULL columns when it has none), for docs/api.md checks in one
 -- round trip.
 SELECT sqlc.embed(capsules), hosts.status AS host_status, hosts.address AS host_address
 FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id

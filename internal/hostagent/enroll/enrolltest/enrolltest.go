@@ -1,5 +1,5 @@
 // Package enrolltest is an in-test control plane for host agents: the
-// register, refresh and heartbeat routes of API contract §10 over an
+// register, refresh and heartbeat routes of docs/api.md over an
 // httptest server, issuing real certificates from its own internal CA and
 // HS256 host JWTs. Tests steer it (heartbeat answers, deletion) and read
 // what agents sent.
