@@ -36,7 +36,7 @@ lint: ## go vet, staticcheck, buf lint
 	$(GO) tool buf lint
 
 test: deps check-generate lint ## everything CI runs: drift check, linters, all tests (as root)
-	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -count=1 -timeout 25m ./...
+	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -count=1 -timeout 40m ./...
 
 test-loaded: ## `make test` with every core kept busy, as on a slow CI machine
 	./scripts/busy.sh $(MAKE) test
