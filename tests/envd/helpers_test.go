@@ -158,7 +158,9 @@ func ptr[T any](v T) *T { return &v }
 // bash builds the StartRequest the SDK sends for commands.run(script).
 func bash(script string) *process.StartRequest {
 	return &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-l", "-c", script}},
+		// Not a login shell: these tests run envd on the host, whose login profile (root's) is not
+		// the test's business and may be slow or stuck (a pyenv rehash lock).
+		Process: &process.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", script}},
 		Stdin:   ptr(false),
 	}
 }
