@@ -155,7 +155,8 @@ func basicUser(name string) string {
 
 func ptr[T any](v T) *T { return &v }
 
-// bash builds the StartRequest the SDK sends for commands.run(script).
+// bash builds a StartRequest running script in bash, as the SDK's commands.run(script) does (the SDK
+// adds -l; tests/e2bjs runs the SDK itself).
 func bash(script string) *process.StartRequest {
 	return &process.StartRequest{
 		// Not a login shell: these tests run envd on the host, whose login profile (root's) is not
