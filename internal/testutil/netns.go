@@ -2,12 +2,8 @@ package testutil
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -57,37 +53,11 @@ func NewNetns(t testing.TB) Netns {
 }
 
 // freeOctet reserves N so that 10.241.N.0/30 is used by no interface of the host and no other test
-// process holds it (a lock file per N, flock'd until the test ends): test packages run in parallel,
-// and two namespaces with one subnet would make the host route one's traffic into the other.
+// process holds it: test packages run in parallel, and two namespaces with one subnet would make the
+// host route one's traffic into the other.
 func freeOctet(t testing.TB) int {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "wrenn-test-netns")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("ip", "-o", "addr", "show").Output()
-	if err != nil {
-		t.Fatalf("ip addr show: %v", err)
-	}
-	start := rand.IntN(256)
-	for i := range 256 {
-		o := (start + i) % 256
-		if strings.Contains(string(out), fmt.Sprintf(" 10.241.%d.", o)) {
-			continue
-		}
-		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(o)), os.O_CREATE|os.O_RDWR, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
-			continue
-		}
-		t.Cleanup(func() { f.Close() }) // closing releases the lock; registered first, so it runs last
-		return o
-	}
-	t.Fatal("no free 10.241.N.0/30 subnet")
-	return 0
+	return reserve(t, "wrenn-test-netns", 0, 256, func(n int) string { return fmt.Sprintf(" 10.241.%d.", n) })
 }
 
 func ip(t testing.TB, args ...string) {
