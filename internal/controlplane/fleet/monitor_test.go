@@ -59,7 +59,7 @@ func TestMonitor(t *testing.T) {
 	}
 	e.run(t)
 
-	eventually(t, 5*time.Second, "silent host unreachable", func() bool {
+	eventually(t, 60*time.Second, "silent host unreachable", func() bool {
 		want(t, e.Do(t, "POST", hostPath(alive.Host.ID, "heartbeat"), cptest.Cred{HostToken: alive.Token}, nil), 204, "")
 		return e.hostStatus(t, silent.Host.ID) == store.HostUnreachable
 	})
@@ -126,7 +126,7 @@ func TestClientCertRenewal(t *testing.T) {
 		t.Fatal("renewed before 12 h")
 	}
 	offset.Store(int64(12*time.Hour + time.Minute))
-	eventually(t, 5*time.Second, "renewal", func() bool { return cert.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0 })
+	eventually(t, 60*time.Second, "renewal", func() bool { return cert.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0 })
 	second := cert.Leaf()
 	time.Sleep(200 * time.Millisecond)
 	if cert.Leaf().SerialNumber.Cmp(second.SerialNumber) != 0 {
