@@ -64,7 +64,7 @@ func run(args []string) error {
 }
 
 func parseFlags(args []string) (c daemon.Config, version bool, err error) {
-	var subnet, onShutdown, logFormat, logLevel string
+	var subnet, egressAllow, onShutdown, logFormat, logLevel string
 	fs := flag.NewFlagSet("wrenn-agent", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9900", "address of the hostagent.v1 Connect API and the port proxy (mutual TLS with -control-plane, else HTTP/1.1 and h2c)")
 	fs.StringVar(&c.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "control plane base URL; when set the agent registers, heartbeats and serves mutual TLS only")
@@ -79,6 +79,7 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	fs.DurationVar(&c.MetricsInterval, "metrics-interval", capsules.DefaultMetricsEvery, "how often each capsule's CPU, memory and disk are sampled (10ms to 30s); the 10-minute metrics tier keeps every sample")
 	fs.DurationVar(&c.NetworkGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
 	fs.StringVar(&c.DNS, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
+	fs.StringVar(&egressAllow, "egress-allow", os.Getenv("WRENN_EGRESS_ALLOW"), "comma-separated IPv4 CIDRs (or addresses) of private or LAN services capsules with internet access may reach; everything private is closed otherwise (docs/security.md)")
 	fs.BoolVar(&c.DebugRunsc, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -97,6 +98,9 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	}
 	if c.Subnet, err = netip.ParsePrefix(subnet); err != nil {
 		return c, false, fmt.Errorf("-subnet: %w", err)
+	}
+	if c.EgressAllow, err = parsePrefixes(egressAllow); err != nil {
+		return c, false, fmt.Errorf("-egress-allow: %w", err)
 	}
 	if c.OnShutdown, err = suspend.ParseMode(onShutdown); err != nil {
 		return c, false, fmt.Errorf("-on-shutdown: %w", err)
@@ -133,6 +137,29 @@ func prepareImages(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return daemon.PrepareImages(ctx, log, *dataDir, strings.Split(*names, ","), *check, os.Stdout)
+}
+
+// parsePrefixes parses a comma-separated list of IPv4 CIDRs; a bare address is its /32.
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or an IP address", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("%q is not IPv4 (capsules have no IPv6)", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func envOr(key, def string) string {

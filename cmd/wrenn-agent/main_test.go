@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,13 @@ func TestParseFlags(t *testing.T) {
 		c.MetricsInterval != time.Second || c.DNS != "none" || c.DataDir != "/srv/w" || c.Log == nil || c.Version != release {
 		t.Fatalf("config %+v", c)
 	}
+	t.Setenv("WRENN_EGRESS_ALLOW", "192.168.7.9/24")
+	if c, _, err := parseFlags(nil); err != nil || fmt.Sprint(c.EgressAllow) != "[192.168.7.0/24]" {
+		t.Fatalf("WRENN_EGRESS_ALLOW: %v %v", c.EgressAllow, err)
+	}
+	if c, _, err := parseFlags([]string{"-egress-allow", "10.1.2.0/24, 172.16.0.5"}); err != nil || fmt.Sprint(c.EgressAllow) != "[10.1.2.0/24 172.16.0.5/32]" {
+		t.Fatalf("-egress-allow: %v %v", c.EgressAllow, err)
+	}
 	if _, version, err := parseFlags([]string{"-version", "-subnet", "bad"}); err != nil || !version {
 		t.Fatalf("-version: %v %v", version, err)
 	}
@@ -57,6 +65,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-on-shutdown", "sleep"}},
 		{[]string{"-log-format", "xml"}},
 		{[]string{"-log-level", "loud"}},
+		{[]string{"-egress-allow", "10.1.2.0/24,lan"}},
+		{[]string{"-egress-allow", "fd00::/8"}},
 	} {
 		_, _, err := parseFlags(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.args[0]+":") {

@@ -13,25 +13,55 @@ import (
 	"connectrpc.com/connect"
 	hav1 "github.com/wrenn/wrenn/api/hostagent/hostagent/v1"
 	"github.com/wrenn/wrenn/internal/testutil"
+	"github.com/wrenn/wrenn/internal/testutil/agenthost"
 )
 
-// outside is a stand-in for the internet: a namespace the host routes to,
-// serving HTTP on 0.0.0.0:80.
-func outside(t *testing.T) string {
+// world is a stand-in for the internet and for a private network beside
+// the host: a namespace the host routes to, serving HTTP on 0.0.0.0:80 and
+// 0.0.0.0:53 (TCP 53 stands for the capsules' DNS server), at addresses the
+// host routes to it. N is the namespace's reserved octet (testutil.NewNetns).
+type world struct {
+	public   string // 198.51.100.N: the internet (documentation range)
+	attached string // 10.241.N.2: a subnet attached to the host
+	lan      string // 192.168.N.2: a LAN service the operator allows (-egress-allow)
+	lan2     string // 192.168.N.3: a LAN service nobody allowed
+	dns      string // 192.168.N.53: the capsules' DNS server (-dns)
+}
+
+func outside(t *testing.T) world {
 	t.Helper()
 	n := testutil.NewNetns(t)
-	srv := exec.Command("ip", "netns", "exec", n.Name, "busybox", "httpd", "-f", "-p", "80", "-h", servedDir(t))
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
+	octet := strings.Split(n.InsideIP, ".")[2]
+	w := world{
+		public:   "198.51.100." + octet,
+		attached: n.InsideIP,
+		lan:      "192.168." + octet + ".2",
+		lan2:     "192.168." + octet + ".3",
+		dns:      "192.168." + octet + ".53",
 	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
 	// A capsule's traffic is masqueraded to a host address; the outside
-	// needs a route back to the host only.
-	if out, err := exec.Command("ip", "-n", n.Name, "route", "add", "default", "via", n.HostIP).CombinedOutput(); err != nil {
-		t.Fatalf("route: %v\n%s", err, out)
+	// needs a route back to the host only. The host routes the /32s to the
+	// namespace; the routes go with its veth.
+	ipOK(t, "-n", n.Name, "route", "add", "default", "via", n.HostIP)
+	for _, a := range []string{w.public, w.lan, w.lan2, w.dns} {
+		ipOK(t, "-n", n.Name, "addr", "add", a+"/32", "dev", "lo")
+		ipOK(t, "route", "add", a+"/32", "via", n.InsideIP, "dev", n.HostVeth)
 	}
-	eventually(t, 60*time.Second, "outside server", func() error { return tcpDial(n.InsideIP + ":80") })
-	return n.InsideIP
+	dir := servedDir(t)
+	for _, port := range []string{"80", "53"} {
+		srv := exec.Command("ip", "netns", "exec", n.Name, "busybox", "httpd", "-f", "-p", port, "-h", dir)
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	}
+	eventually(t, 60*time.Second, "outside server", func() error {
+		if err := tcpDial(w.public + ":80"); err != nil {
+			return err
+		}
+		return tcpDial(w.dns + ":53")
+	})
+	return w
 }
 
 // hostService listens on every host address, like the agent, the control
@@ -124,8 +154,8 @@ func (h *host) installProbe(t *testing.T, id string) {
 }
 
 func TestNetworkIsolation(t *testing.T) {
-	h := newHost(t)
 	world := outside(t)
+	h := &host{Host: agenthost.Start(t, agenthost.Options{Args: []string{"-dns", world.dns, "-egress-allow", world.lan + "/32"}}), t: t}
 	port := hostService(t)
 	h.metadataService(t)
 
@@ -135,14 +165,29 @@ func TestNetworkIsolation(t *testing.T) {
 	h.installProbe(t, offline.SandboxId)
 
 	// Positive control first: the outside is reachable at all.
-	if out, ok := h.fetchWithin(t, online.SandboxId, "http://"+world+"/", "20s"); !ok {
+	if out, ok := h.fetchWithin(t, online.SandboxId, "http://"+world.public+"/", "20s"); !ok {
 		diag, _, _ := h.tryExec(t, online.SandboxId, "ip addr; ip route")
 		nft, _ := exec.Command("nft", "list", "table", "inet", h.Prefix).CombinedOutput()
 		routes, _ := exec.Command("ip", "route").CombinedOutput()
 		t.Fatalf("capsule with internet cannot reach the outside: %s\ncapsule:\n%s\nnft:\n%s\nhost routes:\n%s", out, diag, nft, routes)
 	}
-	if out, ok := h.fetch(t, offline.SandboxId, "http://"+world+"/"); ok {
-		t.Errorf("capsule without internet reached the outside: %s", out)
+	// What the operator opened: the DNS server's port 53 and the allowed LAN service.
+	for _, u := range []string{"http://" + world.dns + ":53/", "http://" + world.lan + "/"} {
+		if out, ok := h.fetchWithin(t, online.SandboxId, u, "20s"); !ok {
+			t.Errorf("capsule with internet cannot reach %s: %s", u, out)
+		}
+	}
+	// Nothing else private: another LAN service, a subnet attached to the
+	// host, the DNS server's other ports.
+	for _, u := range []string{"http://" + world.lan2 + "/", "http://" + world.attached + "/", "http://" + world.dns + "/"} {
+		if out, ok := h.fetch(t, online.SandboxId, u); ok {
+			t.Errorf("capsule reached %s: %s", u, out)
+		}
+	}
+	for _, u := range []string{"http://" + world.public + "/", "http://" + world.dns + ":53/", "http://" + world.lan + "/"} {
+		if out, ok := h.fetch(t, offline.SandboxId, u); ok {
+			t.Errorf("capsule without internet reached %s: %s", u, out)
+		}
 	}
 	// The host reaches both capsules' envd.
 	for _, c := range []string{online.HostIp, offline.HostIp} {

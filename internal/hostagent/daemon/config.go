@@ -37,6 +37,9 @@ type Config struct {
 	// DNS is what capsules resolve with: "auto" (or empty: the host's non-loopback nameservers),
 	// "none", or a comma-separated list of IPs.
 	DNS string
+	// EgressAllow are private or LAN IPv4 prefixes capsules with internet access may reach anyway
+	// (docs/security.md, "Capsule egress"); empty: none.
+	EgressAllow []netip.Prefix
 
 	MetricsInterval time.Duration // per-capsule sampling, 10ms to 30s
 	MetricsListen   string        // plain-HTTP address of /metrics, /health and /ready; empty: off

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -78,7 +79,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	if s.nets, err = network.New(ctx, network.Config{Prefix: cfg.NetPrefix, Subnet: cfg.Subnet, Log: log.With("component", "network")}); err != nil {
+	dns := make([]netip.Addr, 0, len(nameservers))
+	for _, n := range nameservers {
+		if a, err := netip.ParseAddr(n); err == nil {
+			dns = append(dns, a)
+		}
+	}
+	if s.nets, err = network.New(ctx, network.Config{
+		Prefix: cfg.NetPrefix, Subnet: cfg.Subnet, DNS: dns, EgressAllow: cfg.EgressAllow,
+		Log: log.With("component", "network"),
+	}); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	s.closers.add("network rules", s.closeNetwork)
@@ -256,6 +266,7 @@ func (s *Server) shutdownCapsules(ctx context.Context) error {
 // theirs.
 func (s *Server) closeNetwork(ctx context.Context) error {
 	if !s.dropNetwork {
+		s.nets.Detach() // the rules stay for the capsules that run on
 		return nil
 	}
 	if err := s.nets.Close(ctx); err != nil {

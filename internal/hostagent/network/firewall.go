@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -20,9 +22,29 @@ const (
 	setInternet = "internet" // capsules allowed to reach the outside
 )
 
-// linkLocal covers cloud metadata services (169.254.169.254) and the rest
-// of IPv4 link-local space, which capsules must never reach.
-var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
+// chainEgress holds the destination rules of capsules with internet access;
+// it is rebuilt on its own when the host's addresses change.
+const chainEgress = "capsule-egress"
+
+// privateRanges are the IPv4 destinations no capsule reaches, internet
+// access or not (docs/security.md, "Capsule egress"): private, shared,
+// loopback, link-local (cloud metadata at 169.254.169.254), "this network",
+// IETF protocol assignments, benchmarking, multicast and reserved space.
+// The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
+// are not among them: test networks stand in for the internet with them.
+var privateRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
 
 var elemType = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
 
@@ -39,20 +61,32 @@ var elemType = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAd
 //	    meta nfproto != ipv4 drop
 //	    iifname . ip saddr != @capsules drop
 //	    ip daddr <subnet> drop
-//	    ip daddr 169.254.0.0/16 drop
-//	    iifname . ip saddr @internet accept
-//	    drop }
+//	    iifname . ip saddr != @internet drop
+//	    jump capsule-egress
+//	    accept }
+//	  chain capsule-egress {
+//	    ip daddr <dns> udp dport 53 accept       (each DNS server)
+//	    ip daddr <dns> tcp dport 53 accept
+//	    ip daddr <allowed> accept                (each -egress-allow prefix)
+//	    ip daddr <private> drop                  (privateRanges)
+//	    ip daddr <host address or subnet> drop } (read from the host, kept current)
 //	  chain input { type filter hook input priority filter; policy accept;
 //	    iifname "<prefix>h*" jump capsule-input }
 //	  chain capsule-input {
 //	    meta nfproto != ipv4 drop
 //	    iifname . ip saddr != @capsules drop
 //	    ct state established,related accept
+//	    iifname . ip saddr != @internet drop
+//	    ip daddr <dns> udp dport 53 accept       (a DNS server on the host)
+//	    ip daddr <dns> tcp dport 53 accept
 //	    drop }
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //	    meta nfproto ipv4 ip saddr <subnet> oifname != "<prefix>h*" masquerade }
 //	}
 //
+// The base chains keep policy accept and match capsule links explicitly: a
+// packet any base chain drops is dropped, so a drop policy here would stop
+// every other forwarded packet of the host (other namespaces, containers).
 // Capsule packets are checked on every packet, not only the first of a
 // connection, so revoking internet access also cuts open connections.
 type firewall struct {
@@ -61,9 +95,14 @@ type firewall struct {
 	subnet     netip.Prefix
 	capsules   *nftables.Set
 	internet   *nftables.Set
+	dns        []netip.Addr   // DNS servers capsules are given (port 53 open)
+	allow      []netip.Prefix // operator-allowed destinations (-egress-allow)
+
+	// mu serialises rebuilding the rules (install, refresh).
+	mu sync.Mutex
 }
 
-func newFirewall(table, linkPrefix string, subnet netip.Prefix) *firewall {
+func newFirewall(table, linkPrefix string, subnet netip.Prefix, dns []netip.Addr, allow []netip.Prefix) *firewall {
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	set := func(name string) *nftables.Set {
 		return &nftables.Set{Table: t, Name: name, KeyType: elemType, Concatenation: true}
@@ -74,12 +113,17 @@ func newFirewall(table, linkPrefix string, subnet netip.Prefix) *firewall {
 		subnet:     subnet,
 		capsules:   set(setCapsules),
 		internet:   set(setInternet),
+		dns:        dns,
+		allow:      allow,
 	}
 }
 
 // install creates the table or, if it exists, replaces its rules while
 // keeping the set elements of running capsules, in one transaction.
-func (f *firewall) install() error {
+// hostNets are the host's own addresses and attached subnets.
+func (f *firewall) install(hostNets []netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return err
@@ -94,6 +138,7 @@ func (f *firewall) install() error {
 	accept := nftables.ChainPolicyAccept
 	capFwd := c.AddChain(&nftables.Chain{Name: "capsule-forward", Table: f.table})
 	capIn := c.AddChain(&nftables.Chain{Name: "capsule-input", Table: f.table})
+	egress := c.AddChain(&nftables.Chain{Name: chainEgress, Table: f.table})
 	fwd := c.AddChain(&nftables.Chain{
 		Name: "forward", Table: f.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
@@ -117,29 +162,75 @@ func (f *firewall) install() error {
 			join(notIPv4(), verdict(expr.VerdictDrop)),
 			join(f.lookup(f.capsules, true), verdict(expr.VerdictDrop)),
 			join(inPrefix(16, f.subnet), verdict(expr.VerdictDrop)),
-			join(inPrefix(16, linkLocal), verdict(expr.VerdictDrop)),
-			join(f.lookup(f.internet, false), verdict(expr.VerdictAccept)),
-			verdict(expr.VerdictDrop),
+			join(f.lookup(f.internet, true), verdict(expr.VerdictDrop)),
+			jump(egress.Name),
+			verdict(expr.VerdictAccept),
 		},
+		egress: f.egressRules(hostNets),
 		in: {
 			join(f.ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq), jump(capIn.Name)),
 		},
-		capIn: {
-			join(notIPv4(), verdict(expr.VerdictDrop)),
-			join(f.lookup(f.capsules, true), verdict(expr.VerdictDrop)),
-			join(ctReply(), verdict(expr.VerdictAccept)),
-			verdict(expr.VerdictDrop),
-		},
+		capIn: slices.Concat(
+			[][]expr.Any{
+				join(notIPv4(), verdict(expr.VerdictDrop)),
+				join(f.lookup(f.capsules, true), verdict(expr.VerdictDrop)),
+				join(ctReply(), verdict(expr.VerdictAccept)),
+				join(f.lookup(f.internet, true), verdict(expr.VerdictDrop)),
+			},
+			f.dnsRules(), // a DNS server on the host itself
+			[][]expr.Any{verdict(expr.VerdictDrop)},
+		),
 		post: {
 			join(inPrefix(12, f.subnet), f.ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}}),
 		},
 	}
-	for _, ch := range []*nftables.Chain{fwd, capFwd, in, capIn, post} {
+	for _, ch := range []*nftables.Chain{fwd, capFwd, egress, in, capIn, post} {
 		for _, exprs := range rules[ch] {
 			c.AddRule(&nftables.Rule{Table: f.table, Chain: ch, Exprs: exprs})
 		}
 	}
 	return c.Flush()
+}
+
+// refresh rebuilds the capsule-egress chain for new host addresses, in one
+// transaction: no packet sees the chain half built.
+func (f *firewall) refresh(hostNets []netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	egress := &nftables.Chain{Name: chainEgress, Table: f.table}
+	c.FlushChain(egress)
+	for _, exprs := range f.egressRules(hostNets) {
+		c.AddRule(&nftables.Rule{Table: f.table, Chain: egress, Exprs: exprs})
+	}
+	return c.Flush()
+}
+
+// egressRules are the rules of capsule-egress: DNS and the operator's
+// allow-list first, then the private ranges and the host's own networks.
+func (f *firewall) egressRules(hostNets []netip.Prefix) [][]expr.Any {
+	rules := f.dnsRules()
+	for _, p := range f.allow {
+		rules = append(rules, join(inPrefix(16, p), verdict(expr.VerdictAccept)))
+	}
+	for _, p := range append(slices.Clone(privateRanges), hostNets...) {
+		rules = append(rules, join(inPrefix(16, p), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// dnsRules accept TCP and UDP to port 53 of each DNS server.
+func (f *firewall) dnsRules() [][]expr.Any {
+	var rules [][]expr.Any
+	for _, d := range f.dns {
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rules = append(rules, join(inPrefix(16, netip.PrefixFrom(d, 32)), dport(proto, 53), verdict(expr.VerdictAccept)))
+		}
+	}
+	return rules
 }
 
 // remove deletes the table with its chains, rules and sets.
@@ -302,6 +393,16 @@ func inPrefix(offset uint32, p netip.Prefix) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: network[:]},
 	})
+}
+
+// dport matches the transport protocol proto and destination port port.
+func dport(proto byte, port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
 }
 
 func isIPv4() []expr.Any {

@@ -32,10 +32,14 @@ const blockedAfter = time.Second
 // newManager starts a Manager with a prefix and subnet of its own, so it
 // touches nothing of the real agent or of other test runs, and checks when
 // the test ends that Close left nothing of it behind.
-func newManager(t *testing.T) (*Manager, Config) {
+// Options, if any, adjust the configuration.
+func newManager(t *testing.T, opts ...func(*Config)) (*Manager, Config) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	cfg := Config{Prefix: testutil.RandomName("wrt", 4), Subnet: freeSubnet(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	m, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -107,25 +111,44 @@ func tableExists(t *testing.T, name string, family nftables.TableFamily) bool {
 
 // world is the outside network a capsule with internet reaches: a
 // namespace routed through the host, running an echo listener on every
-// address it has, including 169.254.169.254 (a stand-in metadata service).
+// address it has: a public one (the internet), its veth address (a subnet
+// attached to the host), two private LAN addresses the host does not have,
+// and 169.254.169.254 (a stand-in metadata service).
 type world struct {
 	testutil.Netns
-	addr string // listener on the namespace's address
-	meta string // the same listener at 169.254.169.254
+	public  netip.Addr // 198.51.100.N (documentation range), routed by the host to the namespace
+	addr    string     // listener at the public address
+	private string     // the same listener at the veth address (10.241.N.2)
+	lan     string     // ... at 192.168.N.2
+	lan2    string     // ... at 192.168.N.3
+	meta    string     // ... at 169.254.169.254
 }
 
+// newWorld builds the world. N is the namespace's reserved octet
+// (testutil.NewNetns), so concurrent test processes do not share addresses;
+// the host routes the /32s it adds to the namespace, and the routes go with
+// the namespace's veth.
 func newWorld(t *testing.T) world {
 	t.Helper()
 	out := testutil.NewNetns(t)
+	n := netip.MustParseAddr(out.InsideIP).As4()[2]
+	w := world{Netns: out, public: netip.AddrFrom4([4]byte{198, 51, 100, n})}
 	run(t, "ip", "-n", out.Name, "route", "add", "default", "via", out.HostIP)
-	run(t, "ip", "-n", out.Name, "addr", "add", "169.254.169.254/32", "dev", "lo")
-	ln := listen(t, netnsPath(out.Name), "0.0.0.0:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	return world{
-		Netns: out,
-		addr:  net.JoinHostPort(out.InsideIP, fmt.Sprint(port)),
-		meta:  net.JoinHostPort("169.254.169.254", fmt.Sprint(port)),
+	inside := []string{w.public.String(), fmt.Sprintf("192.168.%d.2", n), fmt.Sprintf("192.168.%d.3", n), "169.254.169.254"}
+	for _, a := range inside {
+		run(t, "ip", "-n", out.Name, "addr", "add", a+"/32", "dev", "lo")
 	}
+	for _, a := range inside[:3] {
+		run(t, "ip", "route", "add", a+"/32", "via", out.InsideIP, "dev", out.HostVeth)
+	}
+	ln := listen(t, netnsPath(out.Name), "0.0.0.0:0")
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	w.addr = net.JoinHostPort(inside[0], port)
+	w.lan = net.JoinHostPort(inside[1], port)
+	w.lan2 = net.JoinHostPort(inside[2], port)
+	w.meta = net.JoinHostPort(inside[3], port)
+	w.private = net.JoinHostPort(out.InsideIP, port)
+	return w
 }
 
 // newClient is a plain namespace routed through the host, outside the

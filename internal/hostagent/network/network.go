@@ -38,7 +38,16 @@ type Config struct {
 	Prefix string
 	// Subnet is split into /30 slots, one per capsule; default 10.11.0.0/16.
 	Subnet netip.Prefix
-	Log    *slog.Logger
+	// DNS are the DNS servers capsules are given: capsules with internet
+	// access reach port 53 (UDP and TCP) of each, even at a private address
+	// or on the host itself. IPv6 servers get no rule (capsules are IPv4).
+	DNS []netip.Addr
+	// EgressAllow are IPv4 prefixes capsules with internet access may reach
+	// although they are private or the host's attached networks (LAN
+	// services the operator opens; -egress-allow). They never open the host
+	// itself or the capsule subnet.
+	EgressAllow []netip.Prefix
+	Log         *slog.Logger
 }
 
 // Manager creates and removes capsule networks. It keeps no state of its
@@ -55,6 +64,11 @@ type Manager struct {
 	// a slot is never handed out twice and a removal never deletes what a
 	// concurrent Create just made.
 	mu sync.Mutex
+
+	// The goroutine that follows the host's addresses (watchAddrs).
+	stopWatch chan struct{}
+	watchDone chan struct{}
+	detach    sync.Once
 }
 
 // New checks cfg, enables IPv4 forwarding and installs the nftables table
@@ -79,11 +93,17 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := checkPrefix(cfg.Prefix, p.size); err != nil {
 		return nil, err
 	}
+	dns, allow, err := checkEgress(cfg.Subnet, cfg.DNS, cfg.EgressAllow)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
-		prefix: cfg.Prefix,
-		pool:   p,
-		fw:     newFirewall(cfg.Prefix, hostIfPrefix(cfg.Prefix), cfg.Subnet),
-		log:    cfg.Log,
+		prefix:    cfg.Prefix,
+		pool:      p,
+		fw:        newFirewall(cfg.Prefix, hostIfPrefix(cfg.Prefix), cfg.Subnet, dns, allow),
+		log:       cfg.Log,
+		stopWatch: make(chan struct{}),
+		watchDone: make(chan struct{}),
 	}
 	if err := enableForwarding(); err != nil {
 		return nil, err
@@ -91,10 +111,16 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := prepareNetnsDir(); err != nil {
 		return nil, err
 	}
-	if err := m.fw.install(); err != nil {
+	hostNets, err := hostNetworks(cfg.Subnet)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.fw.install(hostNets); err != nil {
 		return nil, fmt.Errorf("install nftables table %s: %w", cfg.Prefix, err)
 	}
-	m.log.Info("capsule network ready", "prefix", m.prefix, "subnet", cfg.Subnet, "slots", p.size)
+	go m.watchAddrs(m.stopWatch, m.watchDone)
+	m.log.Info("capsule network ready", "prefix", m.prefix, "subnet", cfg.Subnet, "slots", p.size,
+		"dns", dns, "egress_allow", allow, "host_networks", len(hostNets))
 	return m, nil
 }
 
@@ -104,6 +130,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 // agent just stops and calls New and Cleanup again.
 func (m *Manager) Close(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
+	m.Detach()
 	errs := []error{m.Cleanup(ctx, func(string) bool { return false })}
 	if err := m.fw.remove(); err != nil {
 		errs = append(errs, fmt.Errorf("delete nftables table %s: %w", m.prefix, err))
