@@ -109,7 +109,7 @@ func StartEnvdWith(t testing.TB, o EnvdOptions) *Envd {
 	if o.Netns != "" {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", o.Netns, bin}, args...)...)
 	} else {
-		cmd = exec.Command(bin, args...)
+		cmd = withoutHostProfile(bin, args)
 	}
 	logPath := filepath.Join(tmp, "envd.log")
 	logf, err := os.Create(logPath)
@@ -287,4 +287,23 @@ func parentPID(pid int) (int, error) {
 		return 0, err
 	}
 	return ppid, nil
+}
+
+// hostProfiles are the login and interactive start-up files of root on the test machine.
+var hostProfiles = []string{"/root/.profile", "/root/.bash_profile", "/root/.bash_login", "/root/.bashrc"}
+
+// withoutHostProfile runs bin with args, as root in a private mount namespace where root's shell
+// start-up files are empty: envd on the host runs `bash -l` as root for commands with user root,
+// and what the machine's profile does (a pyenv rehash that waits a minute on a stale lock, seen
+// here) is not the tests' business. The mounts stay in that namespace; exec keeps the PID.
+func withoutHostProfile(bin string, args []string) *exec.Cmd {
+	if os.Geteuid() != 0 {
+		return exec.Command(bin, args...)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return exec.Command(bin, args...)
+	}
+	script := `for f in ` + strings.Join(hostProfiles, " ") + `; do [ -e "$f" ] && mount --bind /dev/null "$f"; done; exec "$0" "$@"`
+	return exec.Command(unshare, append([]string{"--mount", "--propagation", "private", "/bin/sh", "-c", script, bin}, args...)...)
 }

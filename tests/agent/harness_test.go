@@ -71,7 +71,11 @@ func (h *host) create(t *testing.T, mod func(*hav1.CreateSandboxRequest)) *hav1.
 	if mod != nil {
 		mod(req)
 	}
-	res, err := h.API.CreateSandbox(ctxT(t, time.Minute), connect.NewRequest(req))
+	limit := 2 * time.Minute
+	if req.TemplateId == "base" {
+		limit = 30 * time.Minute // the first capsule from base builds the Debian image (debootstrap)
+	}
+	res, err := h.API.CreateSandbox(ctxT(t, limit), connect.NewRequest(req))
 	if err != nil {
 		t.Fatalf("CreateSandbox: %v\n%s", err, h.LogTail())
 	}

@@ -563,7 +563,7 @@ func TestPTY(t *testing.T) {
 	var seen strings.Builder
 	expect := func(want string) {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
+		deadline := time.After(60 * time.Second)
 		for !strings.Contains(seen.String(), want) {
 			select {
 			case chunk, ok := <-out:

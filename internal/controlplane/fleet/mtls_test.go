@@ -100,7 +100,7 @@ func TestAgentMutualTLS(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
 		// The shared PostgreSQL server may have been started by this test.
-		goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/wrenn/wrenn/internal/testutil.startServer.func1"))
+		goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/wrenn/wrenn/internal/cli/pgcluster.(*Cluster).StartChild.func1"))
 	})
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

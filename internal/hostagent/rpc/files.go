@@ -21,6 +21,20 @@ func checkFile(id, path string) error {
 	return firstErr(checkSandboxID(id), checkPath(path))
 }
 
+// fileEnvd is the preamble of every file call: it returns the envd of capsule id and the user the
+// call runs as once the user may access path as a, and done to release the capsule.
+func (s *Server) fileEnvd(ctx context.Context, id, path string, a access) (c *envdclient.Client, user string, done func(), err error) {
+	c, info, done, err := s.envd(ctx, id)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := checkAccess(ctx, c, info.DefaultUser, path, a); err != nil {
+		done()
+		return nil, "", nil, s.fail(ctx, "access check", id, err)
+	}
+	return c, info.DefaultUser, done, nil
+}
+
 // WriteFile writes a whole file (at most maxFileBytes), creating parents.
 func (s *Server) WriteFile(ctx context.Context, req *connect.Request[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error) {
 	m := req.Msg
@@ -31,18 +45,15 @@ func (s *Server) WriteFile(ctx context.Context, req *connect.Request[v1.WriteFil
 		return nil, connect.NewError(connect.CodeResourceExhausted,
 			fmt.Errorf("content is larger than %d MiB: use WriteFileStream", maxFileBytes>>20))
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessWrite)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessWrite); err != nil {
-		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
-	if err := c.Upload(ctx, m.GetPath(), info.DefaultUser, bytes.NewReader(m.GetContent())); err != nil {
+	if err := c.Upload(ctx, m.GetPath(), user, bytes.NewReader(m.GetContent())); err != nil {
 		return nil, s.fail(ctx, "write file", m.GetSandboxId(), err)
 	}
-	entry, err := stat(ctx, c, m.GetPath(), info.DefaultUser)
+	entry, err := stat(ctx, c, m.GetPath(), user)
 	if err != nil {
 		return nil, s.fail(ctx, "write file", m.GetSandboxId(), err)
 	}
@@ -56,15 +67,12 @@ func (s *Server) ReadFile(ctx context.Context, req *connect.Request[v1.ReadFileR
 	if err := checkFile(m.GetSandboxId(), m.GetPath()); err != nil {
 		return nil, err
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessRead)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
-		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
-	rc, err := c.Download(ctx, m.GetPath(), info.DefaultUser)
+	rc, err := c.Download(ctx, m.GetPath(), user)
 	if err != nil {
 		return nil, s.fail(ctx, "read file", m.GetSandboxId(), err)
 	}
@@ -99,21 +107,18 @@ func (s *Server) WriteFileStream(ctx context.Context, stream *connect.ClientStre
 	if err := checkFile(id, path); err != nil {
 		return nil, err
 	}
-	c, info, done, err := s.envd(ctx, id)
+	c, user, done, err := s.fileEnvd(ctx, id, path, accessWrite)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, path, accessWrite); err != nil {
-		return nil, s.fail(ctx, "access check", id, err)
-	}
 
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
 	uploaded := make(chan error, 1)
 	go func() {
-		err := c.Upload(uctx, path, info.DefaultUser, pr)
+		err := c.Upload(uctx, path, user, pr)
 		// Later writes fail instead of waiting for a reader that is gone.
 		_ = pr.CloseWithError(err)
 		uploaded <- err
@@ -153,7 +158,7 @@ func (s *Server) WriteFileStream(ctx context.Context, stream *connect.ClientStre
 	if cut != nil {
 		return nil, s.fail(ctx, "write file stream", id, fmt.Errorf("envd stopped reading the upload: %w", cut))
 	}
-	entry, err := stat(ctx, c, path, info.DefaultUser)
+	entry, err := stat(ctx, c, path, user)
 	if err != nil {
 		return nil, s.fail(ctx, "write file stream", id, err)
 	}
@@ -166,15 +171,12 @@ func (s *Server) ReadFileStream(ctx context.Context, req *connect.Request[v1.Rea
 	if err := checkFile(m.GetSandboxId(), m.GetPath()); err != nil {
 		return err
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessRead)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
-		return s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
-	rc, err := c.Download(ctx, m.GetPath(), info.DefaultUser)
+	rc, err := c.Download(ctx, m.GetPath(), user)
 	if err != nil {
 		return s.fail(ctx, "read file stream", m.GetSandboxId(), err)
 	}
@@ -206,16 +208,13 @@ func (s *Server) ListDir(ctx context.Context, req *connect.Request[v1.ListDirReq
 	if depth == 0 {
 		depth = 1
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessRead)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRead); err != nil {
-		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
 	r := connect.NewRequest(&filesystem.ListDirRequest{Path: m.GetPath(), Depth: depth})
-	asUser(r.Header(), info.DefaultUser)
+	asUser(r.Header(), user)
 	res, err := c.FS.ListDir(ctx, r)
 	if err != nil {
 		return nil, s.fail(ctx, "list dir", m.GetSandboxId(), err)
@@ -234,16 +233,13 @@ func (s *Server) MakeDir(ctx context.Context, req *connect.Request[v1.MakeDirReq
 	if err := checkFile(m.GetSandboxId(), m.GetPath()); err != nil {
 		return nil, err
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessWrite)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessWrite); err != nil {
-		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
 	r := connect.NewRequest(&filesystem.MakeDirRequest{Path: m.GetPath()})
-	asUser(r.Header(), info.DefaultUser)
+	asUser(r.Header(), user)
 	res, err := c.FS.MakeDir(ctx, r)
 	if err != nil {
 		return nil, s.fail(ctx, "make dir", m.GetSandboxId(), err)
@@ -257,16 +253,13 @@ func (s *Server) RemovePath(ctx context.Context, req *connect.Request[v1.RemoveP
 	if err := checkFile(m.GetSandboxId(), m.GetPath()); err != nil {
 		return nil, err
 	}
-	c, info, done, err := s.envd(ctx, m.GetSandboxId())
+	c, user, done, err := s.fileEnvd(ctx, m.GetSandboxId(), m.GetPath(), accessRemove)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkAccess(ctx, c, info.DefaultUser, m.GetPath(), accessRemove); err != nil {
-		return nil, s.fail(ctx, "access check", m.GetSandboxId(), err)
-	}
 	r := connect.NewRequest(&filesystem.RemoveRequest{Path: m.GetPath()})
-	asUser(r.Header(), info.DefaultUser)
+	asUser(r.Header(), user)
 	if _, err := c.FS.Remove(ctx, r); err != nil {
 		return nil, s.fail(ctx, "remove path", m.GetSandboxId(), err)
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
+	"github.com/wrenn/wrenn/internal/hostagent/statefile"
 )
 
 // Mode is what the agent does with running capsules when it stops.
@@ -213,21 +214,5 @@ func save(dataDir string, rec record) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, append(b, '\n'), true)
 }
