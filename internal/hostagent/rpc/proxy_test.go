@@ -99,7 +99,7 @@ func newProxyFixture(t *testing.T) *proxyFixture {
 	caps := capsuleMap{
 		proxyRunning: {ID: proxyRunning, Status: capsules.StatusRunning, HostIP: "127.0.0.1"},
 		proxyPaused:  {ID: proxyPaused, Status: capsules.StatusPaused},
-		proxyToken: {ID: proxyToken, Status: capsules.StatusRunning, HostIP: "127.0.0.1", EnvdAccessToken: "envd-tok"},
+		proxyToken:   {ID: proxyToken, Status: capsules.StatusRunning, HostIP: "127.0.0.1", EnvdAccessToken: "envd-tok"},
 	}
 	srv := httptest.NewServer(f.proxy.Wrap(caps, http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
