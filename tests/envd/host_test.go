@@ -254,6 +254,30 @@ func TestAccessToken(t *testing.T) {
 			t.Errorf("upload with a write signature: %d %q", r.StatusCode, r.Body)
 		}
 	})
+	t.Run("init without the token is refused", func(t *testing.T) {
+		// A process inside the sandbox must not re-initialise envd (docs/security.md).
+		for _, body := range []map[string]any{
+			{"envVars": map[string]string{"WRN_Y": "1"}, "defaultUser": "nobody", "defaultWorkdir": "/"},
+			{},
+		} {
+			if r := postInit(t, e, body); r.StatusCode != 401 {
+				t.Errorf("/init %v without the token: %d", body, r.StatusCode)
+			}
+		}
+		if r := postInit(t, e, map[string]any{"defaultUser": "nobody"}, auth.Header, "wrong"); r.StatusCode != 401 {
+			t.Errorf("/init with a wrong token: %d", r.StatusCode)
+		}
+		envs := request(t, e, http.MethodGet, "/envs", nil, auth.Header, token)
+		if strings.Contains(string(envs.Body), "WRN_Y") {
+			t.Error("a refused /init applied its envVars")
+		}
+		if res := run(t, e.proc, bash("id -un"), auth.Header, token); res.stdout.String() == "nobody\n" {
+			t.Error("a refused /init changed the default user")
+		}
+		if r := postInit(t, e, map[string]any{"envVars": map[string]string{"WRN_Z": "1"}}, auth.Header, token); r.StatusCode != 204 {
+			t.Errorf("/init with the token: %d", r.StatusCode)
+		}
+	})
 	t.Run("changing the token needs the current one", func(t *testing.T) {
 		if r := postInit(t, e, map[string]any{"accessToken": "new", "envVars": map[string]string{"WRN_X": "1"}}); r.StatusCode != 401 {
 			t.Fatalf("change without proof: %d", r.StatusCode)

@@ -108,8 +108,17 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, err
 	}
+	id := uuid.New()
+	token, err := newEnvdToken()
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(err)
+	}
+	sealed, err := s.sealEnvdToken(id, token)
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(err)
+	}
 	c, err := s.Store.CreateCapsule(ctx, db.CreateCapsuleParams{
-		TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
+		ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
 		VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
 		AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
 	})
@@ -137,6 +146,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		SandboxId: publicID, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, TimeoutSec: p.TimeoutSec,
 		DiskSizeMb: DiskMB, TeamId: teamArg, TemplateId: templateArg,
 		DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv, AllowInternet: p.AllowInternet,
+		EnvdAccessToken: token,
 	}
 	// A host's agent may not take the call (it is restarting, or went away since its last heartbeat):
 	// such a call changed nothing, so the capsule goes to another host that fits, or to the same one

@@ -69,7 +69,7 @@ func (s *Service) handleCreate(teamOf teamOfRequest) http.HandlerFunc {
 			apierr.Write(w, r, err)
 			return
 		}
-		httpapi.WriteJSON(w, http.StatusCreated, CapsuleView(c))
+		httpapi.WriteJSON(w, http.StatusCreated, s.View(c))
 	}
 }
 
@@ -87,7 +87,7 @@ func (s *Service) handleList(teamOf teamOfRequest) http.HandlerFunc {
 		}
 		out := make([]Capsule, 0, len(cs))
 		for _, c := range cs {
-			out = append(out, CapsuleView(c))
+			out = append(out, s.View(c))
 		}
 		httpapi.WriteJSON(w, http.StatusOK, out)
 	}
@@ -105,7 +105,7 @@ func (s *Service) handleGet(teamOf teamOfRequest) http.HandlerFunc {
 			apierr.Write(w, r, err)
 			return
 		}
-		httpapi.WriteJSON(w, http.StatusOK, CapsuleView(c))
+		httpapi.WriteJSON(w, http.StatusOK, s.View(c))
 	}
 }
 
@@ -156,7 +156,7 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request,
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, CapsuleView(c))
+	httpapi.WriteJSON(w, http.StatusOK, s.View(c))
 }
 
 func (s *Service) handleMetrics(teamOf teamOfRequest) http.HandlerFunc {

@@ -162,9 +162,14 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		return db.Capsule{}, err
 	}
 	c := t.Capsule
+	token, err := s.EnvdToken(c)
+	if err != nil {
+		return db.Capsule{}, apierr.Internal(err)
+	}
 	start := time.Now()
 	res, err := t.Agent.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{
 		SandboxId: t.PublicID, TimeoutSec: c.TimeoutSec, DefaultUser: c.DefaultUser, DefaultEnv: c.DefaultEnv,
+		EnvdAccessToken: token,
 	}))
 	if err != nil {
 		return db.Capsule{}, apierr.FromAgent(ctx, err)

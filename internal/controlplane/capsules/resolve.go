@@ -16,6 +16,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/fleet"
 	"github.com/wrenn/wrenn/internal/controlplane/ids"
+	"github.com/wrenn/wrenn/internal/controlplane/seal"
 	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
@@ -32,6 +33,8 @@ type Resolver struct {
 	Store  *store.Store
 	Agents fleet.Agents
 	Log    *slog.Logger
+	// Tokens seals capsules' envd access tokens (docs/security.md).
+	Tokens *seal.Box
 }
 
 // TeamOf returns the team an authenticated caller acts for: 403 no_team without one.

@@ -2,7 +2,9 @@ package capsules
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/wrenn/wrenn/api/hostagent/hostagent/v1/hostagentv1connect"
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/fleet"
+	"github.com/wrenn/wrenn/internal/controlplane/seal"
 	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
@@ -44,6 +47,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// StatsInterval is how often team usage is sampled for /v1/capsules/stats.
 	StatsInterval time.Duration
+	// Secret is the 32-byte key sealing capsules' envd access tokens in the database (docs/security.md).
+	// Nil: a random key of this process (tests; tokens sealed by another process then do not open).
+	Secret []byte
 }
 
 // Service is the capsule lifecycle: the REST handlers of docs/api.md, the admin capsule and template
@@ -75,8 +81,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = DefaultStatsInterval
 	}
+	if cfg.Secret == nil {
+		cfg.Secret = make([]byte, 32)
+		if _, err := rand.Read(cfg.Secret); err != nil {
+			return nil, fmt.Errorf("capsules: token key: %w", err)
+		}
+	}
+	box, err := seal.New(cfg.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("capsules: Config.Secret: %w", err)
+	}
 	return &Service{
-		Resolver:          &Resolver{Store: cfg.Store, Agents: cfg.Agents, Log: cfg.Log},
+		Resolver:          &Resolver{Store: cfg.Store, Agents: cfg.Agents, Log: cfg.Log, Tokens: box},
 		sched:             cfg.Scheduler,
 		reconcileInterval: cfg.ReconcileInterval,
 		statsInterval:     cfg.StatsInterval,

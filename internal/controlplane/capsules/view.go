@@ -23,9 +23,11 @@ type Capsule struct {
 	LastActiveAt *time.Time        `json:"last_active_at,omitempty"`
 	LastUpdated  time.Time         `json:"last_updated"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// EnvdAccessToken is set by Resolver.View only: responses to the owning team and admins.
+	EnvdAccessToken string `json:"envd_access_token,omitempty"`
 }
 
-// CapsuleView renders a capsule row as the API object.
+// CapsuleView renders a capsule row as the API object, without secrets (Resolver.View adds them).
 func CapsuleView(c db.Capsule) Capsule {
 	id := ids.Capsule.Format(c.ID)
 	v := Capsule{

@@ -1,59 +1,42 @@
 package channels
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
+
+	"github.com/wrenn/wrenn/internal/controlplane/seal"
 )
 
-// sealVersion prefixes sealed configs, so the format (or key) can change later.
-const sealVersion = 1
-
-// sealer encrypts channel configs with AES-256-GCM. The channel id is the additional data: a sealed
+// sealer encrypts channel configs (docs/security.md). The channel id is the additional data: a sealed
 // config copied to another channel row does not open.
-type sealer struct{ aead cipher.AEAD }
+type sealer struct{ box *seal.Box }
 
 func newSealer(key []byte) (*sealer, error) {
-	if len(key) != 32 {
-		return nil, fmt.Errorf("channels: Config.Secret must be a 32-byte key, got %d bytes", len(key))
-	}
-	block, err := aes.NewCipher(key)
+	box, err := seal.New(key)
 	if err != nil {
-		return nil, fmt.Errorf("channels: %w", err)
+		return nil, fmt.Errorf("channels: Config.Secret: %w", err)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("channels: %w", err)
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{box: box}, nil
 }
 
-// seal returns version || nonce || ciphertext of cfg as JSON.
+// seal returns cfg as JSON, sealed.
 func (s *sealer) seal(channel uuid.UUID, cfg map[string]string) ([]byte, error) {
 	plain, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encode channel config: %w", err)
 	}
-	out := make([]byte, 1+s.aead.NonceSize(), 1+s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	out[0] = sealVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return nil, fmt.Errorf("channel config nonce: %w", err)
+	out, err := s.box.Seal(channel[:], plain)
+	if err != nil {
+		return nil, fmt.Errorf("channel config: %w", err)
 	}
-	return s.aead.Seal(out, out[1:], plain, channel[:]), nil
+	return out, nil
 }
 
 // open reverses seal.
 func (s *sealer) open(channel uuid.UUID, sealed []byte) (map[string]string, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < 1+n || sealed[0] != sealVersion {
-		return nil, errors.New("open channel config: unknown format")
-	}
-	plain, err := s.aead.Open(nil, sealed[1:1+n], sealed[1+n:], channel[:])
+	plain, err := s.box.Open(channel[:], sealed)
 	if err != nil {
 		return nil, fmt.Errorf("open channel config: %w", err)
 	}

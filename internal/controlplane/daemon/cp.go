@@ -88,6 +88,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	caps, err := capsules.New(capsules.Config{
 		Store: st, Agents: meter.Agents(fl), Scheduler: fl, Log: log.With("component", "capsules"),
 		ReconcileInterval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
+		Secret: derivedKey(secret, "capsules.envd-token"),
 	})
 	if err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxy, err := portproxy.New(portproxy.Config{Store: st, Transports: fl, Domain: cfg.ProxyDomain, Log: log.With("component", "portproxy")})
+	proxy, err := portproxy.New(portproxy.Config{Store: st, Transports: fl, Tokens: caps, Domain: cfg.ProxyDomain, Log: log.With("component", "portproxy")})
 	if err != nil {
 		return nil, err
 	}

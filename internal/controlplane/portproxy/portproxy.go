@@ -1,12 +1,14 @@
 // Package portproxy is the control plane's port proxy (docs/api.md):
 // a request whose Host is {port}-{capsule_id}.{domain} — any method,
 // WebSocket upgrades included — goes to TCP port of the capsule, through
-// its host agent's /proxy/{capsule_id}/{port}/{path…} route. There is no
-// authentication: capsule ids are unguessable.
+// its host agent's /proxy/{capsule_id}/{port}/{path…} route. Port 49983
+// (envd) needs the capsule's envd access token in X-Access-Token
+// (docs/security.md); other ports are open: capsule ids are unguessable.
 package portproxy
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,17 @@ type Store interface {
 	GetCapsuleByID(ctx context.Context, id uuid.UUID) (db.Capsule, error)
 }
 
+// EnvdPort is envd's port in every capsule.
+const EnvdPort = 49983
+
+// tokenHeader carries envd's access token.
+const tokenHeader = "X-Access-Token"
+
+// Tokens opens capsules' envd access tokens (*capsules.Service implements it).
+type Tokens interface {
+	EnvdToken(c db.Capsule) (string, error)
+}
+
 // Transports reach host agents: the agent's base URL (https://ip:port) and
 // a RoundTripper speaking mutual TLS to it. For WebSocket upgrades the
 // RoundTripper must be able to fall back to HTTP/1.1 (an *http.Transport
@@ -43,6 +56,8 @@ type Transports interface {
 type Config struct {
 	Store      Store
 	Transports Transports
+	// Tokens opens envd access tokens; nil: port 49983 is never proxied (401).
+	Tokens Tokens
 	// Domain is the proxy's parent domain: {port}-{capsule_id}.{Domain}.
 	// Empty disables the proxy (Middleware passes everything on).
 	Domain string
@@ -128,6 +143,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
 		writeError(w, apierr.HostUnavailable(fmt.Sprintf("sandbox is not running (status: %s)", c.Status)))
 		return
 	}
+	if port == EnvdPort {
+		if ae := p.checkEnvdToken(r, c); ae != nil {
+			writeError(w, ae)
+			return
+		}
+	}
 	base, rt, err := p.cfg.Transports.Transport(r.Context(), *c.HostID)
 	if err != nil {
 		var ae *apierr.Error
@@ -183,4 +204,22 @@ func writeError(w http.ResponseWriter, e *apierr.Error) {
 	h.Del("Content-Length")
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// checkEnvdToken requires capsule c's envd access token on a request for
+// envd's port (docs/security.md), compared in constant time.
+func (p *Proxy) checkEnvdToken(r *http.Request, c db.Capsule) *apierr.Error {
+	unauthorized := apierr.Unauthorized("port " + strconv.Itoa(EnvdPort) + " needs the sandbox's envd access token in " + tokenHeader)
+	if p.cfg.Tokens == nil {
+		return unauthorized
+	}
+	want, err := p.cfg.Tokens.EnvdToken(c)
+	if err != nil {
+		p.log.Error("port proxy: envd token", "capsule_id", ids.Capsule.Format(c.ID), "error", err)
+		return apierr.Internal(err)
+	}
+	if want == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get(tokenHeader)), []byte(want)) != 1 {
+		return unauthorized
+	}
+	return nil
 }

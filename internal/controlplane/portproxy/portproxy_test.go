@@ -33,6 +33,11 @@ func (f fakeStore) GetCapsuleByID(_ context.Context, id uuid.UUID) (db.Capsule, 
 	return c, nil
 }
 
+// fakeTokens holds envd tokens of capsules by id.
+type fakeTokens map[uuid.UUID]string
+
+func (f fakeTokens) EnvdToken(c db.Capsule) (string, error) { return f[c.ID], nil }
+
 // fakeTransports reaches one agent (the upstream) for host goodHost.
 type fakeTransports struct {
 	goodHost uuid.UUID
@@ -57,7 +62,10 @@ type fixture struct {
 	running, paused, offline string           // capsule ids
 }
 
-const domain = "wrenn.test"
+const (
+	domain    = "wrenn.test"
+	envdToken = "envd-token-of-the-running-capsule"
+)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -108,7 +116,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	p, err := portproxy.New(portproxy.Config{
 		Store: st, Transports: fakeTransports{goodHost: host, base: agent.URL, rt: tr}, Domain: domain,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tokens: fakeTokens{running: envdToken},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -122,11 +131,14 @@ func newFixture(t *testing.T) *fixture {
 	}
 }
 
-func (f *fixture) do(t *testing.T, method, host, path, body string) (int, string) {
+func (f *fixture) do(t *testing.T, method, host, path, body string, hdr ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, f.front.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	req.Host = host
 	req.Header.Set("X-Forwarded-For", "198.51.100.1") // a client's claim: not trusted
@@ -211,6 +223,39 @@ func TestRefusals(t *testing.T) {
 		if status != tc.status || e.Error.Code != tc.code {
 			t.Errorf("%s: %d %s, want %d %s", tc.label, status, body, tc.status, tc.code)
 		}
+	}
+}
+
+// TestEnvdPortNeedsToken: port 49983 needs the capsule's envd access token in X-Access-Token
+// (docs/security.md); other ports do not.
+func TestEnvdPortNeedsToken(t *testing.T) {
+	f := newFixture(t)
+	host := "49983-" + f.running + "." + domain
+	for _, tc := range []struct {
+		name   string
+		hdr    []string
+		status int
+	}{
+		{"no token", nil, 401},
+		{"wrong token", []string{"X-Access-Token", "nope"}, 401},
+		{"token prefix", []string{"X-Access-Token", envdToken[:10]}, 401},
+		{"token", []string{"X-Access-Token", envdToken}, 200},
+	} {
+		status, body := f.do(t, "GET", host, "/health", "", tc.hdr...)
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if status != tc.status || (status == 401 && e.Error.Code != apierr.CodeUnauthorized) {
+			t.Errorf("%s: %d %s, want %d", tc.name, status, body, tc.status)
+		}
+	}
+	// A capsule without a token (made before tokens existed) is not reachable on envd's port at all.
+	if status, body := f.do(t, "GET", "49983-"+f.offline+"."+domain, "/health", "", "X-Access-Token", ""); status != 401 {
+		t.Errorf("capsule without a token: %d %s", status, body)
+	}
+	if status, body := f.do(t, "GET", "8080-"+f.running+"."+domain, "/", ""); status != 200 {
+		t.Errorf("other port without a token: %d %s", status, body)
 	}
 }
 

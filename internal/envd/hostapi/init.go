@@ -30,7 +30,16 @@ type initRequest struct {
 	DefaultWorkdir string            `json:"defaultWorkdir"`
 }
 
-var errTokenMismatch = errors.New("changing the access token needs the current one in " + auth.Header)
+var errTokenMismatch = errors.New("envd has an access token: /init needs it in " + auth.Header)
+
+// initAllowed reports whether an /init may apply once envd has a token
+// (docs/security.md): the first token is free; after that the caller must
+// know the current one, in the header or re-sent in the body. Otherwise a
+// process inside the capsule could re-initialise envd (its default user,
+// environment or token).
+func initAllowed(current, proof string, next *string) bool {
+	return current == "" || auth.Equal(proof, current) || (next != nil && auth.Equal(*next, current))
+}
 
 func (h *host) init(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInitBody))
@@ -45,6 +54,12 @@ func (h *host) init(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	proof := r.Header.Get(auth.Header)
+	if !initAllowed(h.defaults.Token(), proof, req.AccessToken) {
+		h.log.Warn("/init rejected", "err", errTokenMismatch)
+		httpjson.Error(w, http.StatusUnauthorized, "%v", errTokenMismatch)
+		return
+	}
 	u := defaults.Update{
 		EnvVars:        req.EnvVars,
 		DefaultUser:    req.DefaultUser,
@@ -54,11 +69,8 @@ func (h *host) init(w http.ResponseWriter, r *http.Request) {
 	if req.Timestamp != nil {
 		u.Timestamp = *req.Timestamp
 	}
-	proof := r.Header.Get(auth.Header)
 	applied, err := h.defaults.Apply(u, func(current string, next *string) error {
-		// First set is free, re-sending the current token is fine; any
-		// other change must prove the current token.
-		if next == nil || current == "" || auth.Equal(*next, current) || auth.Equal(proof, current) {
+		if initAllowed(current, proof, next) {
 			return nil
 		}
 		return errTokenMismatch

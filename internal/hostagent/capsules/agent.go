@@ -282,7 +282,9 @@ func (a *Agent) setStatus(e *entry, s Status, mutate func(r *record)) error {
 	return a.saveRecord(&r)
 }
 
-func (a *Agent) client(r *record) *envdclient.Client { return envdclient.New(r.HostIP) }
+func (a *Agent) client(r *record) *envdclient.Client {
+	return envdclient.New(r.HostIP, envdclient.WithToken(r.EnvdToken))
+}
 
 // stopping tells Config.Stopping that capsule id stops serving.
 func (a *Agent) stopping(id string) {

@@ -27,12 +27,19 @@ func (a *Agent) Create(ctx context.Context, p CreateParams) (Info, error) {
 	if p.TemplateID == "" {
 		p.TemplateID = defaultTemplate
 	}
+	if p.EnvdAccessToken == "" {
+		tok, err := NewEnvdToken()
+		if err != nil {
+			return Info{}, err
+		}
+		p.EnvdAccessToken = tok
+	}
 	now := time.Now().UTC()
 	rec := &record{
 		ID: p.ID, Status: StatusCreating, TeamID: p.TeamID, TemplateID: p.TemplateID,
 		VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: p.DiskMB, TimeoutSec: p.TimeoutSec,
 		DefaultUser: p.DefaultUser, DefaultEnv: copyEnv(p.DefaultEnv), AllowInternet: p.AllowInternet,
-		Envd: a.envd, CreatedAt: now, LastActiveAt: now,
+		Envd: a.envd, EnvdToken: p.EnvdAccessToken, CreatedAt: now, LastActiveAt: now,
 	}
 	e := &entry{rec: rec}
 	e.op.Lock()
@@ -88,7 +95,9 @@ func (a *Agent) create(ctx context.Context, e *entry, p CreateParams) (Info, err
 	}
 	r := a.snapshotRec(e)
 	spec := a.spec(&r)
+	prior := "" // a fresh envd has no token
 	if tpl != nil {
+		prior = tpl.EnvdToken // the restored envd still holds the template's
 		err = a.rt.Restore(ctx, spec, runtime.Snapshot{Dir: a.dirs.templateSnapshot(tpl.TeamID, tpl.ID)})
 	} else {
 		err = a.rt.Create(ctx, spec)
@@ -96,7 +105,7 @@ func (a *Agent) create(ctx context.Context, e *entry, p CreateParams) (Info, err
 	if err != nil {
 		return Info{}, fmt.Errorf("start capsule %s: %w", r.ID, err)
 	}
-	envdVer, err := a.initEnvd(ctx, &r)
+	envdVer, err := a.initEnvd(ctx, &r, prior)
 	if err != nil {
 		return Info{}, err
 	}
@@ -203,14 +212,16 @@ func syncFS(ctx context.Context, c *envdclient.Client) error {
 // initEnvd waits for envd and applies the capsule's defaults; /init also
 // makes envd re-read its identity and restart its port subsystem. It
 // returns envd's version, or r's last known one when envd does not tell.
-func (a *Agent) initEnvd(ctx context.Context, r *record) (envdVer string, err error) {
-	c := a.client(r)
+// /init sets envd's token to r's; prior is the token envd holds now (after
+// a restore), which proves the change (docs/security.md).
+func (a *Agent) initEnvd(ctx context.Context, r *record, prior string) (envdVer string, err error) {
+	c := envdclient.New(r.HostIP, envdclient.WithToken(prior))
 	wctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
 	defer cancel()
 	if err := c.WaitHealthy(wctx); err != nil {
 		return "", fmt.Errorf("capsule %s: %w", r.ID, err)
 	}
-	if err := c.Init(wctx, envdclient.Init{EnvVars: r.DefaultEnv, DefaultUser: r.DefaultUser}); err != nil {
+	if err := c.Init(wctx, envdclient.Init{EnvVars: r.DefaultEnv, DefaultUser: r.DefaultUser, AccessToken: &r.EnvdToken}); err != nil {
 		return "", fmt.Errorf("capsule %s: %w", r.ID, err)
 	}
 	v, err := envdVersion(wctx, r.HostIP)
@@ -303,7 +314,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if err := a.rt.Pause(ctx, r.ID, runtime.Snapshot{Dir: tmp}); err != nil {
 		_ = os.RemoveAll(tmp)
 		// Still running: undo the quiesce.
-		if _, ierr := a.initEnvd(context.WithoutCancel(ctx), &r); ierr != nil {
+		if _, ierr := a.initEnvd(context.WithoutCancel(ctx), &r, r.EnvdToken); ierr != nil {
 			a.log.Error("capsule did not recover from a failed pause", "capsule_id", r.ID, "error", ierr)
 		}
 		_ = a.setStatus(e, StatusRunning, nil)
@@ -350,17 +361,25 @@ func (a *Agent) Resume(ctx context.Context, p ResumeParams) (Info, error) {
 	}); err != nil {
 		return Info{}, err
 	}
-	if err := a.resumeLocked(ctx, e); err != nil {
+	if err := a.resumeLocked(ctx, e, r.EnvdToken, p.EnvdAccessToken); err != nil {
 		bg := context.WithoutCancel(ctx)
 		_ = a.rt.Destroy(bg, p.ID)
 		_ = a.net.Teardown(bg, p.ID)
-		_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
+		// The snapshot's envd still holds the old token.
+		_ = a.setStatus(e, StatusPaused, func(rec *record) { rec.HostIP, rec.EnvdToken = "", r.EnvdToken })
 		return Info{}, err
 	}
 	return a.Info(p.ID)
 }
 
-func (a *Agent) resumeLocked(ctx context.Context, e *entry) error {
+// resumeLocked restores e. prior is the token the snapshot's envd holds; a
+// non-empty token replaces it.
+func (a *Agent) resumeLocked(ctx context.Context, e *entry, prior, token string) error {
+	if token != "" && token != prior {
+		a.mu.Lock()
+		e.rec.EnvdToken = token
+		a.mu.Unlock()
+	}
 	if err := a.attachNetwork(ctx, e); err != nil {
 		return err
 	}
@@ -374,7 +393,7 @@ func (a *Agent) resumeLocked(ctx context.Context, e *entry) error {
 	if err := a.rt.Restore(ctx, a.spec(&r), runtime.Snapshot{Dir: a.dirs.snapshot(r.ID)}); err != nil {
 		return fmt.Errorf("resume %s: %w", r.ID, err)
 	}
-	envdVer, err := a.initEnvd(ctx, &r)
+	envdVer, err := a.initEnvd(ctx, &r, prior)
 	if err != nil {
 		return err
 	}

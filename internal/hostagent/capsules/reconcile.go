@@ -62,7 +62,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			// may run; if envd answers, make it whole again.
 			log.Info("capsule may be running; re-initialising envd")
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			envdVer, err := a.initEnvd(ictx, r)
+			envdVer, err := a.initEnvd(ictx, r, r.EnvdToken)
 			cancel()
 			if err != nil {
 				if r.Status == StatusPausing && checkpointWritten(a.dirs.snapshotTmp(r.ID)) {

@@ -27,6 +27,7 @@ type record struct {
 	DefaultUser   string            `json:"default_user,omitempty"`
 	DefaultEnv    map[string]string `json:"default_env,omitempty"`
 	AllowInternet bool              `json:"allow_internet"`
+	EnvdToken     string            `json:"envd_token,omitempty"` // envd access token (docs/security.md)
 	Image         runtime.Image     `json:"image"`
 	Envd          string            `json:"envd"`
 	EnvdVersion   string            `json:"envd_version,omitempty"` // what envd's /health reported at the last boot or restore
@@ -42,7 +43,7 @@ func (a *Agent) info(r *record) Info {
 		ID: r.ID, Status: r.Status, TeamID: r.TeamID, TemplateID: r.TemplateID,
 		VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB, TimeoutSec: r.TimeoutSec,
 		DefaultUser: r.DefaultUser, DefaultEnv: copyEnv(r.DefaultEnv), AllowInternet: r.AllowInternet,
-		CreatedAt: r.CreatedAt, LastActiveAt: r.LastActiveAt,
+		CreatedAt: r.CreatedAt, LastActiveAt: r.LastActiveAt, EnvdAccessToken: r.EnvdToken,
 		Metadata: a.runtimeMetadata(r),
 	}
 	if r.Status == StatusRunning {

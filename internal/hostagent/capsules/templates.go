@@ -28,6 +28,7 @@ type template struct {
 	DiskMB      int               `json:"disk_mb"`
 	DefaultUser string            `json:"default_user,omitempty"`
 	DefaultEnv  map[string]string `json:"default_env,omitempty"`
+	EnvdToken   string            `json:"envd_token,omitempty"` // the token the snapshot's envd holds; proves a change at restore
 	SizeBytes   int64             `json:"size_bytes"`
 	CreatedAt   time.Time         `json:"created_at"`
 }
@@ -106,7 +107,7 @@ func (a *Agent) Snapshot(ctx context.Context, id, teamID, templateID string) (in
 	t := template{
 		TeamID: teamID, ID: templateID, FromSandbox: id, Image: r.Image, Envd: r.Envd,
 		VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
-		DefaultUser: r.DefaultUser, DefaultEnv: r.DefaultEnv, SizeBytes: size, CreatedAt: time.Now().UTC(),
+		DefaultUser: r.DefaultUser, DefaultEnv: r.DefaultEnv, EnvdToken: r.EnvdToken, SizeBytes: size, CreatedAt: time.Now().UTC(),
 	}
 	if err := writeJSON(filepath.Join(tmp, "template.json"), t); err != nil {
 		_ = os.RemoveAll(tmp)

@@ -44,6 +44,9 @@ type CreateParams struct {
 	DefaultUser   string
 	DefaultEnv    map[string]string
 	AllowInternet bool
+	// EnvdAccessToken is given to envd in /init and sent on the agent's
+	// own envd calls; empty: the agent makes one (docs/security.md).
+	EnvdAccessToken string
 }
 
 // ResumeParams are what ResumeSandbox asks for.
@@ -52,6 +55,8 @@ type ResumeParams struct {
 	TimeoutSec  int
 	DefaultUser string
 	DefaultEnv  map[string]string
+	// EnvdAccessToken replaces the capsule's envd token when set.
+	EnvdAccessToken string
 }
 
 // Info describes one capsule.
@@ -70,6 +75,9 @@ type Info struct {
 	HostIP        string // capsule address reachable from this host; empty when paused
 	CreatedAt     time.Time
 	LastActiveAt  time.Time
+	// EnvdAccessToken is the token envd requires (docs/security.md); never
+	// sent back over the agent's API.
+	EnvdAccessToken string
 	// Metadata holds the capsule's runtime versions (docs/api.md):
 	// kernel_version, agent_version, envd_version (once envd answered) and
 	// the backend's runsc_version or firecracker_version, plus image_id.

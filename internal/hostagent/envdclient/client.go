@@ -42,14 +42,45 @@ var transport = &http.Transport{
 	DisableCompression:  true,
 }
 
+// TokenHeader carries envd's access token (docs/security.md).
+const TokenHeader = "X-Access-Token"
+
+// Option configures a Client.
+type Option func(*options)
+
+type options struct{ token string }
+
+// WithToken makes every request carry envd's access token; "" sends none.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// tokenTransport adds the access token to every request.
+type tokenTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(TokenHeader, t.token)
+	return t.next.RoundTrip(req)
+}
+
 // New returns a client for envd at addr: the capsule's IP (port 49983), or
 // host:port.
-func New(addr string) *Client {
+func New(addr string, opts ...Option) *Client {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, fmt.Sprint(Port))
 	}
 	base := "http://" + addr
-	hc := &http.Client{Transport: transport}
+	var rt http.RoundTripper = transport
+	if o.token != "" {
+		rt = tokenTransport{token: o.token, next: transport}
+	}
+	hc := &http.Client{Transport: rt}
 	return &Client{
 		base:    base,
 		http:    hc,

@@ -26,6 +26,7 @@ func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[v1.Crea
 		ID: m.GetSandboxId(), VCPUs: vcpus, MemoryMB: mem, TimeoutSec: int(m.GetTimeoutSec()), DiskMB: disk,
 		TeamID: m.GetTeamId(), TemplateID: m.GetTemplateId(), DefaultUser: m.GetDefaultUser(),
 		DefaultEnv: maps.Clone(m.GetDefaultEnv()), AllowInternet: m.GetAllowInternet(),
+		EnvdAccessToken: m.GetEnvdAccessToken(),
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "create", m.GetSandboxId(), err)
@@ -45,6 +46,7 @@ func (s *Server) ResumeSandbox(ctx context.Context, req *connect.Request[v1.Resu
 	info, err := s.agent.Resume(ctx, capsules.ResumeParams{
 		ID: m.GetSandboxId(), TimeoutSec: int(m.GetTimeoutSec()),
 		DefaultUser: m.GetDefaultUser(), DefaultEnv: maps.Clone(m.GetDefaultEnv()),
+		EnvdAccessToken: m.GetEnvdAccessToken(),
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "resume", m.GetSandboxId(), err)

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,6 +123,13 @@ func (p *Proxy) serve(c Capsules, w http.ResponseWriter, r *http.Request) {
 	info, err := c.Info(id)
 	if err != nil || info.Status != capsules.StatusRunning || info.HostIP == "" {
 		proxyError(w, apierr.HostUnavailable(notRunning(id, info, err)))
+		return
+	}
+	// envd's port needs the capsule's access token (docs/security.md); envd
+	// checks it too, this keeps unauthenticated traffic off envd entirely.
+	if port == envdclient.Port && info.EnvdAccessToken != "" &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get(envdclient.TokenHeader)), []byte(info.EnvdAccessToken)) != 1 {
+		proxyError(w, apierr.Unauthorized("missing or invalid "+envdclient.TokenHeader+" for port 49983"))
 		return
 	}
 	ctx, done := p.track(r.Context(), id)

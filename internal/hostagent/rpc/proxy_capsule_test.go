@@ -25,7 +25,7 @@ func TestProxyRealCapsule(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	id := ids.Capsule.Format(uuid.New())
-	if _, err := h.API.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, TemplateId: "minimal"})); err != nil {
+	if _, err := h.API.CreateSandbox(ctx, connect.NewRequest(&hav1.CreateSandboxRequest{SandboxId: id, TemplateId: "minimal", EnvdAccessToken: "t0ken"})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.API.WriteFile(ctx, connect.NewRequest(&hav1.WriteFileRequest{
@@ -43,11 +43,14 @@ func TestProxyRealCapsule(t *testing.T) {
 	}
 	base := "http://" + h.Addr + "/proxy/" + id
 
-	get := func(path string) (int, string) {
+	get := func(path string, hdr ...string) (int, string) {
 		t.Helper()
 		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer rcancel()
 		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -81,7 +84,7 @@ func TestProxyRealCapsule(t *testing.T) {
 	}{
 		{"/49983/init", 403},
 		{"/49983/snapshot/prepare", 403},
-		{"/49983/health", 200},
+		{"/49983/health", 401}, // envd's port needs the token
 		{"/notaport/", 400},
 		{"/70000/", 400},
 		{"/9999/", 502},
@@ -89,6 +92,9 @@ func TestProxyRealCapsule(t *testing.T) {
 		if st, b := get(tc.path); st != tc.status {
 			t.Errorf("GET %s: %d %s, want %d", tc.path, st, b, tc.status)
 		}
+	}
+	if st, b := get("/49983/health", "X-Access-Token", "t0ken"); st != 200 {
+		t.Errorf("GET /49983/health with the token: %d %s", st, b)
 	}
 	other := "http://" + h.Addr + "/proxy/" + ids.Capsule.Format(uuid.New()) + "/8080/"
 	if resp, err := http.Get(other); err != nil || resp.StatusCode != 503 {

@@ -23,6 +23,7 @@ import (
 const (
 	proxyRunning = "cl-0000000000000000000000run"
 	proxyPaused  = "cl-00000000000000000000paused"
+	proxyToken   = "cl-0000000000000000000token1"
 )
 
 // capsuleMap is the agent's view for the proxy: id → info.
@@ -98,6 +99,7 @@ func newProxyFixture(t *testing.T) *proxyFixture {
 	caps := capsuleMap{
 		proxyRunning: {ID: proxyRunning, Status: capsules.StatusRunning, HostIP: "127.0.0.1"},
 		proxyPaused:  {ID: proxyPaused, Status: capsules.StatusPaused},
+		proxyToken:   {ID: proxyToken, Status: capsules.StatusRunning, HostIP: "127.0.0.1", EnvdAccessToken: "envd-tok"},
 	}
 	srv := httptest.NewServer(f.proxy.Wrap(caps, http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
@@ -162,6 +164,30 @@ func TestProxyForwardsRequests(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s %s: upstream saw %+v, want %+v", tc.method, tc.path, got, tc.want)
 		}
+	}
+}
+
+// TestProxyEnvdPortNeedsToken: port 49983 needs the capsule's envd access token (docs/security.md).
+func TestProxyEnvdPortNeedsToken(t *testing.T) {
+	f := newProxyFixture(t)
+	for _, tok := range []string{"", "wrong", "envd-to"} {
+		req, _ := http.NewRequest(http.MethodGet, f.url+"/proxy/"+proxyToken+"/49983/health", nil)
+		if tok != "" {
+			req.Header.Set("X-Access-Token", tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || errorCode(t, string(b)) != "unauthorized" {
+			t.Errorf("token %q: %d %s, want 401 unauthorized", tok, resp.StatusCode, b)
+		}
+	}
+	// Host-only endpoints stay 403 whatever the token.
+	if st, b := do(t, http.MethodPost, f.url+"/proxy/"+proxyToken+"/49983/init", "", ""); st != 403 {
+		t.Errorf("/init: %d %s", st, b)
 	}
 }
 

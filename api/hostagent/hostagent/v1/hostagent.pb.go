@@ -128,19 +128,20 @@ func (MetricsRange) EnumDescriptor() ([]byte, []int) {
 }
 
 type CreateSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	Vcpus         int32                  `protobuf:"varint,2,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
-	MemoryMb      int32                  `protobuf:"varint,3,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
-	TimeoutSec    int32                  `protobuf:"varint,4,opt,name=timeout_sec,json=timeoutSec,proto3" json:"timeout_sec,omitempty"` // inactivity timeout; 0 = none
-	DiskSizeMb    int32                  `protobuf:"varint,5,opt,name=disk_size_mb,json=diskSizeMb,proto3" json:"disk_size_mb,omitempty"`
-	TeamId        string                 `protobuf:"bytes,6,opt,name=team_id,json=teamId,proto3" json:"team_id,omitempty"`
-	TemplateId    string                 `protobuf:"bytes,7,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"` // base template name ("base", "minimal") or a snapshot template id
-	DefaultUser   string                 `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
-	DefaultEnv    map[string]string      `protobuf:"bytes,9,rep,name=default_env,json=defaultEnv,proto3" json:"default_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	AllowInternet bool                   `protobuf:"varint,10,opt,name=allow_internet,json=allowInternet,proto3" json:"allow_internet,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId       string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Vcpus           int32                  `protobuf:"varint,2,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	MemoryMb        int32                  `protobuf:"varint,3,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
+	TimeoutSec      int32                  `protobuf:"varint,4,opt,name=timeout_sec,json=timeoutSec,proto3" json:"timeout_sec,omitempty"` // inactivity timeout; 0 = none
+	DiskSizeMb      int32                  `protobuf:"varint,5,opt,name=disk_size_mb,json=diskSizeMb,proto3" json:"disk_size_mb,omitempty"`
+	TeamId          string                 `protobuf:"bytes,6,opt,name=team_id,json=teamId,proto3" json:"team_id,omitempty"`
+	TemplateId      string                 `protobuf:"bytes,7,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"` // base template name ("base", "minimal") or a snapshot template id
+	DefaultUser     string                 `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	DefaultEnv      map[string]string      `protobuf:"bytes,9,rep,name=default_env,json=defaultEnv,proto3" json:"default_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	AllowInternet   bool                   `protobuf:"varint,10,opt,name=allow_internet,json=allowInternet,proto3" json:"allow_internet,omitempty"`
+	EnvdAccessToken string                 `protobuf:"bytes,11,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"` // given to envd in /init; the agent sends it on its own envd calls (docs/security.md)
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
@@ -243,6 +244,13 @@ func (x *CreateSandboxRequest) GetAllowInternet() bool {
 	return false
 }
 
+func (x *CreateSandboxRequest) GetEnvdAccessToken() string {
+	if x != nil {
+		return x.EnvdAccessToken
+	}
+	return ""
+}
+
 type CreateSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -312,14 +320,15 @@ func (x *CreateSandboxResponse) GetMetadata() map[string]string {
 }
 
 type ResumeSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	TimeoutSec    int32                  `protobuf:"varint,2,opt,name=timeout_sec,json=timeoutSec,proto3" json:"timeout_sec,omitempty"`
-	DefaultUser   string                 `protobuf:"bytes,3,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
-	DefaultEnv    map[string]string      `protobuf:"bytes,4,rep,name=default_env,json=defaultEnv,proto3" json:"default_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	KernelVersion string                 `protobuf:"bytes,5,opt,name=kernel_version,json=kernelVersion,proto3" json:"kernel_version,omitempty"` // Firecracker only; ignored by gVisor
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId       string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	TimeoutSec      int32                  `protobuf:"varint,2,opt,name=timeout_sec,json=timeoutSec,proto3" json:"timeout_sec,omitempty"`
+	DefaultUser     string                 `protobuf:"bytes,3,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	DefaultEnv      map[string]string      `protobuf:"bytes,4,rep,name=default_env,json=defaultEnv,proto3" json:"default_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	KernelVersion   string                 `protobuf:"bytes,5,opt,name=kernel_version,json=kernelVersion,proto3" json:"kernel_version,omitempty"`         // Firecracker only; ignored by gVisor
+	EnvdAccessToken string                 `protobuf:"bytes,6,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"` // re-sent to envd in /init after the restore (docs/security.md)
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ResumeSandboxRequest) Reset() {
@@ -383,6 +392,13 @@ func (x *ResumeSandboxRequest) GetDefaultEnv() map[string]string {
 func (x *ResumeSandboxRequest) GetKernelVersion() string {
 	if x != nil {
 		return x.KernelVersion
+	}
+	return ""
+}
+
+func (x *ResumeSandboxRequest) GetEnvdAccessToken() string {
+	if x != nil {
+		return x.EnvdAccessToken
 	}
 	return ""
 }
@@ -3906,7 +3922,7 @@ var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
-	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
+	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x14\n" +
@@ -3923,7 +3939,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\vdefault_env\x18\t \x03(\v22.hostagent.v1.CreateSandboxRequest.DefaultEnvEntryR\n" +
 	"defaultEnv\x12%\n" +
 	"\x0eallow_internet\x18\n" +
-	" \x01(\bR\rallowInternet\x1a=\n" +
+	" \x01(\bR\rallowInternet\x12*\n" +
+	"\x11envd_access_token\x18\v \x01(\tR\x0fenvdAccessToken\x1a=\n" +
 	"\x0fDefaultEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x02\n" +
@@ -3935,7 +3952,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v21.hostagent.v1.CreateSandboxResponse.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\x02\n" +
 	"\x14ResumeSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1f\n" +
@@ -3944,7 +3961,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fdefault_user\x18\x03 \x01(\tR\vdefaultUser\x12S\n" +
 	"\vdefault_env\x18\x04 \x03(\v22.hostagent.v1.ResumeSandboxRequest.DefaultEnvEntryR\n" +
 	"defaultEnv\x12%\n" +
-	"\x0ekernel_version\x18\x05 \x01(\tR\rkernelVersion\x1a=\n" +
+	"\x0ekernel_version\x18\x05 \x01(\tR\rkernelVersion\x12*\n" +
+	"\x11envd_access_token\x18\x06 \x01(\tR\x0fenvdAccessToken\x1a=\n" +
 	"\x0fDefaultEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +

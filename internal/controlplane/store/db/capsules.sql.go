@@ -14,14 +14,16 @@ import (
 )
 
 const createCapsule = `-- name: CreateCapsule :one
-INSERT INTO capsules (team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
-                      timeout_sec, allow_internet, default_user, default_env)
-VALUES ($1, $2, $3, $4, $5, $6, $7,
-        $8, $9, $10, $11)
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at
+INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
+                      timeout_sec, allow_internet, default_user, default_env, envd_token)
+VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4,
+        $5, $6, $7, $8, $9, $10, $11,
+        $12, $13)
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
 `
 
 type CreateCapsuleParams struct {
+	ID            *uuid.UUID
 	TeamID        uuid.UUID
 	TemplateID    *uuid.UUID
 	TemplateName  string
@@ -33,11 +35,14 @@ type CreateCapsuleParams struct {
 	AllowInternet bool
 	DefaultUser   string
 	DefaultEnv    strmap.Map
+	EnvdToken     []byte
 }
 
-// Inserts a pending capsule; default_user/default_env are copied from its template.
+// Inserts a pending capsule; default_user/default_env are copied from its template. id: NULL = a random
+// one; envd_token is sealed with the id (docs/security.md).
 func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (Capsule, error) {
 	row := q.db.QueryRow(ctx, createCapsule,
+		arg.ID,
 		arg.TeamID,
 		arg.TemplateID,
 		arg.TemplateName,
@@ -49,6 +54,7 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		arg.AllowInternet,
 		arg.DefaultUser,
 		arg.DefaultEnv,
+		arg.EnvdToken,
 	)
 	var i Capsule
 	err := row.Scan(
@@ -73,12 +79,13 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }
 
 const getCapsule = `-- name: GetCapsule :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at FROM capsules WHERE team_id = $1 AND id = $2
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE team_id = $1 AND id = $2
 `
 
 type GetCapsuleParams struct {
@@ -112,12 +119,13 @@ func (q *Queries) GetCapsule(ctx context.Context, arg GetCapsuleParams) (Capsule
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }
 
 const getCapsuleByID = `-- name: GetCapsuleByID :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at FROM capsules WHERE id = $1
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE id = $1
 `
 
 func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, error) {
@@ -145,12 +153,13 @@ func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, er
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }
 
 const listCapsulesByHost = `-- name: ListCapsulesByHost :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
 WHERE host_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
@@ -187,6 +196,7 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 			&i.LastActiveAt,
 			&i.StoppedAt,
 			&i.UpdatedAt,
+			&i.EnvdToken,
 		); err != nil {
 			return nil, err
 		}
@@ -199,7 +209,7 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 }
 
 const listCapsulesByTeam = `-- name: ListCapsulesByTeam :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
 WHERE team_id = $1 AND status NOT IN ('stopped', 'error')
 ORDER BY created_at DESC, id
 `
@@ -236,6 +246,7 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 			&i.LastActiveAt,
 			&i.StoppedAt,
 			&i.UpdatedAt,
+			&i.EnvdToken,
 		); err != nil {
 			return nil, err
 		}
@@ -248,7 +259,7 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 }
 
 const listCapsulesForTemplate = `-- name: ListCapsulesForTemplate :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
 
@@ -283,6 +294,7 @@ func (q *Queries) ListCapsulesForTemplate(ctx context.Context, templateID uuid.U
 			&i.LastActiveAt,
 			&i.StoppedAt,
 			&i.UpdatedAt,
+			&i.EnvdToken,
 		); err != nil {
 			return nil, err
 		}
@@ -341,7 +353,7 @@ func (q *Queries) MoveCapsuleHost(ctx context.Context, arg MoveCapsuleHostParams
 }
 
 const setCapsuleHost = `-- name: SetCapsuleHost :one
-UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at
+UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
 `
 
 type SetCapsuleHostParams struct {
@@ -374,6 +386,7 @@ func (q *Queries) SetCapsuleHost(ctx context.Context, arg SetCapsuleHostParams) 
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }
@@ -387,7 +400,7 @@ SET status = 'running',
     started_at = now(),
     last_active_at = now()
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
 `
 
 type SetCapsuleRunningParams struct {
@@ -430,6 +443,7 @@ func (q *Queries) SetCapsuleRunning(ctx context.Context, arg SetCapsuleRunningPa
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }
@@ -474,7 +488,7 @@ SET status = $1,
     started_at = CASE WHEN $1::text = 'running' AND status <> 'running' THEN now() ELSE started_at END,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $2 AND status = ANY ($3::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
 `
 
 type UpdateCapsuleStatusParams struct {
@@ -511,6 +525,7 @@ func (q *Queries) UpdateCapsuleStatus(ctx context.Context, arg UpdateCapsuleStat
 		&i.LastActiveAt,
 		&i.StoppedAt,
 		&i.UpdatedAt,
+		&i.EnvdToken,
 	)
 	return i, err
 }

@@ -91,6 +91,7 @@ type Capsule struct {
 	LastActiveAt  *time.Time
 	StoppedAt     *time.Time
 	UpdatedAt     time.Time
+	EnvdToken     []byte
 }
 
 type CapsuleMetric struct {
