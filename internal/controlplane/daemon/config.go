@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
@@ -34,6 +35,12 @@ type Config struct {
 	MetricsToken string
 	// MetricsTeamLabels adds per-team capsule counts to /metrics (one series per team and state).
 	MetricsTeamLabels bool
+
+	// ChannelsAllowPrivate lets notification deliveries reach loopback, private, link-local and other
+	// internal addresses (refused by default; docs/security.md).
+	ChannelsAllowPrivate bool
+	// ChannelsAllowedNets are internal ranges deliveries may reach without ChannelsAllowPrivate.
+	ChannelsAllowedNets []netip.Prefix
 
 	// Intervals of the background loops; zero = the packages' defaults.
 	HeartbeatTimeout  time.Duration

@@ -109,7 +109,8 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	chs, err := channels.New(channels.Config{
 		Store: st, Secret: derivedKey(secret, "channels"),
-		HTTPClient: &http.Client{Timeout: channels.DeliveryTimeout}, Log: log.With("component", "channels"),
+		AllowPrivate: cfg.ChannelsAllowPrivate, AllowedNets: cfg.ChannelsAllowedNets,
+		Log: log.With("component", "channels"),
 	})
 	if err != nil {
 		return nil, err
