@@ -42,6 +42,12 @@ type Config struct {
 	// ChannelsAllowedNets are internal ranges deliveries may reach without ChannelsAllowPrivate.
 	ChannelsAllowedNets []netip.Prefix
 
+	// Server limits (docs/security.md, "Limits"); zero = the defaults DefaultReadHeaderTimeout,
+	// DefaultIdleTimeout and httpapi.DefaultBodyTimeout.
+	ReadHeaderTimeout time.Duration // to send a request's headers
+	IdleTimeout       time.Duration // a keep-alive connection without a request is closed after this
+	BodyTimeout       time.Duration // to send a request body (WebSockets and uploads excepted)
+
 	// Intervals of the background loops; zero = the packages' defaults.
 	HeartbeatTimeout  time.Duration
 	MonitorInterval   time.Duration
@@ -50,6 +56,14 @@ type Config struct {
 
 	Log *slog.Logger
 }
+
+// Defaults of the server limits.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes = 64 << 10
+)
 
 const secretSetting = "jwt_secret"
 

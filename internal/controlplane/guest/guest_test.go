@@ -69,7 +69,7 @@ func TestGuest(t *testing.T) {
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
 		// The shared PostgreSQL cluster lives until TestMain ends.
-		goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/wrenn/wrenn/internal/testutil.startServer.func1"))
+		goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/wrenn/wrenn/internal/cli/pgcluster.(*Cluster).StartChild.func1"))
 	})
 	f := newFixture(t)
 	for _, tc := range []struct {
@@ -85,6 +85,7 @@ func TestGuest(t *testing.T) {
 		{"ExecStream", testExecStream},
 		{"Files", testFiles},
 		{"FileErrors", testFileErrors},
+		{"WriteOwnershipFirst", testWriteOwnershipFirst},
 		{"StreamedTransfer", testStreamedTransfer},
 		{"PTY", testPTY},
 		{"PTYErrors", testPTYErrors},
