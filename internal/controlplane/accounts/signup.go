@@ -34,6 +34,10 @@ func (s *Service) handleSignup(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	if err := take(limitKey{s.limits.signupIP, clientIP(r)}); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	if err := s.Signup(r.Context(), req.Email, req.Password, req.Name); err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -151,8 +155,16 @@ func (s *Service) handleActivate(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	ip := limitKey{s.limits.tokenIP, clientIP(r)}
+	if err := blocked(ip); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	res, err := s.Activate(r.Context(), strings.TrimSpace(req.Token))
 	if err != nil {
+		if apierr.From(err).Code == apierr.CodeInvalidToken {
+			_ = take(ip)
+		}
 		apierr.Write(w, r, err)
 		return
 	}
@@ -257,8 +269,16 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	keys := []limitKey{{s.limits.loginIP, clientIP(r)}, {s.limits.loginAccount, normalizeEmail(req.Email)}}
+	if err := blocked(keys...); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	res, err := s.Login(r.Context(), req.Email, req.Password)
 	if err != nil {
+		if apierr.From(err).Code == apierr.CodeUnauthorized {
+			_ = take(keys...)
+		}
 		apierr.Write(w, r, err)
 		return
 	}
@@ -352,6 +372,10 @@ func (s *Service) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequest("email is required"))
 		return
 	}
+	if err := take(limitKey{s.limits.resetIP, clientIP(r)}, limitKey{s.limits.resetAccount, email}); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	s.RequestPasswordReset(r.Context(), email)
 	httpapi.NoContent(w)
 }
@@ -397,7 +421,15 @@ func (s *Service) handleResetPasswordConfirm(w http.ResponseWriter, r *http.Requ
 		apierr.Write(w, r, err)
 		return
 	}
+	ip := limitKey{s.limits.tokenIP, clientIP(r)}
+	if err := blocked(ip); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	if err := s.ConfirmPasswordReset(r.Context(), strings.TrimSpace(req.Token), req.NewPassword); err != nil {
+		if apierr.From(err).Code == apierr.CodeInvalidToken {
+			_ = take(ip)
+		}
 		apierr.Write(w, r, err)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/ratelimit"
 )
 
 // KindNone marks a public route (no credentials).
@@ -188,7 +189,7 @@ const RequestIDHeader = "X-Request-Id"
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()
 	w.Header().Set(RequestIDHeader, id)
-	r = r.WithContext(apierr.WithRequestID(r.Context(), id))
+	r = r.WithContext(auth.WithClientIP(apierr.WithRequestID(r.Context(), id), ratelimit.ClientIP(r)))
 	if _, pattern := rt.mux.Handler(r); pattern != "" {
 		rt.mux.ServeHTTP(w, r)
 		return
