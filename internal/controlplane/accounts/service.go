@@ -204,7 +204,7 @@ type AuthResponse struct {
 
 // issue signs a user JWT for u in team with role; role "" = no team.
 func (s *Service) issue(u db.User, team uuid.UUID, role string) (AuthResponse, error) {
-	c := auth.UserClaims{UserID: ids.User.Format(u.ID), Email: u.Email, Name: u.Name, IsAdmin: u.IsAdmin}
+	c := auth.UserClaims{UserID: ids.User.Format(u.ID), Email: u.Email, Name: u.Name, IsAdmin: u.IsAdmin, SessionVersion: u.SessionVersion}
 	if role != "" {
 		c.TeamID, c.Role = ids.Team.Format(team), auth.Role(role)
 	}

@@ -173,8 +173,8 @@ func (s *Service) handleActivate(w http.ResponseWriter, r *http.Request) {
 
 const msgInvalidToken = "invalid or expired token: request a new one"
 
-// Activate uses an activation token: the account becomes active (the first ever activated becomes
-// platform admin), gets its default team when it has none, and is signed in.
+// Activate uses an activation token: the account becomes active, gets its default team when it has
+// none, and is signed in. Activation never makes an admin (docs/security.md).
 func (s *Service) Activate(ctx context.Context, token string) (AuthResponse, error) {
 	if token == "" {
 		return AuthResponse{}, apierr.InvalidRequest("token is required")
@@ -222,8 +222,7 @@ func (s *Service) usedActivationToken(ctx context.Context, q *db.Queries, hash s
 	return apierr.InvalidToken(msgInvalidToken)
 }
 
-// activate makes inactive user active (store.ActivateUser: the first user ever activated becomes platform
-// admin) and gives it a default team "<name>'s Team" when it has none. q must be a transaction.
+// activate makes inactive user active (store.ActivateUser) and gives it a default team "<name>'s Team" when it has none. q must be a transaction.
 func activate(ctx context.Context, q *db.Queries, user uuid.UUID) (db.User, error) {
 	u, err := store.ActivateUser(ctx, q, user)
 	if store.IsNotFound(err) {
@@ -436,7 +435,8 @@ func (s *Service) handleResetPasswordConfirm(w http.ResponseWriter, r *http.Requ
 	httpapi.NoContent(w)
 }
 
-// ConfirmPasswordReset uses a password-reset token to set a new password. Nothing else is revoked.
+// ConfirmPasswordReset uses a password-reset token to set a new password and ends every session of
+// the user (API keys stay).
 func (s *Service) ConfirmPasswordReset(ctx context.Context, token, newPassword string) error {
 	if token == "" {
 		return apierr.InvalidRequest("token is required")
@@ -468,6 +468,9 @@ func (s *Service) ConfirmPasswordReset(ctx context.Context, token, newPassword s
 		}
 		if _, err := q.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
 			return internal("set password", err)
+		}
+		if _, err := q.EndUserSessions(ctx, u.ID); err != nil {
+			return internal("end sessions", err)
 		}
 		return nil
 	})

@@ -57,6 +57,8 @@ type UserState struct {
 	// Role is the user's current role in the team asked about; "" when the team is "", deleted, or the
 	// user is no longer a member of it.
 	Role Role
+	// SessionVersion is the user's current session version: tokens of another version are refused.
+	SessionVersion int32
 }
 
 // Users reads user state for JWT checks.
@@ -243,6 +245,8 @@ func (a *Authenticator) user(ctx context.Context, c Credentials) (Identity, erro
 		return Identity{}, apierr.Unauthorized(msgInvalidToken).WithCause(err)
 	case err != nil:
 		return Identity{}, apierr.Internal(fmt.Errorf("read user %s: %w", claims.UserID, err))
+	case claims.SessionVersion != st.SessionVersion:
+		return Identity{}, apierr.Unauthorized(msgInvalidToken).WithCause(errors.New("session ended (password changed)"))
 	case st.Status != UserActive:
 		return Identity{}, apierr.AccountDeactivated(msgDeactivated)
 	}
