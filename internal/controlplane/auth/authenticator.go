@@ -163,6 +163,7 @@ type Authenticator struct {
 
 	wsTimeout   time.Duration      // FirstMessageTimeout unless a test shortens it
 	keyFailures *ratelimit.Limiter // failed API-key authentications per client IP; nil: unlimited
+	recheck     time.Duration      // RecheckInterval unless SetRecheckInterval changed it
 }
 
 // NewAuthenticator returns an Authenticator. users is needed for JWT kinds, keys for KEY|JWT. Failed
