@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -58,6 +60,15 @@ func envDefault(key, def string) string {
 	return def
 }
 
+// envList splits a comma-separated environment variable; unset: nil.
+func envList(key string) []string {
+	v := os.Getenv(key)
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
 func newServe(dbURL func() (string, error)) *cobra.Command {
 	var (
 		c         daemon.Config
@@ -65,6 +76,7 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 		smtpTLS   string
 		logFormat string
 		logLevel  string
+		allowNets []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -82,6 +94,13 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 			}
 			if c.SMTP.TLS, err = mail.ParseTLSPolicy(smtpTLS); err != nil {
 				return fmt.Errorf("--smtp-tls: %w", err)
+			}
+			for _, n := range allowNets {
+				p, err := netip.ParsePrefix(strings.TrimSpace(n))
+				if err != nil {
+					return fmt.Errorf("--channels-allowed-nets: %w", err)
+				}
+				c.ChannelsAllowedNets = append(c.ChannelsAllowedNets, p.Masked())
 			}
 			if c.Log, err = newLogger(logFormat, logLevel); err != nil {
 				return err
@@ -109,6 +128,8 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f.DurationVar(&c.StatsInterval, "stats-interval", 0, "how often team usage is sampled (default 10s)")
 	f.StringVar(&c.MetricsToken, "metrics-token", os.Getenv("WRENN_METRICS_TOKEN"), "bearer token /metrics requires (env WRENN_METRICS_TOKEN); empty: /metrics is public")
 	f.BoolVar(&c.MetricsTeamLabels, "metrics-team-labels", os.Getenv("WRENN_METRICS_TEAM_LABELS") == "true", "add per-team capsule counts to /metrics (env WRENN_METRICS_TEAM_LABELS=true)")
+	f.BoolVar(&c.ChannelsAllowPrivate, "channels-allow-private", os.Getenv("WRENN_CHANNELS_ALLOW_PRIVATE") == "true", "let notification channels deliver to loopback, private, link-local and metadata addresses (env WRENN_CHANNELS_ALLOW_PRIVATE=true)")
+	f.StringSliceVar(&allowNets, "channels-allowed-nets", envList("WRENN_CHANNELS_ALLOWED_NETS"), "CIDRs notification channels may deliver to although they are internal, comma-separated (env WRENN_CHANNELS_ALLOWED_NETS)")
 	f.StringVar(&logFormat, "log-format", envDefault("WRENN_LOG_FORMAT", "text"), "text or json (env WRENN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("WRENN_LOG_LEVEL", "info"), "debug, info, warn or error (env WRENN_LOG_LEVEL)")
 	hideDefaults(f, "secret", "smtp-password", "metrics-token")

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Codes of docs/api.md. Clients branch on these, so they never change.
@@ -36,6 +38,7 @@ const (
 	CodeTemplateNameTaken   = "template_name_taken"
 	CodeHasActiveCapsules   = "has_active_capsules"
 	CodeTooLarge            = "too_large"
+	CodeRateLimited         = "rate_limited"
 	CodeInternalError       = "internal_error"
 	CodeBuildError          = "build_error"
 	CodeAgentError          = "agent_error"
@@ -60,6 +63,8 @@ type Error struct {
 	Err     error
 
 	logged bool // the cause is in the log already (FromAgent): Write does not log it again
+	// retryAfter, when positive, is answered in a Retry-After header (whole seconds, rounded up).
+	retryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -199,6 +204,14 @@ func HasActiveCapsules(msg string, capsuleIDs []string) *Error {
 // TooLarge is 413 too_large: body or upload over its limit.
 func TooLarge(msg string) *Error { return New(http.StatusRequestEntityTooLarge, CodeTooLarge, msg) }
 
+// RateLimited is a 429 rate_limited answered with Retry-After: the client may try again after
+// retryAfter.
+func RateLimited(msg string, retryAfter time.Duration) *Error {
+	e := New(http.StatusTooManyRequests, CodeRateLimited, msg)
+	e.retryAfter = retryAfter
+	return e
+}
+
 // Internal is 500 internal_error with the generic message; cause is logged, never sent.
 func Internal(cause error) *Error {
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternalError, Message: internalMessage, Err: cause}
@@ -275,6 +288,9 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(int64((e.retryAfter+time.Second-1)/time.Second), 10))
+	}
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(body, '\n'))
 }

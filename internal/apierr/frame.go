@@ -5,6 +5,7 @@ const (
 	CloseNormal             = 1000 // normal end
 	CloseInternalError      = 1011 // unexpected server failure
 	CloseInactivityTimeout  = 4000 // PTY inactivity timeout (docs/api.md)
+	CloseRevoked            = 4001 // the socket's credential was revoked (docs/security.md)
 	MessageInactivityClosed = "inactivity timeout"
 )
 

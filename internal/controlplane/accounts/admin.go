@@ -266,8 +266,8 @@ func (s *Service) handleAdminSetUserActive(w http.ResponseWriter, r *http.Reques
 }
 
 // SetUserActive activates or deactivates an account on behalf of a platform admin. Deactivating sets
-// the status disabled, deletes the API keys of the teams the user owns and destroys those teams'
-// capsules. Activating re-enables a disabled account, or activates a pending signup (with its default
+// the status disabled, deletes the API keys of the teams the user owns and every key the user created
+// in other teams, and destroys the owned teams' capsules. Activating re-enables a disabled account, or activates a pending signup (with its default
 // team). An admin cannot change its own account (400); deleted accounts are not found.
 func (s *Service) SetUserActive(ctx context.Context, actor auth.Identity, user uuid.UUID, active bool) error {
 	if actor.UserID == ids.User.Format(user) {
@@ -300,6 +300,9 @@ func (s *Service) SetUserActive(ctx context.Context, actor auth.Identity, user u
 		if !active {
 			if _, err := q.DeleteAPIKeysOfTeamsOwnedBy(ctx, user); err != nil {
 				return internal("delete API keys of owned teams", err)
+			}
+			if _, err := q.DeleteAPIKeysCreatedBy(ctx, &user); err != nil {
+				return internal("revoke API keys the user created", err)
 			}
 		}
 		action := "user.activate"

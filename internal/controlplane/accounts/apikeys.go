@@ -43,10 +43,22 @@ func apiKeyJSON(k db.APIKey) APIKey {
 	return out
 }
 
-// POST /v1/api-keys {name?} → 201 APIKey with its secret.
+// mustManageKeys answers 403 unless the caller is an owner or admin of its team: members may list
+// the team's keys but not create or revoke them.
+func mustManageKeys(id auth.Identity) error {
+	if !id.Role.AtLeast(auth.RoleAdmin) {
+		return apierr.Forbidden("API keys can be created and revoked by team owners and admins only")
+	}
+	return nil
+}
+
+// POST /v1/api-keys {name?} → 201 APIKey with its secret (owners and admins).
 func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) {
 	id := httpapi.Identity(r)
 	team, err := teamOf(id)
+	if err == nil {
+		err = mustManageKeys(id)
+	}
 	if err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -89,10 +101,13 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
-// DELETE /v1/api-keys/{id} → 204; another team's key is not found.
+// DELETE /v1/api-keys/{id} → 204 (owners and admins); another team's key is not found.
 func (s *Service) handleDeleteAPIKey(w http.ResponseWriter, r *http.Request) {
 	id := httpapi.Identity(r)
 	team, err := teamOf(id)
+	if err == nil {
+		err = mustManageKeys(id)
+	}
 	if err != nil {
 		apierr.Write(w, r, err)
 		return

@@ -47,7 +47,7 @@ func Bootstrap(ctx context.Context, st *store.Store, email, password, name strin
 	key := auth.GenerateAPIKey()
 	var res BootstrapResult
 	err = st.Tx(ctx, func(q *db.Queries) error {
-		// Serialized with activations, which make the first activated user admin.
+		// Serialized with activations and other bootstraps.
 		if err := q.LockUserActivation(ctx); err != nil {
 			return fmt.Errorf("lock activation: %w", err)
 		}

@@ -145,13 +145,20 @@ type fixture struct {
 
 // newFixture is a control plane with the accounts routes and a probe route of kind KEY|JWT under
 // /v1/capsules that answers the caller's team (for checking API keys and JWTs).
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
+
+// newFixtureWith is newFixture with mod applied to the accounts Config.
+func newFixtureWith(t *testing.T, mod func(*accounts.Config)) *fixture {
 	t.Helper()
 	env := cptest.New(t)
 	f := &fixture{Env: env, mailer: newRecordingMailer(), caps: &recordingDestroyer{env: env}}
-	svc, err := accounts.New(accounts.Config{
+	cfg := accounts.Config{
 		Store: env.Store, Signer: env.Signer, Mailer: f.mailer, DashboardURL: dashboard + "/", Capsules: f.caps,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	svc, err := accounts.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

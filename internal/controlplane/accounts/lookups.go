@@ -35,7 +35,7 @@ func (l Lookups) UserState(ctx context.Context, userID, teamID string) (auth.Use
 		}
 		return auth.UserState{}, fmt.Errorf("read user: %w", err)
 	}
-	st := auth.UserState{Status: u.Status, IsAdmin: u.IsAdmin, Email: u.Email, Name: u.Name}
+	st := auth.UserState{Status: u.Status, IsAdmin: u.IsAdmin, Email: u.Email, Name: u.Name, SessionVersion: u.SessionVersion}
 	if teamID == "" {
 		return st, nil
 	}

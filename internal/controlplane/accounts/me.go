@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
@@ -71,11 +73,12 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	if err := s.changePassword(r.Context(), httpapi.Identity(r), req); err != nil {
+	res, err := s.changePassword(r.Context(), httpapi.Identity(r), req)
+	if err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.NoContent(w)
+	httpapi.WriteJSON(w, http.StatusOK, res)
 }
 
 // DELETE /v1/me/providers/{provider} → 204: unlinks an OAuth sign-in method.
@@ -123,10 +126,10 @@ func (s *Service) renameMe(ctx context.Context, caller auth.Identity, name strin
 }
 
 // changePassword sets the caller's password; an account that has one must give it.
-func (s *Service) changePassword(ctx context.Context, caller auth.Identity, req PasswordChange) error {
+func (s *Service) changePassword(ctx context.Context, caller auth.Identity, req PasswordChange) (AuthResponse, error) {
 	u, err := s.userOf(ctx, caller)
 	if err != nil {
-		return err
+		return AuthResponse{}, err
 	}
 	switch {
 	case req.NewPassword == "":
@@ -139,19 +142,33 @@ func (s *Service) changePassword(ctx context.Context, caller auth.Identity, req 
 		err = auth.ValidatePassword(req.NewPassword)
 	}
 	if err != nil {
-		return err
+		return AuthResponse{}, err
 	}
 	if u.PasswordHash != nil && !auth.CheckPassword(*u.PasswordHash, *req.CurrentPassword) {
-		return apierr.WrongPassword("current password is incorrect")
+		return AuthResponse{}, apierr.WrongPassword("current password is incorrect")
 	}
 	hash, err := auth.HashPassword(req.NewPassword)
 	if err != nil {
+		return AuthResponse{}, err
+	}
+	var res AuthResponse
+	err = s.st.Tx(ctx, func(q *db.Queries) error {
+		if _, err := q.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
+			return internal("set password", err)
+		}
+		// Every other session ends; this one continues with the token of the answer.
+		if u, err = q.EndUserSessions(ctx, u.ID); err != nil {
+			return internal("end sessions", err)
+		}
+		team, terr := ids.Team.Parse(caller.TeamID)
+		if caller.TeamID == "" || terr != nil {
+			res, err = s.issue(u, uuid.Nil, "")
+		} else {
+			res, err = s.issue(u, team, string(caller.Role))
+		}
 		return err
-	}
-	if _, err := s.st.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
-		return internal("set password", err)
-	}
-	return nil
+	})
+	return res, err
 }
 
 // unlinkProvider unlinks an OAuth sign-in method of the caller unless it is the only way to sign in.
@@ -211,6 +228,9 @@ func (s *Service) handleDeleteMe(w http.ResponseWriter, r *http.Request) {
 // deleteAccount soft-deletes u (purged after DeletedUserRetention): refused while u owns a team with
 // other members; the teams it owns alone are deleted (docs/api.md) and it leaves the others.
 func (s *Service) deleteAccount(ctx context.Context, actor auth.Identity, u db.User) error {
+	if err := s.checkNotLastAdmin(ctx, s.st.Queries, u); err != nil {
+		return err
+	}
 	busy, err := s.st.UserOwnsTeamWithMembers(ctx, u.ID)
 	if err != nil {
 		return internal("check owned teams", err)
@@ -236,8 +256,14 @@ func (s *Service) deleteAccount(ctx context.Context, actor auth.Identity, u db.U
 		if busy {
 			return apierr.OwnsTeamWithMembers("you own a team with other members: remove them or delete the team first")
 		}
+		if err := s.checkNotLastAdmin(ctx, q, u); err != nil {
+			return err
+		}
 		if _, err := q.RemoveUserMemberships(ctx, u.ID); err != nil {
 			return internal("leave teams", err)
+		}
+		if _, err := q.DeleteAPIKeysCreatedBy(ctx, &u.ID); err != nil {
+			return internal("revoke API keys", err)
 		}
 		for _, kind := range []string{store.TokenActivation, store.TokenPasswordReset} {
 			if _, err := q.DeleteUnusedOneTimeTokens(ctx, db.DeleteUnusedOneTimeTokensParams{UserID: u.ID, Kind: kind}); err != nil {
@@ -249,6 +275,22 @@ func (s *Service) deleteAccount(ctx context.Context, actor auth.Identity, u db.U
 		}
 		return nil
 	})
+}
+
+// checkNotLastAdmin refuses (409 conflict) to delete the last active platform admin: the platform
+// would have nobody left to administer it.
+func (s *Service) checkNotLastAdmin(ctx context.Context, q *db.Queries, u db.User) error {
+	if !u.IsAdmin {
+		return nil
+	}
+	n, err := q.CountActiveAdmins(ctx)
+	if err != nil {
+		return internal("count admins", err)
+	}
+	if n <= 1 {
+		return apierr.Conflict("you are the last platform admin: bootstrap another admin (wrenn-cp bootstrap) first")
+	}
+	return nil
 }
 
 // isNotFound reports whether err is a 404 API error.

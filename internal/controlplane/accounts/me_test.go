@@ -81,14 +81,32 @@ func TestUnlinkProvider(t *testing.T) {
 func TestChangePassword(t *testing.T) {
 	f := newFixture(t)
 	a := f.NewAccount(t, "alice", false)
+	// A change answers a fresh token for the same team: the session that changed the password
+	// continues with it, every other session (the JWT it used included) ends.
+	session := a.JWT
 	change := func(body any) cptest.Response {
-		return f.Do(t, http.MethodPost, "/v1/me/password", cptest.Bearer(a.JWT), body)
+		res := f.Do(t, http.MethodPost, "/v1/me/password", cptest.Bearer(session), body)
+		if res.Status == http.StatusOK {
+			var ar accounts.AuthResponse
+			res.JSON(t, &ar)
+			if ar.Token == "" || ar.TeamID != a.TeamID || ar.UserID != a.UserID {
+				t.Fatalf("password change answer %s", res.Body)
+			}
+			session = ar.Token
+		}
+		return res
 	}
 	login := func(pw string) int {
 		return f.Do(t, http.MethodPost, "/v1/auth/login", none, map[string]string{"email": a.Email, "password": pw}).Status
 	}
 	// Without a password, none is asked for.
-	expect(t, change(map[string]string{"new_password": "first password"}), http.StatusNoContent, "")
+	expect(t, change(map[string]string{"new_password": "first password"}), http.StatusOK, "")
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(a.JWT), nil), http.StatusUnauthorized, "unauthorized")
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(session), nil), http.StatusOK, "")
+	// API keys stay.
+	expect(t, f.Do(t, http.MethodGet, "/v1/capsules/probe", cptest.Key(a.APIKey), nil), http.StatusOK, "")
+	var other accounts.AuthResponse
+	f.Do(t, http.MethodPost, "/v1/auth/login", none, map[string]string{"email": a.Email, "password": "first password"}).JSON(t, &other)
 	if login("first password") != http.StatusOK {
 		t.Fatal("login with the first password failed")
 	}
@@ -103,11 +121,15 @@ func TestChangePassword(t *testing.T) {
 	if login("first password") != http.StatusOK {
 		t.Fatal("a rejected change altered the password")
 	}
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(other.Token), nil), http.StatusOK, "")
 	expect(t, change(map[string]string{"current_password": "first password", "new_password": "second password", "confirm_password": "second password"}),
-		http.StatusNoContent, "")
+		http.StatusOK, "")
 	if login("first password") != http.StatusUnauthorized || login("second password") != http.StatusOK {
 		t.Fatal("password not changed")
 	}
+	// The other session (a login) ended; the changing one goes on.
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(other.Token), nil), http.StatusUnauthorized, "unauthorized")
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(session), nil), http.StatusOK, "")
 	expect(t, f.Do(t, http.MethodPost, "/v1/me/password", cptest.Key(a.APIKey), map[string]string{"new_password": "x"}), http.StatusUnauthorized, "unauthorized")
 }
 
@@ -246,4 +268,23 @@ func TestNewValidation(t *testing.T) {
 			t.Errorf("%s: New accepted the config", name)
 		}
 	}
+}
+
+// TestLastAdminStays: the last active platform admin cannot delete their account (and cannot
+// deactivate themselves, as no admin can); with a second admin they can.
+func TestLastAdminStays(t *testing.T) {
+	f := newFixture(t)
+	root := f.NewAccount(t, "root", true)
+	del := func(a cptest.Account) cptest.Response {
+		return f.Do(t, http.MethodDelete, "/v1/me", cptest.Bearer(a.JWT), map[string]string{"confirmation": a.Email})
+	}
+	expect(t, del(root), http.StatusConflict, "conflict")
+	expect(t, f.Do(t, http.MethodPut, "/v1/admin/users/"+root.UserID+"/active", cptest.Bearer(root.JWT), map[string]bool{"active": false}),
+		http.StatusBadRequest, "invalid_request")
+	if u := f.user(t, root.User); u.Status != "active" || !u.IsAdmin {
+		t.Fatalf("last admin changed: %+v", u)
+	}
+	second := f.NewAccount(t, "second", true)
+	expect(t, del(root), http.StatusNoContent, "")
+	expect(t, del(second), http.StatusConflict, "conflict")
 }

@@ -57,6 +57,8 @@ type Config struct {
 	Capsules CapsuleDestroyer
 	// PurgeInterval is how often Run purges; 0 = DefaultPurgeInterval.
 	PurgeInterval time.Duration
+	// RateLimits of login, signup, activation and password reset; zero Limits are DefaultRateLimits'.
+	RateLimits RateLimits
 }
 
 // Service is the accounts area: the handlers of docs/api.md and the admin team and user routes of docs/api.md,
@@ -69,6 +71,7 @@ type Service struct {
 	log           *slog.Logger
 	capsules      CapsuleDestroyer
 	purgeInterval time.Duration
+	limits        limiters
 
 	mails sync.WaitGroup // password-reset mails in flight
 }
@@ -104,6 +107,7 @@ func New(cfg Config) (*Service, error) {
 		log:           cfg.Log,
 		capsules:      cfg.Capsules,
 		purgeInterval: cfg.PurgeInterval,
+		limits:        newLimiters(cfg.RateLimits),
 	}, nil
 }
 
@@ -200,7 +204,7 @@ type AuthResponse struct {
 
 // issue signs a user JWT for u in team with role; role "" = no team.
 func (s *Service) issue(u db.User, team uuid.UUID, role string) (AuthResponse, error) {
-	c := auth.UserClaims{UserID: ids.User.Format(u.ID), Email: u.Email, Name: u.Name, IsAdmin: u.IsAdmin}
+	c := auth.UserClaims{UserID: ids.User.Format(u.ID), Email: u.Email, Name: u.Name, IsAdmin: u.IsAdmin, SessionVersion: u.SessionVersion}
 	if role != "" {
 		c.TeamID, c.Role = ids.Team.Format(team), auth.Role(role)
 	}

@@ -34,6 +34,10 @@ func (s *Service) handleSignup(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	if err := take(limitKey{s.limits.signupIP, clientIP(r)}); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	if err := s.Signup(r.Context(), req.Email, req.Password, req.Name); err != nil {
 		apierr.Write(w, r, err)
 		return
@@ -151,8 +155,16 @@ func (s *Service) handleActivate(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	ip := limitKey{s.limits.tokenIP, clientIP(r)}
+	if err := blocked(ip); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	res, err := s.Activate(r.Context(), strings.TrimSpace(req.Token))
 	if err != nil {
+		if apierr.From(err).Code == apierr.CodeInvalidToken {
+			_ = take(ip)
+		}
 		apierr.Write(w, r, err)
 		return
 	}
@@ -161,8 +173,8 @@ func (s *Service) handleActivate(w http.ResponseWriter, r *http.Request) {
 
 const msgInvalidToken = "invalid or expired token: request a new one"
 
-// Activate uses an activation token: the account becomes active (the first ever activated becomes
-// platform admin), gets its default team when it has none, and is signed in.
+// Activate uses an activation token: the account becomes active, gets its default team when it has
+// none, and is signed in. Activation never makes an admin (docs/security.md).
 func (s *Service) Activate(ctx context.Context, token string) (AuthResponse, error) {
 	if token == "" {
 		return AuthResponse{}, apierr.InvalidRequest("token is required")
@@ -210,8 +222,7 @@ func (s *Service) usedActivationToken(ctx context.Context, q *db.Queries, hash s
 	return apierr.InvalidToken(msgInvalidToken)
 }
 
-// activate makes inactive user active (store.ActivateUser: the first user ever activated becomes platform
-// admin) and gives it a default team "<name>'s Team" when it has none. q must be a transaction.
+// activate makes inactive user active (store.ActivateUser) and gives it a default team "<name>'s Team" when it has none. q must be a transaction.
 func activate(ctx context.Context, q *db.Queries, user uuid.UUID) (db.User, error) {
 	u, err := store.ActivateUser(ctx, q, user)
 	if store.IsNotFound(err) {
@@ -257,8 +268,16 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
+	keys := []limitKey{{s.limits.loginIP, clientIP(r)}, {s.limits.loginAccount, normalizeEmail(req.Email)}}
+	if err := blocked(keys...); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	res, err := s.Login(r.Context(), req.Email, req.Password)
 	if err != nil {
+		if apierr.From(err).Code == apierr.CodeUnauthorized {
+			_ = take(keys...)
+		}
 		apierr.Write(w, r, err)
 		return
 	}
@@ -352,6 +371,10 @@ func (s *Service) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, apierr.InvalidRequest("email is required"))
 		return
 	}
+	if err := take(limitKey{s.limits.resetIP, clientIP(r)}, limitKey{s.limits.resetAccount, email}); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	s.RequestPasswordReset(r.Context(), email)
 	httpapi.NoContent(w)
 }
@@ -397,14 +420,23 @@ func (s *Service) handleResetPasswordConfirm(w http.ResponseWriter, r *http.Requ
 		apierr.Write(w, r, err)
 		return
 	}
+	ip := limitKey{s.limits.tokenIP, clientIP(r)}
+	if err := blocked(ip); err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
 	if err := s.ConfirmPasswordReset(r.Context(), strings.TrimSpace(req.Token), req.NewPassword); err != nil {
+		if apierr.From(err).Code == apierr.CodeInvalidToken {
+			_ = take(ip)
+		}
 		apierr.Write(w, r, err)
 		return
 	}
 	httpapi.NoContent(w)
 }
 
-// ConfirmPasswordReset uses a password-reset token to set a new password. Nothing else is revoked.
+// ConfirmPasswordReset uses a password-reset token to set a new password and ends every session of
+// the user (API keys stay).
 func (s *Service) ConfirmPasswordReset(ctx context.Context, token, newPassword string) error {
 	if token == "" {
 		return apierr.InvalidRequest("token is required")
@@ -436,6 +468,9 @@ func (s *Service) ConfirmPasswordReset(ctx context.Context, token, newPassword s
 		}
 		if _, err := q.SetUserPassword(ctx, db.SetUserPasswordParams{PasswordHash: hash, ID: u.ID}); err != nil {
 			return internal("set password", err)
+		}
+		if _, err := q.EndUserSessions(ctx, u.ID); err != nil {
+			return internal("end sessions", err)
 		}
 		return nil
 	})

@@ -65,14 +65,15 @@ func TestSignupActivateLogin(t *testing.T) {
 		t.Fatalf("activation AuthResponse %+v", ar)
 	}
 	claims, err := f.Signer.ParseUser(ar.Token)
-	if err != nil || claims.TeamID != ar.TeamID || claims.Role != auth.RoleOwner || !claims.IsAdmin {
-		t.Fatalf("activation JWT claims %+v, %v; want owner of %s, admin", claims, err, ar.TeamID)
+	if err != nil || claims.TeamID != ar.TeamID || claims.Role != auth.RoleOwner || claims.IsAdmin {
+		t.Fatalf("activation JWT claims %+v, %v; want owner of %s, not admin", claims, err, ar.TeamID)
 	}
-	// The first user ever activated is platform admin.
-	if u := f.user(t, parseUser(t, ar.UserID)); !u.IsAdmin || u.Status != "active" {
+	// Even the first user ever activated is not a platform admin: only the bootstrap or another admin
+	// makes admins.
+	if u := f.user(t, parseUser(t, ar.UserID)); u.IsAdmin || u.Status != "active" {
 		t.Fatalf("first activated user: admin=%v status=%s", u.IsAdmin, u.Status)
 	}
-	expect(t, f.Do(t, http.MethodGet, "/v1/admin/users", cptest.Bearer(ar.Token), nil), http.StatusOK, "")
+	expect(t, f.Do(t, http.MethodGet, "/v1/admin/users", cptest.Bearer(ar.Token), nil), http.StatusForbidden, "forbidden")
 
 	// Default team "<name>'s Team", owned.
 	res = f.Do(t, http.MethodGet, "/v1/teams", cptest.Bearer(ar.Token), nil)
@@ -346,8 +347,9 @@ func TestPasswordReset(t *testing.T) {
 
 	expect(t, f.Do(t, http.MethodPost, "/v1/auth/login", none, map[string]string{"email": a.Email, "password": "old password"}), http.StatusUnauthorized, "unauthorized")
 	expect(t, f.Do(t, http.MethodPost, "/v1/auth/login", none, map[string]string{"email": a.Email, "password": "new password"}), http.StatusOK, "")
-	// Existing sessions are not revoked.
-	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(a.JWT), nil), http.StatusOK, "")
+	// Every session ends (API keys stay).
+	expect(t, f.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(a.JWT), nil), http.StatusUnauthorized, "unauthorized")
+	expect(t, f.Do(t, http.MethodGet, "/v1/capsules/probe", cptest.Key(a.APIKey), nil), http.StatusOK, "")
 
 	// A second request replaces the first token.
 	expect(t, f.Do(t, http.MethodPost, "/v1/me/password/reset", none, map[string]string{"email": a.Email}), http.StatusNoContent, "")

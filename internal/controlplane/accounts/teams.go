@@ -506,6 +506,9 @@ func (s *Service) removeMember(ctx context.Context, caller auth.Identity, team, 
 		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
 			return internal("remove member", err)
 		}
+		if _, err := q.DeleteTeamAPIKeysCreatedBy(ctx, db.DeleteTeamAPIKeysCreatedByParams{TeamID: team, UserID: &uid}); err != nil {
+			return internal("revoke the member's API keys", err)
+		}
 		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: ids.User.Format(uid),
 			Action: "member.remove", Scope: audit.ScopeAdmin})
 		return nil
@@ -519,8 +522,14 @@ func (s *Service) leaveTeam(ctx context.Context, caller auth.Identity, team uuid
 		return apierr.Unauthorized("invalid or expired token")
 	}
 	return s.st.Tx(ctx, func(q *db.Queries) error {
-		if _, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid}); err != nil {
+		n, err := q.RemoveTeamMember(ctx, db.RemoveTeamMemberParams{TeamID: team, UserID: uid})
+		if err != nil {
 			return internal("leave team", err)
+		}
+		if n > 0 {
+			if _, err := q.DeleteTeamAPIKeysCreatedBy(ctx, db.DeleteTeamAPIKeysCreatedByParams{TeamID: team, UserID: &uid}); err != nil {
+				return internal("revoke API keys", err)
+			}
 		}
 		audit.Record(ctx, q, audit.Entry{Team: team, Actor: caller, ResourceType: "member", ResourceID: caller.UserID,
 			Action: "member.leave", Scope: audit.ScopeAdmin})

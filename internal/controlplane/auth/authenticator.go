@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wrenn/wrenn/internal/apierr"
+	"github.com/wrenn/wrenn/internal/controlplane/ratelimit"
 )
 
 // Kind is the authentication a route requires (docs/api.md).
@@ -56,6 +57,8 @@ type UserState struct {
 	// Role is the user's current role in the team asked about; "" when the team is "", deleted, or the
 	// user is no longer a member of it.
 	Role Role
+	// SessionVersion is the user's current session version: tokens of another version are refused.
+	SessionVersion int32
 }
 
 // Users reads user state for JWT checks.
@@ -158,17 +161,22 @@ type Authenticator struct {
 	users  Users
 	keys   APIKeys
 
-	wsTimeout time.Duration // FirstMessageTimeout unless a test shortens it
+	wsTimeout   time.Duration      // FirstMessageTimeout unless a test shortens it
+	keyFailures *ratelimit.Limiter // failed API-key authentications per client IP; nil: unlimited
+	recheck     time.Duration      // RecheckInterval unless SetRecheckInterval changed it
 }
 
-// NewAuthenticator returns an Authenticator. users is needed for JWT kinds, keys for KEY|JWT.
+// NewAuthenticator returns an Authenticator. users is needed for JWT kinds, keys for KEY|JWT. Failed
+// API-key authentications are limited per client IP with DefaultKeyFailureLimit (see
+// LimitKeyFailures).
 func NewAuthenticator(signer *Signer, users Users, keys APIKeys) *Authenticator {
-	return &Authenticator{signer: signer, users: users, keys: keys}
+	return &Authenticator{signer: signer, users: users, keys: keys, keyFailures: ratelimit.New(DefaultKeyFailureLimit, 0)}
 }
 
 // Authenticate checks c for a route of kind at path. Errors are *apierr.Error: 401 unauthorized for
 // missing or invalid credentials, 403 account_deactivated, no_team (KEY|JWT without a team) or
-// forbidden (ADMIN for a non-admin), 500 internal_error when a lookup fails.
+// forbidden (ADMIN for a non-admin), 429 rate_limited when the client (WithClientIP) failed too many
+// API-key authentications, 500 internal_error when a lookup fails.
 func (a *Authenticator) Authenticate(ctx context.Context, kind Kind, path string, c Credentials) (Identity, error) {
 	switch kind {
 	case KindHost:
@@ -183,7 +191,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, kind Kind, path string
 			if !APIKeyAllowed(path) {
 				return Identity{}, apierr.Unauthorized(msgKeyNotAllowed)
 			}
-			id, err = a.apiKey(ctx, c.APIKey)
+			if err := a.checkKeyLimit(ctx); err != nil {
+				return Identity{}, err
+			}
+			if id, err = a.apiKey(ctx, c.APIKey); err != nil && apierr.From(err).Status == http.StatusUnauthorized {
+				a.keyFailed(ctx)
+			}
 		case c.Authorization != "":
 			id, err = a.user(ctx, c)
 		default:
@@ -233,6 +246,8 @@ func (a *Authenticator) user(ctx context.Context, c Credentials) (Identity, erro
 		return Identity{}, apierr.Unauthorized(msgInvalidToken).WithCause(err)
 	case err != nil:
 		return Identity{}, apierr.Internal(fmt.Errorf("read user %s: %w", claims.UserID, err))
+	case claims.SessionVersion != st.SessionVersion:
+		return Identity{}, apierr.Unauthorized(msgInvalidToken).WithCause(errors.New("session ended (password changed)"))
 	case st.Status != UserActive:
 		return Identity{}, apierr.AccountDeactivated(msgDeactivated)
 	}

@@ -43,14 +43,17 @@ func NewSigner(secret string) (*Signer, error) {
 // UserClaims are the claims of a user JWT (docs/api.md). IsAdmin is for display only: admin rights are always
 // re-checked in the database.
 type UserClaims struct {
-	UserID    string // sub, usr-…
-	TeamID    string // team-…, "" when the user has no team
-	Role      Role   // role in TeamID; "" when TeamID is ""
-	Email     string
-	Name      string
-	IsAdmin   bool
-	IssuedAt  time.Time
-	ExpiresAt time.Time
+	UserID  string // sub, usr-…
+	TeamID  string // team-…, "" when the user has no team
+	Role    Role   // role in TeamID; "" when TeamID is ""
+	Email   string
+	Name    string
+	IsAdmin bool
+	// SessionVersion is the user's session version when the token was issued (claim sv): a token
+	// whose version is no longer the user's is refused (docs/security.md, "Keys and sessions").
+	SessionVersion int32
+	IssuedAt       time.Time
+	ExpiresAt      time.Time
 }
 
 // HostClaims are the claims of a host JWT (docs/api.md).
@@ -68,6 +71,7 @@ type userJWT struct {
 	Email   string `json:"email"`
 	Name    string `json:"name"`
 	IsAdmin bool   `json:"is_admin"`
+	Session int32  `json:"sv,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -92,6 +96,7 @@ func (s *Signer) IssueUser(c UserClaims) (string, UserClaims, error) {
 		Email:   c.Email,
 		Name:    c.Name,
 		IsAdmin: c.IsAdmin,
+		Session: c.SessionVersion,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   c.UserID,
 			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
@@ -119,14 +124,15 @@ func (s *Signer) ParseUser(token string) (UserClaims, error) {
 		return UserClaims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	return UserClaims{
-		UserID:    claims.Subject,
-		TeamID:    claims.TeamID,
-		Role:      Role(claims.Role),
-		Email:     claims.Email,
-		Name:      claims.Name,
-		IsAdmin:   claims.IsAdmin,
-		IssuedAt:  claims.IssuedAt.UTC(),
-		ExpiresAt: claims.ExpiresAt.UTC(),
+		UserID:         claims.Subject,
+		TeamID:         claims.TeamID,
+		Role:           Role(claims.Role),
+		Email:          claims.Email,
+		Name:           claims.Name,
+		IsAdmin:        claims.IsAdmin,
+		SessionVersion: claims.Session,
+		IssuedAt:       claims.IssuedAt.UTC(),
+		ExpiresAt:      claims.ExpiresAt.UTC(),
 	}, nil
 }
 

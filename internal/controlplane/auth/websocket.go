@@ -19,6 +19,21 @@ const FirstMessageTimeout = 5 * time.Second
 // {"type":"error","code":"unauthorized","data":"authentication failed","fatal":true}.
 const MessageAuthFailed = "authentication failed"
 
+// RecheckInterval is how often an open WebSocket's credential is checked again: a revoked key, a
+// removed member, a deactivated user or an ended session closes the socket (docs/security.md).
+const RecheckInterval = 60 * time.Second
+
+// RecheckEvery returns how often open WebSockets re-check their credential.
+func (a *Authenticator) RecheckEvery() time.Duration {
+	if a.recheck > 0 {
+		return a.recheck
+	}
+	return RecheckInterval
+}
+
+// SetRecheckInterval changes RecheckEvery (tests shorten it); ≤ 0 restores RecheckInterval.
+func (a *Authenticator) SetRecheckInterval(d time.Duration) { a.recheck = d }
+
 // ReadFunc reads the next client message of a WebSocket. It must return once ctx is done or the
 // connection is closed.
 type ReadFunc func(ctx context.Context) ([]byte, error)
@@ -52,6 +67,13 @@ type authMessage struct {
 // connection when a read's context ends, which would leave no way to send the error frame. When the
 // timeout fires first, that goroutine ends when ctx is done or the caller closes the connection.
 func (a *Authenticator) AuthenticateFirstMessage(ctx context.Context, kind Kind, path string, read ReadFunc) (Identity, error) {
+	id, _, err := a.AuthenticateFirstMessageCredentials(ctx, kind, path, read)
+	return id, err
+}
+
+// AuthenticateFirstMessageCredentials is AuthenticateFirstMessage that also returns the credentials
+// the message carried (to check them again later).
+func (a *Authenticator) AuthenticateFirstMessageCredentials(ctx context.Context, kind Kind, path string, read ReadFunc) (Identity, Credentials, error) {
 	type result struct {
 		msg []byte
 		err error
@@ -68,25 +90,25 @@ func (a *Authenticator) AuthenticateFirstMessage(ctx context.Context, kind Kind,
 	select {
 	case res := <-done:
 		if res.err != nil {
-			return Identity{}, authFailed(fmt.Errorf("read auth message: %w", res.err))
+			return Identity{}, Credentials{}, authFailed(fmt.Errorf("read auth message: %w", res.err))
 		}
 		msg = res.msg
 	case <-timer.C:
-		return Identity{}, authFailed(fmt.Errorf("no auth message within %s", a.firstMessageTimeout()))
+		return Identity{}, Credentials{}, authFailed(fmt.Errorf("no auth message within %s", a.firstMessageTimeout()))
 	case <-ctx.Done():
-		return Identity{}, authFailed(fmt.Errorf("read auth message: %w", ctx.Err()))
+		return Identity{}, Credentials{}, authFailed(fmt.Errorf("read auth message: %w", ctx.Err()))
 	}
 
 	var m authMessage
 	if err := json.Unmarshal(msg, &m); err != nil {
-		return Identity{}, authFailed(fmt.Errorf("parse auth message: %w", err))
+		return Identity{}, Credentials{}, authFailed(fmt.Errorf("parse auth message: %w", err))
 	}
 	if m.Type != "auth" {
-		return Identity{}, authFailed(fmt.Errorf("first message has type %q, want auth", m.Type))
+		return Identity{}, Credentials{}, authFailed(fmt.Errorf("first message has type %q, want auth", m.Type))
 	}
 	tok := strings.TrimSpace(m.Token)
 	if tok == "" {
-		return Identity{}, authFailed(errors.New("auth message without token"))
+		return Identity{}, Credentials{}, authFailed(errors.New("auth message without token"))
 	}
 	c := Credentials{Authorization: "Bearer " + tok}
 	if strings.HasPrefix(tok, APIKeyPrefix) {
@@ -95,11 +117,11 @@ func (a *Authenticator) AuthenticateFirstMessage(ctx context.Context, kind Kind,
 	id, err := a.Authenticate(ctx, kind, path, c)
 	if err != nil {
 		if e := apierr.From(err); e.Status >= 500 {
-			return Identity{}, e
+			return Identity{}, Credentials{}, e
 		}
-		return Identity{}, authFailed(err)
+		return Identity{}, Credentials{}, authFailed(err)
 	}
-	return id, nil
+	return id, c, nil
 }
 
 func authFailed(cause error) *apierr.Error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -43,10 +44,15 @@ type Config struct {
 	Store *store.Store
 	// Secret is the 32-byte AES-256-GCM key sealing channel configs (derived from the server secret).
 	Secret []byte
-	// HTTPClient sends deliveries; nil: a default client. Redirects are never followed and every
-	// attempt is limited to DeliveryTimeout whatever the client says.
-	HTTPClient *http.Client
-	Log        *slog.Logger // nil: slog.Default()
+	// AllowPrivate lets deliveries connect to any address. By default loopback, private, shared,
+	// link-local (cloud metadata), unspecified, multicast and reserved addresses are refused after DNS
+	// resolution (docs/security.md); redirects are never followed and every attempt is limited to
+	// DeliveryTimeout.
+	AllowPrivate bool
+	// AllowedNets are ranges deliveries may reach although they are refused by default (e.g. an
+	// internal chat server).
+	AllowedNets []netip.Prefix
+	Log         *slog.Logger // nil: slog.Default()
 
 	// TelegramAPIURL is the Bot API base (default DefaultTelegramAPIURL).
 	TelegramAPIURL string
@@ -111,16 +117,11 @@ func New(cfg Config) (*Service, error) {
 	if s.workers <= 0 {
 		s.workers = DefaultWorkers
 	}
-	client := &http.Client{}
-	if cfg.HTTPClient != nil {
-		c := *cfg.HTTPClient
-		client = &c
+	s.client = &http.Client{
+		Transport:     egress{allowAll: cfg.AllowPrivate, allowed: cfg.AllowedNets}.transport(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       DeliveryTimeout,
 	}
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	if client.Timeout <= 0 || client.Timeout > DeliveryTimeout {
-		client.Timeout = DeliveryTimeout
-	}
-	s.client = client
 	return s, nil
 }
 

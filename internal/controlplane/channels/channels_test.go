@@ -33,10 +33,12 @@ type env struct {
 }
 
 // setup registers the channel and audit routes; with run, the dispatcher runs until the test ends.
+// Deliveries may reach loopback (the httptest endpoints) unless mod says otherwise.
 func setup(t *testing.T, run bool, mod func(*channels.Config)) env {
 	t.Helper()
 	e := cptest.New(t)
-	cfg := channels.Config{Store: e.Store, Secret: key, PollInterval: 50 * time.Millisecond, RetryBase: 100 * time.Millisecond}
+	cfg := channels.Config{Store: e.Store, Secret: key, PollInterval: 50 * time.Millisecond, RetryBase: 100 * time.Millisecond,
+		AllowPrivate: true}
 	if mod != nil {
 		mod(&cfg)
 	}

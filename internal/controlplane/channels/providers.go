@@ -227,6 +227,8 @@ func (s *Service) post(ctx context.Context, provider, method, target string, h h
 }
 
 // do sends one request; any answer but 2xx (redirects included: they are not followed) is an error.
+// Errors name the status code only, never the answer's body or reason phrase: they are shown to users
+// and kept with failed deliveries, and the endpoint's answer is not theirs to read.
 func (s *Service) do(ctx context.Context, provider, method, target string, h http.Header, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
 	if err != nil {
@@ -239,6 +241,9 @@ func (s *Service) do(ctx context.Context, provider, method, target string, h htt
 	req.Header.Set("User-Agent", "Wrenn-Notifications/1")
 	res, err := s.client.Do(req)
 	if err != nil {
+		if errors.Is(err, errDestination) {
+			return fmt.Errorf("%s: endpoint refused: it resolves to a loopback, private, link-local or reserved address (docs/security.md)", provider)
+		}
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
 			err = uerr.Err // without the URL
@@ -246,14 +251,9 @@ func (s *Service) do(ctx context.Context, provider, method, target string, h htt
 		return fmt.Errorf("%s: %w", provider, err)
 	}
 	defer res.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(res.Body, 256))
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	if res.StatusCode/100 != 2 {
-		msg := fmt.Sprintf("%s: endpoint answered %s", provider, res.Status)
-		if s := strings.TrimSpace(string(snippet)); s != "" {
-			msg += ": " + strings.ToValidUTF8(s, "")
-		}
-		return errors.New(msg)
+		return fmt.Errorf("%s: endpoint answered HTTP %d", provider, res.StatusCode)
 	}
 	return nil
 }

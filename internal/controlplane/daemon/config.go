@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
@@ -35,6 +36,18 @@ type Config struct {
 	// MetricsTeamLabels adds per-team capsule counts to /metrics (one series per team and state).
 	MetricsTeamLabels bool
 
+	// ChannelsAllowPrivate lets notification deliveries reach loopback, private, link-local and other
+	// internal addresses (refused by default; docs/security.md).
+	ChannelsAllowPrivate bool
+	// ChannelsAllowedNets are internal ranges deliveries may reach without ChannelsAllowPrivate.
+	ChannelsAllowedNets []netip.Prefix
+
+	// Server limits (docs/security.md, "Limits"); zero = the defaults DefaultReadHeaderTimeout,
+	// DefaultIdleTimeout and httpapi.DefaultBodyTimeout.
+	ReadHeaderTimeout time.Duration // to send a request's headers
+	IdleTimeout       time.Duration // a keep-alive connection without a request is closed after this
+	BodyTimeout       time.Duration // to send a request body (WebSockets and uploads excepted)
+
 	// Intervals of the background loops; zero = the packages' defaults.
 	HeartbeatTimeout  time.Duration
 	MonitorInterval   time.Duration
@@ -43,6 +56,14 @@ type Config struct {
 
 	Log *slog.Logger
 }
+
+// Defaults of the server limits.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes = 64 << 10
+)
 
 const secretSetting = "jwt_secret"
 

@@ -69,6 +69,9 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	lookups := accounts.Lookups{Store: st}
 	rt := httpapi.NewRouter(auth.NewAuthenticator(signer, lookups, lookups))
+	if cfg.BodyTimeout > 0 {
+		rt.SetBodyTimeout(cfg.BodyTimeout)
+	}
 
 	var mailer mail.Mailer = mail.NewLog(log.With("component", "mail"))
 	if cfg.SMTP.Host != "" {
@@ -110,7 +113,8 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	chs, err := channels.New(channels.Config{
 		Store: st, Secret: derivedKey(secret, "channels"),
-		HTTPClient: &http.Client{Timeout: channels.DeliveryTimeout}, Log: log.With("component", "channels"),
+		AllowPrivate: cfg.ChannelsAllowPrivate, AllowedNets: cfg.ChannelsAllowedNets,
+		Log: log.With("component", "channels"),
 	})
 	if err != nil {
 		return nil, err
@@ -171,9 +175,13 @@ func (s *Server) Close() {
 // in flight get up to 10 s, open WebSockets are closed with 1001 (going away) and their handlers
 // waited for within the same 10 s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// No ReadTimeout: it would cut WebSockets, uploads and port-proxied streams; bodies of the other
+	// routes get a deadline per request (httpapi.Router).
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: orDefault(s.cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		IdleTimeout:       orDefault(s.cfg.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext: func(net.Listener) context.Context {
 			return httpapi.WithWebSockets(context.WithoutCancel(ctx), s.websockets)
 		},
@@ -206,6 +214,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	})
 	return g.Wait()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // Run builds the control plane from cfg and serves cfg.Listen until ctx ends.

@@ -174,7 +174,14 @@ func tooLarge() error {
 // upload reads a multipart upload and streams its file part to the capsule in 64 KiB chunks. For
 // files/write (!streamed) the file may come before the path field (it is then spooled to a temporary
 // file) and may not exceed MaxWriteBytes; for files/stream/write the path must come first.
+//
+// The capsule is resolved (docs/api.md) before any of the body is read: another team's capsule is a
+// 404 however large the body, and nothing is spooled for it (docs/security.md).
 func (s *Service) upload(w http.ResponseWriter, r *http.Request, sc scope, streamed bool) error {
+	t, err := s.target(r.Context(), sc, httpapi.Identity(r), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
 	limit := int64(-1)
 	if !streamed {
 		limit = MaxWriteBytes
@@ -224,11 +231,11 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request, sc scope, strea
 				if _, err := spooled.Seek(0, io.SeekStart); err != nil {
 					return apierr.Internal(fmt.Errorf("rewind spooled upload: %w", err))
 				}
-				return s.sendFile(r, sc, path, spooled, -1)
+				return s.sendFile(r, t, path, spooled, -1)
 			}
 		case "file":
 			if path != "" {
-				return s.sendFile(r, sc, path, part, limit)
+				return s.sendFile(r, t, path, part, limit)
 			}
 			if streamed {
 				return apierr.InvalidRequest("path is required before the file part: send the path field first")
@@ -282,13 +289,9 @@ func bodyError(err error) error {
 	return apierr.InvalidRequestf("could not read the multipart body: %v", err)
 }
 
-// sendFile resolves the capsule and streams src to path with WriteFileStream, in chunkSize pieces.
-// With limit ≥ 0 a longer src fails with 413.
-func (s *Service) sendFile(r *http.Request, sc scope, path string, src io.Reader, limit int64) error {
-	t, err := s.target(r.Context(), sc, httpapi.Identity(r), r.PathValue("id"))
-	if err != nil {
-		return err
-	}
+// sendFile streams src to path of capsule t with WriteFileStream, in chunkSize pieces. With
+// limit ≥ 0 a longer src fails with 413.
+func (s *Service) sendFile(r *http.Request, t capsules.Target, path string, src io.Reader, limit int64) error {
 	st := t.Agent.WriteFileStream(r.Context())
 	meta := &hav1.WriteFileStreamRequest{Part: &hav1.WriteFileStreamRequest_Meta{
 		Meta: &hav1.WriteFileMeta{SandboxId: t.PublicID, Path: path},

@@ -1,6 +1,7 @@
 package guest_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,8 +11,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -366,5 +369,51 @@ func testStreamedTransfer(t *testing.T, f *fixture) {
 	f.do(t, "POST", f.base()+"/files/write", f.key(), multipartStream(t, dir+"/big2.bin", &sizedBody{n: size}, true), 204)
 	if out := f.sh(t, "sha256sum "+dir+"/big2.bin | cut -d' ' -f1"); strings.TrimSpace(out) != want {
 		t.Fatalf("files/write (file part first) hash %q, want %s", out, want)
+	}
+}
+
+// testWriteOwnershipFirst: files/write to another team's capsule is answered 404 before the server
+// reads the body: the answer arrives while the client is still sending, long before the declared
+// 90 MiB are through, and nothing is written.
+func testWriteOwnershipFirst(t *testing.T, f *fixture) {
+	for _, sub := range []string{"/files/write", "/files/stream/write"} {
+		const size = 90 << 20
+		c, err := net.Dial("tcp", strings.TrimPrefix(f.env.Server.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := "POST " + f.base() + sub + " HTTP/1.1\r\nHost: cp\r\nAuthorization: Bearer " + f.bob.JWT +
+			"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n"
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		var sent atomic.Int64
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for sent.Load() < size {
+				n, err := c.Write(chunk)
+				sent.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		atAnswer := sent.Load()
+		_ = c.Close()
+		<-wrote
+		if err != nil {
+			t.Fatalf("%s to another team's capsule: %v", sub, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 404 || !strings.Contains(string(body), "sandbox not found") {
+			t.Errorf("%s to another team's capsule: %d %s", sub, res.StatusCode, body)
+		}
+		if atAnswer >= size/2 {
+			t.Errorf("%s: the answer came after %d of %d bytes were sent", sub, atAnswer, size)
+		}
 	}
 }

@@ -102,19 +102,25 @@ func (s *Service) Register(rt *httpapi.Router) {
 	adm := scope{kind: auth.KindAdmin, admin: true, authn: rt.Authenticator()}
 
 	for _, r := range s.routes(pub) {
-		if r.ws {
+		switch {
+		case r.ws:
 			rt.HandleCapsuleWS(r.sub, pub.kind, r.h)
-		} else {
+		case r.stream:
+			rt.HandleCapsuleStream(r.method, r.sub, pub.kind, r.h)
+		default:
 			rt.HandleCapsule(r.method, r.sub, pub.kind, r.h)
 		}
 	}
 	rt.HandleCapsule(http.MethodPost, "/{id}/files/stream/read", pub.kind, s.streamRead(pub))
-	rt.HandleCapsule(http.MethodPost, "/{id}/files/stream/write", pub.kind, s.streamWrite(pub))
+	rt.HandleCapsuleStream(http.MethodPost, "/{id}/files/stream/write", pub.kind, s.streamWrite(pub))
 
 	for _, r := range s.routes(adm) {
-		if r.ws {
+		switch {
+		case r.ws:
 			rt.HandleWS(adminPrefix+r.sub, adm.kind, r.h)
-		} else {
+		case r.stream:
+			rt.HandleStream(r.method, adminPrefix+r.sub, adm.kind, r.h)
+		default:
 			rt.Handle(r.method, adminPrefix+r.sub, adm.kind, r.h)
 		}
 	}
@@ -123,6 +129,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 type route struct {
 	method, sub string
 	ws          bool
+	stream      bool // an upload: no body-read deadline
 	h           http.HandlerFunc
 }
 
@@ -135,7 +142,7 @@ func (s *Service) routes(sc scope) []route {
 		{method: http.MethodDelete, sub: "/{id}/processes/{selector}", h: s.killProcess(sc)},
 		{sub: "/{id}/processes/{selector}/stream", ws: true, h: s.processStream(sc)},
 		{method: http.MethodPost, sub: "/{id}/files/read", h: s.readFile(sc)},
-		{method: http.MethodPost, sub: "/{id}/files/write", h: s.writeFile(sc)},
+		{method: http.MethodPost, sub: "/{id}/files/write", stream: true, h: s.writeFile(sc)},
 		{method: http.MethodPost, sub: "/{id}/files/list", h: s.listDir(sc)},
 		{method: http.MethodPost, sub: "/{id}/files/mkdir", h: s.makeDir(sc)},
 		{method: http.MethodPost, sub: "/{id}/files/remove", h: s.removePath(sc)},

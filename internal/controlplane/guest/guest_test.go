@@ -85,6 +85,7 @@ func TestGuest(t *testing.T) {
 		{"ExecStream", testExecStream},
 		{"Files", testFiles},
 		{"FileErrors", testFileErrors},
+		{"WriteOwnershipFirst", testWriteOwnershipFirst},
 		{"StreamedTransfer", testStreamedTransfer},
 		{"PTY", testPTY},
 		{"PTYErrors", testPTYErrors},

@@ -7,12 +7,16 @@ package httpapi
 
 import (
 	"crypto/rand"
+	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/ratelimit"
 )
 
 // KindNone marks a public route (no credentials).
@@ -24,20 +28,31 @@ type Route struct {
 	Pattern   string // ServeMux pattern path, e.g. /v1/capsules/{id}/exec
 	Kind      auth.Kind
 	WebSocket bool
+	// Stream marks an upload route whose body may take longer than the body-read deadline.
+	Stream bool
 }
 
 // Router is an http.Handler that routes by method and path pattern (net/http ServeMux syntax) and
 // authenticates each route for its kind before calling the handler.
 type Router struct {
-	mux    *http.ServeMux
-	authn  *auth.Authenticator
-	routes []Route
+	mux         *http.ServeMux
+	authn       *auth.Authenticator
+	routes      []Route
+	bodyTimeout time.Duration
 }
+
+// DefaultBodyTimeout is how long a request of a route other than a WebSocket or an upload stream may
+// take to send its body (docs/security.md, "Limits").
+const DefaultBodyTimeout = 30 * time.Second
 
 // NewRouter returns an empty router whose authenticated routes are checked by authn.
 func NewRouter(authn *auth.Authenticator) *Router {
-	return &Router{mux: http.NewServeMux(), authn: authn}
+	return &Router{mux: http.NewServeMux(), authn: authn, bodyTimeout: DefaultBodyTimeout}
 }
+
+// SetBodyTimeout changes the body-read deadline of later registered routes (≤ 0: none). The server's
+// ReadTimeout stays 0 so that WebSockets and uploads are not cut: the deadline is set per request.
+func (rt *Router) SetBodyTimeout(d time.Duration) { rt.bodyTimeout = d }
 
 // Authenticator returns the authenticator routes are checked with (WebSocket handlers need it).
 func (rt *Router) Authenticator() *auth.Authenticator { return rt.authn }
@@ -45,12 +60,72 @@ func (rt *Router) Authenticator() *auth.Authenticator { return rt.authn }
 // Handle registers h for method and pattern. kind KindNone is public; any other kind runs the
 // authenticator first and passes the auth.Identity in the request context (see Identity).
 func (rt *Router) Handle(method, pattern string, kind auth.Kind, h http.HandlerFunc) {
+	rt.handle(Route{Method: method, Pattern: pattern, Kind: kind}, h)
+}
+
+// HandleStream is Handle for an upload route: its body is not bound by the body-read deadline.
+func (rt *Router) HandleStream(method, pattern string, kind auth.Kind, h http.HandlerFunc) {
+	rt.handle(Route{Method: method, Pattern: pattern, Kind: kind, Stream: true}, h)
+}
+
+func (rt *Router) handle(route Route, h http.HandlerFunc) {
 	var handler http.Handler = h
-	if kind != KindNone {
-		handler = rt.authn.Middleware(kind)(h)
+	if route.Kind != KindNone {
+		handler = rt.authn.Middleware(route.Kind)(h)
 	}
-	rt.mux.Handle(method+" "+pattern, handler)
-	rt.routes = append(rt.routes, Route{Method: method, Pattern: pattern, Kind: kind})
+	if !route.Stream && rt.bodyTimeout > 0 {
+		handler = bodyDeadline(rt.bodyTimeout, handler)
+	}
+	rt.mux.Handle(route.Method+" "+route.Pattern, handler)
+	rt.routes = append(rt.routes, route)
+}
+
+// bodyDeadline gives a request with a body d to send it: the connection's read deadline is set
+// before next runs and cleared once the body is read (or closed), so that a long-running handler
+// (exec, downloads) is not cancelled by it. A slow body fails to read and the connection is closed.
+func bodyDeadline(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			next.ServeHTTP(w, r) // not a net/http server connection (tests with recorders)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody clears the connection's read deadline when its body ends (or is closed).
+type deadlineBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	cleared bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		// Only the end of the body: after a timeout the deadline stays, so that the server's discard
+		// of the unread rest fails at once and the connection is closed.
+		b.clear()
+	}
+	return n, err
+}
+
+func (b *deadlineBody) Close() error {
+	b.clear()
+	return b.ReadCloser.Close()
+}
+
+func (b *deadlineBody) clear() {
+	if !b.cleared {
+		b.cleared = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
 }
 
 // HandleWS registers a WebSocket route (GET). h authenticates itself through AcceptWebSocket, because
@@ -68,6 +143,13 @@ var CapsulePrefixes = []string{"/v1/capsules", "/v1/sandboxes"}
 func (rt *Router) HandleCapsule(method, sub string, kind auth.Kind, h http.HandlerFunc) {
 	for _, p := range CapsulePrefixes {
 		rt.Handle(method, p+sub, kind, h)
+	}
+}
+
+// HandleCapsuleStream is HandleStream under both capsule prefixes.
+func (rt *Router) HandleCapsuleStream(method, sub string, kind auth.Kind, h http.HandlerFunc) {
+	for _, p := range CapsulePrefixes {
+		rt.HandleStream(method, p+sub, kind, h)
 	}
 }
 
@@ -107,7 +189,7 @@ const RequestIDHeader = "X-Request-Id"
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()
 	w.Header().Set(RequestIDHeader, id)
-	r = r.WithContext(apierr.WithRequestID(r.Context(), id))
+	r = r.WithContext(auth.WithClientIP(apierr.WithRequestID(r.Context(), id), ratelimit.ClientIP(r)))
 	if _, pattern := rt.mux.Handler(r); pattern != "" {
 		rt.mux.ServeHTTP(w, r)
 		return

@@ -39,18 +39,50 @@ func AcceptWebSocket(w http.ResponseWriter, r *http.Request, authn *auth.Authent
 		_ = c.Close(websocket.StatusGoingAway, msgShuttingDown)
 		return nil, auth.Identity{}, false
 	}
-	if headerAuth {
-		return c, id, true
+	creds := auth.CredentialsFrom(r)
+	if !headerAuth {
+		id, creds, err = authn.AuthenticateFirstMessageCredentials(r.Context(), kind, r.URL.Path, func(ctx context.Context) ([]byte, error) {
+			_, b, err := c.Read(ctx)
+			return b, err
+		})
+		if err != nil {
+			CloseWithError(r.Context(), c, err)
+			return nil, auth.Identity{}, false
+		}
 	}
-	id, err = authn.AuthenticateFirstMessage(r.Context(), kind, r.URL.Path, func(ctx context.Context) ([]byte, error) {
-		_, b, err := c.Read(ctx)
-		return b, err
-	})
-	if err != nil {
-		CloseWithError(r.Context(), c, err)
-		return nil, auth.Identity{}, false
-	}
+	watchCredentials(r.Context(), c, authn, kind, r.URL.Path, creds)
 	return c, id, true
+}
+
+// msgRevoked is the close reason and error frame of a WebSocket whose credential was revoked.
+const msgRevoked = "credentials revoked"
+
+// watchCredentials checks creds again every authn.RecheckEvery() while the socket's request lasts
+// (the server ends a request's context when its handler returns): when they no longer authenticate
+// (a revoked key, a removed member, a deactivated user, an ended session) the socket gets a fatal
+// unauthorized frame and is closed with 4001. Server failures and rate limits do not close it.
+func watchCredentials(ctx context.Context, c *websocket.Conn, authn *auth.Authenticator, kind auth.Kind, path string, creds auth.Credentials) {
+	t := time.NewTicker(authn.RecheckEvery())
+	go func() {
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := authn.Authenticate(ctx, kind, path, creds)
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			if e := apierr.From(err); e.Status >= 500 || e.Status == http.StatusTooManyRequests {
+				continue
+			}
+			_ = WriteFrame(ctx, c, apierr.ErrorFrame(apierr.Unauthorized(msgRevoked), true))
+			_ = c.Close(websocket.StatusCode(apierr.CloseRevoked), msgRevoked)
+			return
+		}
+	}()
 }
 
 // WriteFrame sends v as one JSON text frame.

@@ -82,10 +82,10 @@ func (s *Store) TxOptions(ctx context.Context, opts pgx.TxOptions, fn func(q *db
 	return nil
 }
 
-// ActivateUser activates an inactive user. The first user ever activated
-// becomes platform admin: activations are serialized by a transaction-scoped
-// lock, so q must belong to a transaction (Tx). Not found (pgx.ErrNoRows)
-// when the user is not inactive.
+// ActivateUser activates an inactive user (never an admin: admins are made by
+// the bootstrap or by another admin). Activations are serialized with the
+// bootstrap by a transaction-scoped lock, so q must belong to a transaction
+// (Tx). Not found (pgx.ErrNoRows) when the user is not inactive.
 func ActivateUser(ctx context.Context, q *db.Queries, id uuid.UUID) (db.User, error) {
 	if err := q.LockUserActivation(ctx); err != nil {
 		return db.User{}, fmt.Errorf("lock activation: %w", err)

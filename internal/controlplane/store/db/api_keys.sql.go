@@ -76,6 +76,19 @@ func (q *Queries) DeleteAPIKeysByTeam(ctx context.Context, teamID uuid.UUID) (in
 	return result.RowsAffected(), nil
 }
 
+const deleteAPIKeysCreatedBy = `-- name: DeleteAPIKeysCreatedBy :execrows
+DELETE FROM api_keys WHERE created_by = $1
+`
+
+// Revokes every key a user created (the user was deactivated or deleted).
+func (q *Queries) DeleteAPIKeysCreatedBy(ctx context.Context, userID *uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteAPIKeysCreatedBy, userID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const deleteAPIKeysOfTeamsOwnedBy = `-- name: DeleteAPIKeysOfTeamsOwnedBy :execrows
 DELETE FROM api_keys
 WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = $1 AND role = 'owner')
@@ -84,6 +97,24 @@ WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = $1 AND role =
 // Used when an admin deactivates a user.
 func (q *Queries) DeleteAPIKeysOfTeamsOwnedBy(ctx context.Context, userID uuid.UUID) (int64, error) {
 	result, err := q.db.Exec(ctx, deleteAPIKeysOfTeamsOwnedBy, userID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const deleteTeamAPIKeysCreatedBy = `-- name: DeleteTeamAPIKeysCreatedBy :execrows
+DELETE FROM api_keys WHERE team_id = $1 AND created_by = $2
+`
+
+type DeleteTeamAPIKeysCreatedByParams struct {
+	TeamID uuid.UUID
+	UserID *uuid.UUID
+}
+
+// Revokes the keys a user created in a team (the user left or was removed).
+func (q *Queries) DeleteTeamAPIKeysCreatedBy(ctx context.Context, arg DeleteTeamAPIKeysCreatedByParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteTeamAPIKeysCreatedBy, arg.TeamID, arg.UserID)
 	if err != nil {
 		return 0, err
 	}

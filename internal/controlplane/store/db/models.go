@@ -234,16 +234,17 @@ type Template struct {
 }
 
 type User struct {
-	ID           uuid.UUID
-	Email        string
-	Name         string
-	PasswordHash *string
-	Status       string
-	IsAdmin      bool
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	ActivatedAt  *time.Time
-	DeletedAt    *time.Time
+	ID             uuid.UUID
+	Email          string
+	Name           string
+	PasswordHash   *string
+	Status         string
+	IsAdmin        bool
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	ActivatedAt    *time.Time
+	DeletedAt      *time.Time
+	SessionVersion int32
 }
 
 type UserIdentity struct {

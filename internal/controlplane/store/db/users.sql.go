@@ -15,14 +15,13 @@ import (
 const activateUserLocked = `-- name: ActivateUserLocked :one
 UPDATE users
 SET status = 'active',
-    activated_at = now(),
-    is_admin = is_admin OR NOT EXISTS (SELECT 1 FROM users a WHERE a.is_admin)
+    activated_at = now()
 WHERE users.id = $1 AND users.status = 'inactive'
-RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at
+RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version
 `
 
-// Activates an inactive user; the first user ever activated becomes platform
-// admin (run after LockUserActivation in the same transaction).
+// Activates an inactive user (run after LockUserActivation in the same transaction). Activation
+// never makes an admin: admins are made by the bootstrap or by another admin.
 func (q *Queries) ActivateUserLocked(ctx context.Context, id uuid.UUID) (User, error) {
 	row := q.db.QueryRow(ctx, activateUserLocked, id)
 	var i User
@@ -37,8 +36,20 @@ func (q *Queries) ActivateUserLocked(ctx context.Context, id uuid.UUID) (User, e
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
+}
+
+const countActiveAdmins = `-- name: CountActiveAdmins :one
+SELECT count(*) FROM users WHERE is_admin AND status = 'active'
+`
+
+func (q *Queries) CountActiveAdmins(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, countActiveAdmins)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const countUsers = `-- name: CountUsers :one
@@ -56,7 +67,7 @@ const createUser = `-- name: CreateUser :one
 INSERT INTO users (email, name, password_hash, status, is_admin, activated_at)
 VALUES (lower($1::text), $2, $3, $4, $5,
         CASE WHEN $4::text = 'active' THEN now() END)
-RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at
+RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version
 `
 
 type CreateUserParams struct {
@@ -88,6 +99,7 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
 }
@@ -159,8 +171,32 @@ func (q *Queries) DeleteUserIdentity(ctx context.Context, arg DeleteUserIdentity
 	return result.RowsAffected(), nil
 }
 
+const endUserSessions = `-- name: EndUserSessions :one
+UPDATE users SET session_version = session_version + 1 WHERE id = $1 RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version
+`
+
+// Bumps the session version: every user JWT issued before stops working.
+func (q *Queries) EndUserSessions(ctx context.Context, id uuid.UUID) (User, error) {
+	row := q.db.QueryRow(ctx, endUserSessions, id)
+	var i User
+	err := row.Scan(
+		&i.ID,
+		&i.Email,
+		&i.Name,
+		&i.PasswordHash,
+		&i.Status,
+		&i.IsAdmin,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.ActivatedAt,
+		&i.DeletedAt,
+		&i.SessionVersion,
+	)
+	return i, err
+}
+
 const getUserByEmail = `-- name: GetUserByEmail :one
-SELECT id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at FROM users WHERE email = lower($1::text)
+SELECT id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version FROM users WHERE email = lower($1::text)
 `
 
 func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error) {
@@ -177,12 +213,13 @@ func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
 }
 
 const getUserByID = `-- name: GetUserByID :one
-SELECT id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at FROM users WHERE id = $1
+SELECT id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUserByID(ctx context.Context, id uuid.UUID) (User, error) {
@@ -199,6 +236,7 @@ func (q *Queries) GetUserByID(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
 }
@@ -256,7 +294,7 @@ func (q *Queries) ListUserIdentities(ctx context.Context, userID uuid.UUID) ([]U
 }
 
 const listUsers = `-- name: ListUsers :many
-SELECT users.id, users.email, users.name, users.password_hash, users.status, users.is_admin, users.created_at, users.updated_at, users.activated_at, users.deleted_at,
+SELECT users.id, users.email, users.name, users.password_hash, users.status, users.is_admin, users.created_at, users.updated_at, users.activated_at, users.deleted_at, users.session_version,
        (SELECT count(*) FROM team_members m JOIN teams t ON t.id = m.team_id
         WHERE m.user_id = users.id AND t.deleted_at IS NULL) AS teams_joined,
        (SELECT count(*) FROM team_members m JOIN teams t ON t.id = m.team_id
@@ -298,6 +336,7 @@ func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]ListUse
 			&i.User.UpdatedAt,
 			&i.User.ActivatedAt,
 			&i.User.DeletedAt,
+			&i.User.SessionVersion,
 			&i.TeamsJoined,
 			&i.TeamsOwned,
 		); err != nil {
@@ -373,7 +412,7 @@ func (q *Queries) SearchActiveUsersByEmailPrefix(ctx context.Context, arg Search
 }
 
 const setUserName = `-- name: SetUserName :one
-UPDATE users SET name = $1 WHERE id = $2 RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at
+UPDATE users SET name = $1 WHERE id = $2 RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version
 `
 
 type SetUserNameParams struct {
@@ -395,6 +434,7 @@ func (q *Queries) SetUserName(ctx context.Context, arg SetUserNameParams) (User,
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
 }
@@ -421,7 +461,7 @@ UPDATE users
 SET status = $1,
     deleted_at = CASE WHEN $1::text = 'deleted' THEN coalesce(deleted_at, now()) END
 WHERE id = $2
-RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at
+RETURNING id, email, name, password_hash, status, is_admin, created_at, updated_at, activated_at, deleted_at, session_version
 `
 
 type SetUserStatusParams struct {
@@ -444,6 +484,7 @@ func (q *Queries) SetUserStatus(ctx context.Context, arg SetUserStatusParams) (U
 		&i.UpdatedAt,
 		&i.ActivatedAt,
 		&i.DeletedAt,
+		&i.SessionVersion,
 	)
 	return i, err
 }

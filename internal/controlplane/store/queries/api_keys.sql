@@ -17,6 +17,14 @@ ORDER BY api_keys.created_at, api_keys.id;
 -- name: DeleteAPIKey :execrows
 DELETE FROM api_keys WHERE team_id = @team_id AND id = @id;
 
+-- name: DeleteAPIKeysCreatedBy :execrows
+-- Revokes every key a user created (the user was deactivated or deleted).
+DELETE FROM api_keys WHERE created_by = @user_id;
+
+-- name: DeleteTeamAPIKeysCreatedBy :execrows
+-- Revokes the keys a user created in a team (the user left or was removed).
+DELETE FROM api_keys WHERE team_id = @team_id AND created_by = @user_id;
+
 -- name: TouchAPIKey :exec
 UPDATE api_keys SET last_used_at = now() WHERE id = @id;
 

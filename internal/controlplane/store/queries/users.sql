@@ -17,17 +17,23 @@ SELECT * FROM users WHERE email = lower(@email::text);
 SELECT pg_advisory_xact_lock(hashtext('wrenn.users.activation'));
 
 -- name: ActivateUserLocked :one
--- Activates an inactive user; the first user ever activated becomes platform
--- admin (run after LockUserActivation in the same transaction).
+-- Activates an inactive user (run after LockUserActivation in the same transaction). Activation
+-- never makes an admin: admins are made by the bootstrap or by another admin.
 UPDATE users
 SET status = 'active',
-    activated_at = now(),
-    is_admin = is_admin OR NOT EXISTS (SELECT 1 FROM users a WHERE a.is_admin)
+    activated_at = now()
 WHERE users.id = @id AND users.status = 'inactive'
 RETURNING *;
 
 -- name: SetUserPassword :execrows
 UPDATE users SET password_hash = @password_hash::text WHERE id = @id;
+
+-- name: EndUserSessions :one
+-- Bumps the session version: every user JWT issued before stops working.
+UPDATE users SET session_version = session_version + 1 WHERE id = @id RETURNING *;
+
+-- name: CountActiveAdmins :one
+SELECT count(*) FROM users WHERE is_admin AND status = 'active';
 
 -- name: SetUserName :one
 UPDATE users SET name = @name WHERE id = @id RETURNING *;
