@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -83,6 +84,7 @@ func TestUp(t *testing.T) {
 	e.checkExec(t, a)
 	e.checkShell(t, a)
 	e.checkFiles(t, a)
+	e.checkProxy(t, a)
 	var c string
 	if withBase() {
 		c = e.create(t, "base")
@@ -479,6 +481,44 @@ func (e *env) checkFiles(t *testing.T, id string) {
 }
 
 // checkTicking: the background loop started before the restart still runs (its file keeps changing).
+// checkProxy starts a web server in capsule id and reaches it through the port proxy that `wrenn up`
+// turns on (domain localhost): http://8000-<id>.localhost:<port>/ on the API listener. envd's port
+// needs the capsule's access token.
+func (e *env) checkProxy(t *testing.T, id string) {
+	t.Helper()
+	e.ok(t, "capsule", "exec", id, "--", "sh", "-c", "mkdir -p /tmp/www && echo through-the-proxy > /tmp/www/index.html")
+	e.ok(t, "capsule", "exec", "--background", "--tag", "www", id, "--", "httpd", "-f", "-p", "8000", "-h", "/tmp/www")
+	_, port, _ := net.SplitHostPort(e.listen)
+	get := func(capsulePort string) (int, string, error) {
+		req, err := http.NewRequest("GET", "http://"+e.listen+"/", nil)
+		if err != nil {
+			return 0, "", err
+		}
+		req.Host = capsulePort + "-" + id + ".localhost:" + port
+		res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		code, body, err := get("8000")
+		if err == nil && code == 200 && body == "through-the-proxy\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web server through the port proxy: %d %q %v", code, body, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if code, body, err := get("49983"); err != nil || code != 401 {
+		t.Fatalf("envd through the proxy without its token: %d %q %v", code, body, err)
+	}
+}
+
 func (e *env) checkTicking(t *testing.T, id string) {
 	t.Helper()
 	read := func() int {

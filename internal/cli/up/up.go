@@ -32,6 +32,9 @@ const (
 	DefaultDataDir    = "/var/lib/wrenn"
 	DefaultListen     = "127.0.0.1:8080"
 	DefaultAdminEmail = "admin@localhost"
+	// DefaultProxyDomain makes the port proxy answer http://{port}-{capsule_id}.localhost:<port>/ on
+	// this machine: *.localhost resolves to loopback in browsers and curl.
+	DefaultProxyDomain = "localhost"
 	// ProfileName is the CLI profile `wrenn up` writes and makes current.
 	ProfileName = "local"
 
@@ -61,8 +64,12 @@ type Options struct {
 	AdminEmail  string // the admin created on the first run
 	// NetPrefix and Subnet are the agent's network prefix and capsule address pool; empty = what the
 	// first run recorded, else the agent's defaults.
-	NetPrefix      string
-	Subnet         string
+	NetPrefix string
+	Subnet    string
+	// ProxyDomain is the port proxy's domain: http://{port}-{capsule_id}.<domain>:<port of Listen>/
+	// reaches a capsule's port (default "localhost", which browsers and curl resolve to loopback);
+	// empty turns the proxy off.
+	ProxyDomain    string
 	SkipDeps       bool // do not install missing OS packages
 	NoBaseTemplate bool // do not build the base image (tests)
 	Out            io.Writer
@@ -95,6 +102,7 @@ and PostgreSQL; the next run resumes the capsules and keeps all data. Needs root
 	f.StringVar(&o.AdminEmail, "admin-email", DefaultAdminEmail, "email of the admin the first run creates")
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "the agent's -net-prefix (default: the first run's, else "+defaultNetPrefix+")")
 	f.StringVar(&o.Subnet, "subnet", "", "the agent's -subnet (default: the first run's, else "+defaultSubnet+")")
+	f.StringVar(&o.ProxyDomain, "proxy-domain", DefaultProxyDomain, "port proxy domain: http://{port}-{capsule_id}.<domain>:<listen port>/ reaches a capsule's port; empty turns the proxy off")
 	f.BoolVar(&o.SkipDeps, "skip-deps", false, "do not install missing OS packages")
 	f.BoolVar(&o.NoBaseTemplate, "no-base-template", false, "do not build the base template image (tests; a capsule from base builds it)")
 	return cmd
@@ -458,8 +466,9 @@ func (u *upper) startControlPlane(ctx context.Context, dsn string) error {
 	u.apiURL = apiURL
 	t := time.Now()
 	// The DSN (with its password) goes through the environment, not the command line.
+	// The proxy domain goes through the environment too: an empty one turns the proxy off.
 	c, err := startChild("wrenn-cp", u.bins.cp, []string{"serve", "--listen", u.o.Listen},
-		childEnv("WRENN_DATABASE_URL="+dsn), filepath.Join(u.logs, "wrenn-cp.log"))
+		childEnv("WRENN_DATABASE_URL="+dsn, "WRENN_PROXY_DOMAIN="+u.o.ProxyDomain), filepath.Join(u.logs, "wrenn-cp.log"))
 	if err != nil {
 		return err
 	}
@@ -470,6 +479,10 @@ func (u *upper) startControlPlane(ctx context.Context, dsn string) error {
 		return fmt.Errorf("control plane at %s: %w", apiURL, err)
 	}
 	u.status("control plane", "%s (%s)", apiURL, time.Since(t).Round(100*time.Millisecond))
+	if d := u.o.ProxyDomain; d != "" {
+		_, port, _ := net.SplitHostPort(u.o.Listen)
+		u.status("port proxy", "http://{port}-{capsule_id}.%s:%s/ reaches a port of a capsule", d, port)
+	}
 	return nil
 }
 
@@ -698,7 +711,7 @@ func waitFor(ctx context.Context, timeout time.Duration, c *child, cond func() (
 func childEnv(extra ...string) []string {
 	drop := map[string]bool{
 		"WRENN_DATABASE_URL": true, "DATABASE_URL": true, "WRENN_LISTEN": true, "WRENN_ADMIN_PASSWORD": true,
-		"WRENN_CONTROL_PLANE": true, "WRENN_REGISTRATION_TOKEN": true,
+		"WRENN_CONTROL_PLANE": true, "WRENN_REGISTRATION_TOKEN": true, "WRENN_PROXY_DOMAIN": true,
 	}
 	var env []string
 	for _, kv := range os.Environ() {
