@@ -45,6 +45,9 @@ type EnvdOptions struct {
 	// Args are extra envd flags. -addr, -forward-ports, -run-dir and
 	// -metadata-file given here replace the test defaults.
 	Args []string
+	// NoHostProfile runs envd in a private mount namespace where root's shell start-up files are
+	// empty (see withoutHostProfile). envd then no longer sees mounts the test makes afterwards.
+	NoHostProfile bool
 }
 
 // StartEnvd runs envd on a free loopback port with port forwarding off and
@@ -108,8 +111,10 @@ func StartEnvdWith(t testing.TB, o EnvdOptions) *Envd {
 	var cmd *exec.Cmd
 	if o.Netns != "" {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", o.Netns, bin}, args...)...)
-	} else {
+	} else if o.NoHostProfile {
 		cmd = withoutHostProfile(bin, args)
+	} else {
+		cmd = exec.Command(bin, args...)
 	}
 	logPath := filepath.Join(tmp, "envd.log")
 	logf, err := os.Create(logPath)
@@ -293,9 +298,9 @@ func parentPID(pid int) (int, error) {
 var hostProfiles = []string{"/root/.profile", "/root/.bash_profile", "/root/.bash_login", "/root/.bashrc"}
 
 // withoutHostProfile runs bin with args, as root in a private mount namespace where root's shell
-// start-up files are empty: envd on the host runs `bash -l` as root for commands with user root,
-// and what the machine's profile does (a pyenv rehash that waits a minute on a stale lock, seen
-// here) is not the tests' business. The mounts stay in that namespace; exec keeps the PID.
+// start-up files are empty: envd on the host runs `bash -l` as root for an SDK command with user
+// root, and what the machine's profile does (a pyenv rehash that waits a minute on a stale lock,
+// seen here) is not the tests' business. The mounts stay in that namespace; exec keeps the PID.
 func withoutHostProfile(bin string, args []string) *exec.Cmd {
 	if os.Geteuid() != 0 {
 		return exec.Command(bin, args...)

@@ -46,7 +46,7 @@ func TestE2BJSSDK(t *testing.T) {
 
 	u := testutil.CreateUser(t, testutil.RandomName("wrnt", 8))
 	scratch := t.TempDir()
-	e := testutil.StartEnvd(t, "-addr", envdAddr)
+	e := testutil.StartEnvdWith(t, testutil.EnvdOptions{Args: []string{"-addr", envdAddr}, NoHostProfile: true})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()

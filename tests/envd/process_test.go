@@ -524,7 +524,8 @@ func TestPTY(t *testing.T) {
 	e := startEnvd(t)
 	req := &process.StartRequest{
 		Process: &process.ProcessConfig{
-			Cmd: "/bin/bash", Args: []string{"-i", "-l"},
+			// Interactive, without the host's start-up files (root's profile is not this test's business).
+			Cmd: "/bin/bash", Args: []string{"--noprofile", "--norc", "-i"},
 			Envs: map[string]string{"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
 		},
 		Pty: &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}},
