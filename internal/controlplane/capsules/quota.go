@@ -133,7 +133,7 @@ func (s *Service) checkQuota(ctx context.Context, q *db.Queries, team uuid.UUID,
 		return apierr.Internal(err)
 	}
 	lim := s.effective(o)
-	if lim == (Quota{}) {
+	if !lim.limits(d) {
 		return nil
 	}
 	row, err := q.TeamQuotaUsage(ctx, team)
