@@ -39,6 +39,7 @@ const (
 	CodeHasActiveCapsules   = "has_active_capsules"
 	CodeTooLarge            = "too_large"
 	CodeRateLimited         = "rate_limited"
+	CodeQuotaExceeded       = "quota_exceeded"
 	CodeInternalError       = "internal_error"
 	CodeBuildError          = "build_error"
 	CodeAgentError          = "agent_error"
@@ -211,6 +212,10 @@ func RateLimited(msg string, retryAfter time.Duration) *Error {
 	e.retryAfter = retryAfter
 	return e
 }
+
+// QuotaExceeded is 429 quota_exceeded: the action would take the team over one of its quotas (msg
+// names the limit); waiting does not help until the team frees capacity.
+func QuotaExceeded(msg string) *Error { return New(http.StatusTooManyRequests, CodeQuotaExceeded, msg) }
 
 // Internal is 500 internal_error with the generic message; cause is logged, never sent.
 func Internal(cause error) *Error {

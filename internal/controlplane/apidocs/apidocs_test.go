@@ -48,6 +48,7 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "GET", Path: "/v1/teams/{id}", Auth: "JWT"},
 	{Method: "PATCH", Path: "/v1/teams/{id}", Auth: "JWT"},
 	{Method: "DELETE", Path: "/v1/teams/{id}", Auth: "JWT"},
+	{Method: "GET", Path: "/v1/teams/{id}/quotas", Auth: "JWT"},
 	{Method: "GET", Path: "/v1/teams/{id}/members", Auth: "JWT"},
 	{Method: "POST", Path: "/v1/teams/{id}/members", Auth: "JWT"},
 	{Method: "PATCH", Path: "/v1/teams/{id}/members/{uid}", Auth: "JWT"},
@@ -84,6 +85,8 @@ var contractRoutes = []apidocs.Operation{
 	// docs/api.md without builds
 	{Method: "GET", Path: "/v1/admin/teams", Auth: "ADMIN"},
 	{Method: "PUT", Path: "/v1/admin/teams/{id}/byoc", Auth: "ADMIN"},
+	{Method: "GET", Path: "/v1/admin/teams/{id}/quotas", Auth: "ADMIN"},
+	{Method: "PUT", Path: "/v1/admin/teams/{id}/quotas", Auth: "ADMIN"},
 	{Method: "DELETE", Path: "/v1/admin/teams/{id}", Auth: "ADMIN"},
 	{Method: "GET", Path: "/v1/admin/users", Auth: "ADMIN"},
 	{Method: "PUT", Path: "/v1/admin/users/{id}/active", Auth: "ADMIN"},

@@ -104,6 +104,12 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		// The capsule resumes the captured memory: its size is the template's.
 		p.VCPUs, p.MemoryMB = *tpl.VCPUs, *tpl.MemoryMB
 	}
+	need := demand{capsules: 1, vcpus: p.VCPUs, memoryMB: p.MemoryMB}
+	// A first check before placing answers an over-quota team without waiting for a host; the one
+	// that counts is made again with the insert below.
+	if err := s.checkQuota(ctx, s.Store.Queries, team, need); err != nil {
+		return db.Capsule{}, err
+	}
 	host, err := s.place(ctx, team, tpl, p.MemoryMB)
 	if err != nil {
 		return db.Capsule{}, err
@@ -117,13 +123,21 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(err)
 	}
-	c, err := s.Store.CreateCapsule(ctx, db.CreateCapsuleParams{
-		ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
-		VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
-		AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
+	var c db.Capsule
+	err = s.withQuota(ctx, team, need, func(q *db.Queries) error {
+		var err error
+		c, err = q.CreateCapsule(ctx, db.CreateCapsuleParams{
+			ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
+			VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
+			AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
+		})
+		if err != nil {
+			return apierr.Internal(fmt.Errorf("insert capsule: %w", err))
+		}
+		return nil
 	})
 	if err != nil {
-		return db.Capsule{}, apierr.Internal(fmt.Errorf("insert capsule: %w", err))
+		return db.Capsule{}, err
 	}
 	publicID := ids.Capsule.Format(c.ID)
 	log := s.Log.With("capsule_id", publicID, "host_id", ids.Host.Format(host.ID), "template", tpl.Name)
@@ -207,8 +221,8 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	return c, nil
 }
 
-// place picks the host of a new capsule: the host holding a snapshot template's files, else the
-// scheduler's choice.
+// place picks the host of a new capsule: the host holding a snapshot template's files (checked for
+// memory and disk headroom by a HostScheduler, fleet's), else the scheduler's choice.
 func (s *Service) place(ctx context.Context, team uuid.UUID, tpl db.Template, memoryMB int32) (db.Host, error) {
 	if tpl.HostID == nil {
 		return s.sched.Pick(ctx, team, memoryMB, DiskMB)
@@ -278,6 +292,17 @@ func parseIP(s string) *netip.Addr {
 // withAudit runs record (the row update that completes an action) and writes entry at the same time:
 // two PostgreSQL round trips in the time of one on the request's path. Both are done when it returns.
 func (s *Service) withAudit(ctx context.Context, entry audit.Entry, record func() (db.Capsule, error)) (db.Capsule, error) {
+	return s.withAuditOn(ctx, s.Store.Queries, entry, record)
+}
+
+// withAuditOn is withAudit writing entry through q. A q other than the pool's is one connection (a
+// transaction): record runs first, then entry is written.
+func (s *Service) withAuditOn(ctx context.Context, q *db.Queries, entry audit.Entry, record func() (db.Capsule, error)) (db.Capsule, error) {
+	if q != s.Store.Queries {
+		c, err := record()
+		audit.Record(ctx, q, entry)
+		return c, err
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

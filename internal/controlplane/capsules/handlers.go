@@ -33,6 +33,10 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodGet, "/v1/snapshots", auth.KindKeyOrJWT, s.handleListTemplates)
 	rt.Handle(http.MethodDelete, "/v1/snapshots/{name}", auth.KindKeyOrJWT, s.handleDeleteTemplate(team))
 
+	rt.Handle(http.MethodGet, "/v1/teams/{id}/quotas", auth.KindJWT, s.handleTeamQuota)
+	rt.Handle(http.MethodGet, "/v1/admin/teams/{id}/quotas", auth.KindAdmin, s.handleAdminTeamQuota)
+	rt.Handle(http.MethodPut, "/v1/admin/teams/{id}/quotas", auth.KindAdmin, s.handleAdminSetTeamQuota)
+
 	admin := platformRoute
 	rt.Handle(http.MethodGet, "/v1/admin/templates", auth.KindAdmin, s.handleListAllTemplates)
 	rt.Handle(http.MethodDelete, "/v1/admin/templates/{name}", auth.KindAdmin, s.handleDeleteTemplate(admin))

@@ -74,6 +74,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, withAgent bool) *fixture {
 	t.Helper()
+	return newFixtureQuota(t, withAgent, capsules.Quota{})
+}
+
+// newFixtureQuota is newFixture with quota as every team's default quota.
+func newFixtureQuota(t *testing.T, withAgent bool, quota capsules.Quota) *fixture {
+	t.Helper()
 	f := &fixture{env: cptest.New(t), agents: &fakeAgents{
 		clients: map[uuid.UUID]hostagentv1connect.HostAgentServiceClient{}, down: map[uuid.UUID]bool{},
 	}}
@@ -97,7 +103,7 @@ func newFixture(t *testing.T, withAgent bool) *fixture {
 		f.agents.clients[f.host.ID] = f.agent.API
 		sched.host = &f.host
 	}
-	svc, err := capsules.New(capsules.Config{Store: f.env.Store, Agents: f.agents, Scheduler: sched})
+	svc, err := capsules.New(capsules.Config{Store: f.env.Store, Agents: f.agents, Scheduler: sched, Quota: quota})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,42 +117,60 @@ func (s *Service) Pause(ctx context.Context, actor auth.Identity, team uuid.UUID
 	if err != nil {
 		return db.Capsule{}, err
 	}
-	return s.pause(ctx, actor, t)
+	// A paused capsule keeps its disk: the team's paused-disk quota must have room for it.
+	var (
+		c        db.Capsule
+		unstored map[string][]*hav1.MetricPoint
+	)
+	err = s.withQuota(ctx, t.Capsule.TeamID, demand{pausedDiskMB: t.Capsule.DiskMB}, func(q *db.Queries) error {
+		c, unstored, err = s.pause(ctx, actor, t, q)
+		return err
+	})
+	s.storeMetrics(ctx, t.Capsule, unstored)
+	return c, err
 }
 
-// pause persists t's metrics tiers, pauses it on its host and records it paused.
-func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target) (db.Capsule, error) {
-	// The tiers are taken before the pause and stored while the agent pauses.
+// pause persists t's metrics tiers, pauses it on its host and records it paused through q. With the
+// pool's q the tiers are stored while the agent pauses; with a transaction's (withQuota) they are
+// returned for the caller to store after it.
+func (s *Service) pause(ctx context.Context, actor auth.Identity, t Target, q *db.Queries) (db.Capsule, map[string][]*hav1.MetricPoint, error) {
+	// The tiers are taken before the pause.
 	start := time.Now()
 	tiers := s.flushMetrics(ctx, t.Agent, t.Capsule)
 	flushed := time.Now()
 	stored := make(chan struct{})
-	go func() {
-		defer close(stored)
-		s.storeMetrics(ctx, t.Capsule, tiers)
-	}()
+	var unstored map[string][]*hav1.MetricPoint
+	if q == s.Store.Queries {
+		go func() {
+			defer close(stored)
+			s.storeMetrics(ctx, t.Capsule, tiers)
+		}()
+	} else {
+		unstored = tiers
+		close(stored)
+	}
 	_, err := t.Agent.PauseSandbox(ctx, connect.NewRequest(&hav1.PauseSandboxRequest{SandboxId: t.PublicID}))
 	paused := time.Now()
 	<-stored
 	s.Log.Debug("capsule pause timing", "capsule_id", t.PublicID, "flush", flushed.Sub(start),
 		"pause", paused.Sub(flushed), "store_wait", time.Since(paused))
 	if err != nil {
-		return db.Capsule{}, apierr.FromAgent(ctx, err)
+		return db.Capsule{}, unstored, apierr.FromAgent(ctx, err)
 	}
 	bg := context.WithoutCancel(ctx)
-	c, err := s.withAudit(bg, audit.Entry{Team: t.Capsule.TeamID, Actor: actor, ResourceType: "capsule",
+	c, err := s.withAuditOn(bg, q, audit.Entry{Team: t.Capsule.TeamID, Actor: actor, ResourceType: "capsule",
 		ResourceID: t.PublicID, Action: "capsule.pause"}, func() (db.Capsule, error) {
-		return s.Store.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{store.CapsuleRunning}})
+		return q.MarkCapsulePaused(bg, db.MarkCapsulePausedParams{ID: t.Capsule.ID, FromStatuses: []string{store.CapsuleRunning}})
 	})
 	if store.IsNotFound(err) {
 		// Changed meanwhile (destroyed, or paused by the reconciler): answer what it is now.
-		c, err = s.Store.GetCapsuleByID(bg, t.Capsule.ID)
+		c, err = q.GetCapsuleByID(bg, t.Capsule.ID)
 	}
 	if err != nil {
-		return db.Capsule{}, apierr.Internal(fmt.Errorf("record paused capsule: %w", err))
+		return db.Capsule{}, unstored, apierr.Internal(fmt.Errorf("record paused capsule: %w", err))
 	}
 	s.Log.Info("capsule paused", "capsule_id", t.PublicID)
-	return c, nil
+	return c, unstored, nil
 }
 
 // Resume restores paused capsule rawID of team on its host with its template's defaults (docs/api.md).
@@ -161,6 +179,18 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, err
 	}
+	// A resumed capsule is live again: it counts against the team's running capsules, vCPUs and memory.
+	var c db.Capsule
+	need := demand{capsules: 1, vcpus: t.Capsule.VCPUs, memoryMB: t.Capsule.MemoryMB}
+	err = s.withQuota(ctx, t.Capsule.TeamID, need, func(q *db.Queries) error {
+		c, err = s.resume(ctx, actor, t, q)
+		return err
+	})
+	return c, err
+}
+
+// resume restores t on its host and records it running through q.
+func (s *Service) resume(ctx context.Context, actor auth.Identity, t Target, q *db.Queries) (db.Capsule, error) {
 	c := t.Capsule
 	token, err := s.EnvdToken(c)
 	if err != nil {
@@ -183,15 +213,15 @@ func (s *Service) Resume(ctx context.Context, actor auth.Identity, team uuid.UUI
 		meta = m
 	}
 	bg := context.WithoutCancel(ctx)
-	c, err = s.withAudit(bg, audit.Entry{Team: c.TeamID, Actor: actor, ResourceType: "capsule",
+	c, err = s.withAuditOn(bg, q, audit.Entry{Team: c.TeamID, Actor: actor, ResourceType: "capsule",
 		ResourceID: t.PublicID, Action: "capsule.resume"}, func() (db.Capsule, error) {
-		return s.Store.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
+		return q.SetCapsuleRunning(bg, db.SetCapsuleRunningParams{
 			HostID: c.HostID, HostIP: parseIP(res.Msg.GetHostIp()), Metadata: meta,
 			ID: c.ID, FromStatuses: []string{store.CapsulePaused},
 		})
 	})
 	if store.IsNotFound(err) {
-		c, err = s.Store.GetCapsuleByID(bg, t.Capsule.ID)
+		c, err = q.GetCapsuleByID(bg, t.Capsule.ID)
 	}
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(fmt.Errorf("record resumed capsule: %w", err))

@@ -50,6 +50,9 @@ type Config struct {
 	// Secret is the 32-byte key sealing capsules' envd access tokens in the database (docs/security.md).
 	// Nil: a random key of this process (tests; tokens sealed by another process then do not open).
 	Secret []byte
+	// Quota is the platform default of every team's quota (docs/security.md, "Quotas"); admins
+	// override it per team. Zero limits are unlimited.
+	Quota Quota
 }
 
 // Service is the capsule lifecycle: the REST handlers of docs/api.md, the admin capsule and template
@@ -58,6 +61,7 @@ type Config struct {
 type Service struct {
 	*Resolver
 	sched             Scheduler
+	quota             Quota
 	reconcileInterval time.Duration
 	statsInterval     time.Duration
 }
@@ -71,6 +75,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("capsules: Config.Agents is required")
 	case cfg.Scheduler == nil:
 		return nil, errors.New("capsules: Config.Scheduler is required")
+	case cfg.Quota.Capsules < 0 || cfg.Quota.VCPUs < 0 || cfg.Quota.MemoryMB < 0 || cfg.Quota.PausedDiskMB < 0:
+		return nil, errors.New("capsules: Config.Quota limits must not be negative")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -94,6 +100,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		Resolver:          &Resolver{Store: cfg.Store, Agents: cfg.Agents, Log: cfg.Log, Tokens: box},
 		sched:             cfg.Scheduler,
+		quota:             cfg.Quota,
 		reconcileInterval: cfg.ReconcileInterval,
 		statsInterval:     cfg.StatsInterval,
 	}, nil

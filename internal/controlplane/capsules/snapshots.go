@@ -133,7 +133,7 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 	c := t.Capsule
 	if c.Status == store.CapsuleRunning {
 		var err error
-		if c, err = s.pause(ctx, actor, t); err != nil {
+		if c, _, err = s.pause(ctx, actor, t, s.Store.Queries); err != nil {
 			return db.Template{}, err
 		}
 	}

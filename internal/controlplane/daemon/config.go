@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/mail"
 	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
@@ -47,6 +48,10 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // to send a request's headers
 	IdleTimeout       time.Duration // a keep-alive connection without a request is closed after this
 	BodyTimeout       time.Duration // to send a request body (WebSockets and uploads excepted)
+
+	// Quota is every team's default quota (docs/security.md, "Quotas"): running capsules, their vCPUs
+	// and memory, and paused capsules' disk. 0 = unlimited; admins override it per team.
+	Quota capsules.Quota
 
 	// Intervals of the background loops; zero = the packages' defaults.
 	HeartbeatTimeout  time.Duration

@@ -91,7 +91,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	caps, err := capsules.New(capsules.Config{
 		Store: st, Agents: meter.Agents(fl), Scheduler: fl, Log: log.With("component", "capsules"),
 		ReconcileInterval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
-		Secret: derivedKey(secret, "capsules.envd-token"),
+		Secret: derivedKey(secret, "capsules.envd-token"), Quota: cfg.Quota,
 	})
 	if err != nil {
 		return nil, err

@@ -123,3 +123,36 @@ func headroom(r *db.ListSchedulableHostsRow) score {
 	}
 	return sc
 }
+
+// PickHost checks that host can take a new capsule of team needing memoryMB of memory and diskMB of
+// disk, the way Pick checks every host: it must be online with an address and have the memory and
+// disk left after what its capsules reserve. A capsule created from a snapshot template must run on
+// the host holding the template's files. Unknown, offline or full → 503 no_capacity.
+func (s *Service) PickHost(ctx context.Context, host, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error) {
+	h, err := s.store.GetHost(ctx, host)
+	if err != nil && !store.IsNotFound(err) {
+		return db.Host{}, apierr.Internal(fmt.Errorf("read host: %w", err))
+	}
+	if err != nil || h.Status != store.HostOnline || h.Address == nil {
+		return db.Host{}, apierr.NoCapacity("the host holding the template is not available")
+	}
+	p := db.ListSchedulableHostsParams{Type: h.Type}
+	if h.Type == store.HostBYOC {
+		p.TeamID = h.TeamID
+	}
+	rows, err := s.store.ListSchedulableHosts(ctx, p)
+	if err != nil {
+		return db.Host{}, apierr.Internal(fmt.Errorf("list schedulable hosts: %w", err))
+	}
+	for i := range rows {
+		r := &rows[i]
+		if r.Host.ID != host {
+			continue
+		}
+		if !fits(r, memoryMB, diskMB) {
+			break
+		}
+		return r.Host, nil
+	}
+	return db.Host{}, apierr.NoCapacity(fmt.Sprintf("the host holding the template cannot fit a capsule with %d MB memory and %d MB disk", memoryMB, diskMB))
+}

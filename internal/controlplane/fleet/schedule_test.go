@@ -128,3 +128,34 @@ func TestPick(t *testing.T) {
 		t.Fatalf("host without specs: %v", err)
 	}
 }
+
+// PickHost checks one host as Pick checks every host: online and with memory and disk left.
+func TestPickHost(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	team := e.NewAccount(t, "plain", false)
+	regular := map[string]any{"type": "regular"}
+	x := e.specHost(t, e.admin.JWT, regular, "127.0.0.1:7000", 4096, 4)
+	down := e.specHost(t, e.admin.JWT, regular, "127.0.0.3:7000", 65536, 64)
+	if _, err := e.Store.SetHostStatus(ctx, db.SetHostStatusParams{ID: down, Status: store.HostUnreachable}); err != nil {
+		t.Fatal(err)
+	}
+
+	h, err := e.svc.PickHost(ctx, x, team.Team, 1024, 1024)
+	if err != nil || h.ID != x {
+		t.Fatalf("PickHost = %v, %v", h.ID, err)
+	}
+	e.addCapsule(t, team.Team, x, store.CapsuleRunning, 3584)
+	_, err = e.svc.PickHost(ctx, x, team.Team, 1024, 1024)
+	wantCode(t, err, apierr.CodeNoCapacity)
+	if _, err := e.svc.PickHost(ctx, x, team.Team, 512, 1024); err != nil {
+		t.Fatalf("PickHost(512 MB) on a host with 512 MB left: %v", err)
+	}
+	// Disk: 100 GB, of which the capsule reserves its disk.
+	_, err = e.svc.PickHost(ctx, x, team.Team, 128, 100*1024)
+	wantCode(t, err, apierr.CodeNoCapacity)
+	_, err = e.svc.PickHost(ctx, down, team.Team, 128, 128)
+	wantCode(t, err, apierr.CodeNoCapacity)
+	_, err = e.svc.PickHost(ctx, uuid.New(), team.Team, 128, 128)
+	wantCode(t, err, apierr.CodeNoCapacity)
+}

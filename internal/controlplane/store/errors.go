@@ -13,6 +13,7 @@ const (
 	codeForeignKeyViolation = "23503"
 	codeCheckViolation      = "23514"
 	codeNotNullViolation    = "23502"
+	codeLockNotAvailable    = "55P03"
 )
 
 // IsNotFound reports whether err says a query matched no row.
@@ -39,6 +40,12 @@ func IsCheckViolation(err error, constraint string) bool {
 // IsNotNullViolation reports whether err is a NULL in a NOT NULL column.
 func IsNotNullViolation(err error) bool {
 	return isViolation(err, codeNotNullViolation, "")
+}
+
+// IsLockNotAvailable reports whether err is a NOWAIT lock request refused because another
+// transaction holds the lock.
+func IsLockNotAvailable(err error) bool {
+	return isViolation(err, codeLockNotAvailable, "")
 }
 
 func isViolation(err error, code, constraint string) bool {

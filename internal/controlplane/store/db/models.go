@@ -208,6 +208,15 @@ type TeamMember struct {
 	JoinedAt time.Time
 }
 
+type TeamQuota struct {
+	TeamID       uuid.UUID
+	Capsules     *int32
+	VCPUs        *int32
+	MemoryMB     *int32
+	PausedDiskMB *int32
+	UpdatedAt    time.Time
+}
+
 type TeamStatsSample struct {
 	TeamID       uuid.UUID
 	TS           time.Time
