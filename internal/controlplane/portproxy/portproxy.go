@@ -118,18 +118,28 @@ func (p *Proxy) capsuleLabel(host string) (string, bool) {
 	return label, ok && strings.HasPrefix(id, string(ids.Capsule))
 }
 
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
+// parseLabel splits a capsule label, <port>-<capsule_id>, into a port in
+// 1-65535 (decimal, no sign, no leading zero) and the capsule's id.
+func parseLabel(label string) (int, uuid.UUID, *apierr.Error) {
 	portStr, rawID, _ := strings.Cut(label, "-")
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != portStr {
-		writeError(w, apierr.InvalidRequestf("invalid port %q: want 1-65535", portStr))
-		return
+		return 0, uuid.UUID{}, apierr.InvalidRequestf("invalid port %q: want 1-65535", portStr)
 	}
 	id, err := ids.Capsule.Parse(rawID)
 	if err != nil {
-		writeError(w, apierr.InvalidRequest("invalid sandbox ID"))
+		return 0, uuid.UUID{}, apierr.InvalidRequest("invalid sandbox ID")
+	}
+	return port, id, nil
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
+	port, id, ae := parseLabel(label)
+	if ae != nil {
+		writeError(w, ae)
 		return
 	}
+	portStr, rawID := strconv.Itoa(port), ids.Capsule.Format(id)
 	c, err := p.cfg.Store.GetCapsuleByID(r.Context(), id)
 	switch {
 	case store.IsNotFound(err):

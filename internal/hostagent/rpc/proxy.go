@@ -106,8 +106,8 @@ func (p *Proxy) Wrap(c Capsules, next http.Handler) http.Handler {
 
 func (p *Proxy) serve(c Capsules, w http.ResponseWriter, r *http.Request) {
 	id, portStr, rest := splitProxyPath(r.URL.EscapedPath())
-	port, err := strconv.Atoi(portStr)
-	if !portRe.MatchString(portStr) || err != nil || port < 1 || port > 65535 {
+	port, ok := parsePort(portStr)
+	if !ok {
 		proxyError(w, apierr.InvalidRequestf("invalid port %q: want 1-65535", portStr))
 		return
 	}
@@ -146,6 +146,13 @@ func notRunning(id string, info capsules.Info, err error) string {
 		return fmt.Sprintf("sandbox %s not found on this host", id)
 	}
 	return fmt.Sprintf("sandbox %s is not running (status: %s)", id, info.Status)
+}
+
+// parsePort returns the port s names if it is 1-65535 in at most five
+// decimal digits.
+func parsePort(s string) (int, bool) {
+	port, err := strconv.Atoi(s)
+	return port, portRe.MatchString(s) && err == nil && port >= 1 && port <= 65535
 }
 
 // splitProxyPath splits "/proxy/{id}/{port}{rest}" (escaped); rest is at

@@ -108,7 +108,8 @@ func TestFlatten(t *testing.T) {
 			t.Errorf("deleted %s: %v, want not there", p, err)
 		}
 	}
-	checkFile(t, dst, "root/new.txt", "new file", 0o4750, 1000, 1001)
+	// The setuid bit the capsule set is dropped (docs/security.md).
+	checkFile(t, dst, "root/new.txt", "new file", 0o750, 1000, 1001)
 	checkFile(t, dst, "etc/motd", "changed\n", 0o644, 0, 0)
 	checkFile(t, dst, "data/q", "q\n", 0o644, 0, 0)
 	checkFile(t, dst, "links/one", "changed\n", 0o644, 0, 0)
@@ -158,7 +159,7 @@ func TestFlatten(t *testing.T) {
 			t.Errorf("new capsule: GET %s: %d %s, want 404", p, code, body)
 		}
 	}
-	want := "4750 1000 1001\n600 0 0\n../../etc/motd\nfifo\n" + bigSum + "\n"
+	want := "750 1000 1001\n600 0 0\n../../etc/motd\nfifo\n" + bigSum + "\n"
 	if got := b.sh(t, "stat -c '%a %u %g' /root/new.txt /etc/passwd; readlink /opt/d/link; "+
 		"[ -p /root/fifo ] && echo fifo; sha256sum /root/big | cut -d' ' -f1"); got != want {
 		t.Errorf("new capsule sees:\n%s\nwant:\n%s", got, want)

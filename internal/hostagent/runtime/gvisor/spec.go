@@ -209,29 +209,39 @@ func writeBundle(dir string, spec *specs.Spec) error {
 // (/.wrenn/bin/envd, /.wrenn/meta, /etc/resolv.conf). runsc would create them itself on every start; doing it once
 // when an image is built leaves the image untouched by capsules. It changes
 // nothing when they exist, so Create calls it too.
+//
+// A flattened template's tree was written by a capsule, so every path is
+// resolved inside root (os.Root): a symlink such as /.wrenn -> /root makes
+// it fail instead of creating files on the host (docs/security.md).
 func PrepareImage(root string) error {
-	for _, dir := range []string{path.Dir(EnvdPath), MetadataMount} {
-		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("prepare image: %w", err)
+	}
+	defer r.Close()
+	for _, dir := range []string{path.Dir(EnvdPath), MetadataMount, path.Dir(ResolvConf)} {
+		if err := r.MkdirAll(strings.TrimPrefix(dir, "/"), 0o755); err != nil {
 			return fmt.Errorf("prepare image: %w", err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(root, path.Dir(ResolvConf)), 0o755); err != nil {
-		return fmt.Errorf("prepare image: %w", err)
-	}
 	for file, mode := range map[string]os.FileMode{EnvdPath: 0o755, ResolvConf: 0o644} {
-		if err := mountPoint(filepath.Join(root, file), mode); err != nil {
+		if err := mountPoint(r, strings.TrimPrefix(file, "/"), mode); err != nil {
 			return fmt.Errorf("prepare image: %w", err)
 		}
 	}
 	return nil
 }
 
-// mountPoint creates an empty file at p unless something is there already.
-func mountPoint(p string, mode os.FileMode) error {
-	if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+// mountPoint creates an empty file at p in r unless something is there
+// already (a symlink there is left alone, not followed).
+func mountPoint(r *os.Root, p string, mode os.FileMode) error {
+	if _, err := r.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, mode)
+	f, err := r.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

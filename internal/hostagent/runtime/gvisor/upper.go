@@ -50,7 +50,12 @@ const (
 // resolved inside dir (os.Root), names with ".." or a leading "/" are
 // refused, and an entry is only accepted below a directory this stream
 // itself made sure is a real directory, so nothing is ever written through a
-// symlink, not even one inside dir.
+// symlink, not even one inside dir. Its contents are sanitized, as the
+// image is later a file tree on the host (docs/security.md): device nodes
+// other than whiteouts are left out (and hard links to them), setuid and
+// setgid bits are dropped (setgid stays on directories, where it only
+// picks the group of new files), and only user.* xattrs and POSIX ACLs are
+// kept (no security.capability, no security.selinux, no trusted.*).
 func applyUpper(ctx context.Context, dir string, r io.Reader) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -61,6 +66,7 @@ func applyUpper(ctx context.Context, dir string, r io.Reader) error {
 		root:      root,
 		dirs:      map[string]bool{".": true},
 		whiteouts: map[string]bool{},
+		devices:   map[string]bool{},
 	}
 	tr := tar.NewReader(r)
 	for {
@@ -96,6 +102,7 @@ type upperApplier struct {
 	// removing one removes its descendants from the set.
 	dirs      map[string]bool
 	whiteouts map[string]bool // paths of whiteout devices (link targets)
+	devices   map[string]bool // paths of device nodes left out (link targets)
 	dirTimes  []dirTime
 }
 
@@ -140,8 +147,20 @@ func (a *upperApplier) apply(h *tar.Header, body io.Reader) error {
 		if err := a.remove(p); err != nil {
 			return err
 		}
+		if a.devices[old] {
+			a.devices[p] = true
+			return nil
+		}
 		return a.root.Link(old, p)
-	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeChar, tar.TypeBlock:
+		// Not recreated: a device node in an image would be one on the
+		// host too. What the capsule replaced with it is gone all the same.
+		if err := a.remove(p); err != nil {
+			return err
+		}
+		a.devices[p] = true
+		return nil
+	case tar.TypeFifo:
 		return a.node(p, h)
 	default:
 		return fmt.Errorf("unsupported type %q", h.Typeflag)
@@ -195,6 +214,7 @@ func (a *upperApplier) remove(p string) error {
 		}
 	}
 	delete(a.whiteouts, p)
+	delete(a.devices, p)
 	return nil
 }
 
@@ -288,21 +308,19 @@ func (a *upperApplier) symlink(p string, h *tar.Header) error {
 	})
 }
 
-// node makes a device file or FIFO.
+// node makes a FIFO (device nodes are never made, see applyUpper).
 func (a *upperApplier) node(p string, h *tar.Header) error {
 	if err := a.remove(p); err != nil {
 		return err
 	}
-	typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[h.Typeflag]
-	dev := unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))
 	return a.inParent(p, func(dirfd int, name string) error {
-		if err := unix.Mknodat(dirfd, name, typ|0o600, int(dev)); err != nil {
+		if err := unix.Mknodat(dirfd, name, unix.S_IFIFO|0o600, 0); err != nil {
 			return &os.PathError{Op: "mknod", Path: p, Err: err}
 		}
 		if err := unix.Fchownat(dirfd, name, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &os.PathError{Op: "chown", Path: p, Err: err}
 		}
-		if err := unix.Fchmodat(dirfd, name, uint32(h.Mode&0o7777), 0); err != nil {
+		if err := unix.Fchmodat(dirfd, name, safeMode(h), 0); err != nil {
 			return &os.PathError{Op: "chmod", Path: p, Err: err}
 		}
 		if err := setXattrsAt(dirfd, name, h); err != nil {
@@ -329,7 +347,7 @@ func setOwnerMode(f *os.File, h *tar.Header) error {
 	if err := f.Chown(h.Uid, h.Gid); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(int(f.Fd()), uint32(h.Mode&0o7777)); err != nil {
+	if err := unix.Fchmod(int(f.Fd()), safeMode(h)); err != nil {
 		return &os.PathError{Op: "chmod", Path: f.Name(), Err: err}
 	}
 	return eachXattr(h, func(name string, val []byte) error {
@@ -347,13 +365,37 @@ func setXattrsAt(dirfd int, name string, h *tar.Header) error {
 	})
 }
 
-// eachXattr calls set for every xattr in h's PAX records but overlay
-// bookkeeping, decoding gVisor's base64 ACLs. A file system without support
-// for an xattr is not an error.
+// safeMode is h's permission bits without setuid, and without setgid but
+// on a directory.
+func safeMode(h *tar.Header) uint32 {
+	mode := uint32(h.Mode & 0o7777)
+	if h.Typeflag == tar.TypeDir {
+		return mode &^ unix.S_ISUID
+	}
+	return mode &^ (unix.S_ISUID | unix.S_ISGID)
+}
+
+// keptXattr reports whether the xattr name of a layer entry is written to
+// the image: user.* but overlay bookkeeping, and POSIX ACLs. security.*
+// (file capabilities, LSM labels) and trusted.* would grant or claim
+// privileges on the host.
+func keptXattr(name string) bool {
+	switch {
+	case strings.HasPrefix(name, "user.overlay."):
+		return false
+	case strings.HasPrefix(name, "user."):
+		return true
+	}
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
+// eachXattr calls set for every xattr in h's PAX records that keptXattr
+// allows, decoding gVisor's base64 ACLs. A file system without support for
+// an xattr is not an error.
 func eachXattr(h *tar.Header, set func(name string, val []byte) error) error {
 	for k, v := range h.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattr)
-		if !ok || strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+		if !ok || !keptXattr(name) {
 			continue
 		}
 		val := []byte(v)
