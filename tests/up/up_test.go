@@ -105,7 +105,8 @@ func TestUp(t *testing.T) {
 		t.Fatalf("capsule from template: marker %q", out)
 	}
 	// A background process in b must survive the restart (paused by the shutdown, resumed after).
-	e.ok(t, "capsule", "exec", "--background", "--tag", "ticker", b, "--", "sh", "-c", "while true; do date +%s > /tmp/tick; sleep 1; done")
+	// Written by rename: a read (or the pause at shutdown) never sees a truncated file.
+	e.ok(t, "capsule", "exec", "--background", "--tag", "ticker", b, "--", "sh", "-c", "while true; do date +%s > /tmp/tick.new; mv /tmp/tick.new /tmp/tick; sleep 1; done")
 
 	// Resume a, then pause it explicitly: it stays paused across the restart.
 	e.ok(t, "capsule", "resume", a)
