@@ -142,11 +142,11 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodGet, "/v1/teams/{id}", jwt, s.handleGetTeam)
 	rt.Handle(http.MethodPatch, "/v1/teams/{id}", jwt, s.handleRenameTeam)
 	rt.Handle(http.MethodDelete, "/v1/teams/{id}", jwt, s.handleDeleteTeam)
-	rt.Handle(http.MethodGet, "/v1/teams/{id}/members", jwt, s.handleListMembers)
-	rt.Handle(http.MethodPost, "/v1/teams/{id}/members", jwt, s.handleAddMember)
-	rt.Handle(http.MethodPatch, "/v1/teams/{id}/members/{uid}", jwt, s.handleSetMemberRole)
-	rt.Handle(http.MethodDelete, "/v1/teams/{id}/members/{uid}", jwt, s.handleRemoveMember)
-	rt.Handle(http.MethodPost, "/v1/teams/{id}/leave", jwt, s.handleLeaveTeam)
+	rt.Handle(http.MethodGet, "/v1/teams/{id}/members", jwt, httpapi.Errors(s.handleListMembers))
+	rt.Handle(http.MethodPost, "/v1/teams/{id}/members", jwt, httpapi.Errors(s.handleAddMember))
+	rt.Handle(http.MethodPatch, "/v1/teams/{id}/members/{uid}", jwt, httpapi.Errors(s.handleSetMemberRole))
+	rt.Handle(http.MethodDelete, "/v1/teams/{id}/members/{uid}", jwt, httpapi.Errors(s.handleRemoveMember))
+	rt.Handle(http.MethodPost, "/v1/teams/{id}/leave", jwt, httpapi.Errors(s.handleLeaveTeam))
 	rt.Handle(http.MethodGet, "/v1/users/search", jwt, s.handleSearchUsers)
 
 	// docs/api.md administration: teams and users.

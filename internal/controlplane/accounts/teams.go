@@ -303,129 +303,119 @@ func (s *Service) deleteTeam(ctx context.Context, actor auth.Identity, team uuid
 }
 
 // GET /v1/teams/{id}/members → [Member].
-func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) error {
 	team, err := pathTeam(r, httpapi.Identity(r))
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	members, err := s.members(r.Context(), team)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, members)
+	return nil
 }
 
-// POST /v1/teams/{id}/members {email} → 201 Member (role member; owner or admin).
-func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) {
+// memberManager returns the caller and the team of a member route when the caller may manage its
+// members (owner or admin); action completes "only the team owner or an admin can …".
+func memberManager(r *http.Request, action string) (auth.Identity, uuid.UUID, error) {
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return id, uuid.Nil, err
 	}
 	if !id.Role.CanManageMembers() {
-		apierr.Write(w, r, apierr.Forbidden("only the team owner or an admin can add members"))
-		return
+		return id, uuid.Nil, apierr.Forbidden("only the team owner or an admin can " + action)
+	}
+	return id, team, nil
+}
+
+// POST /v1/teams/{id}/members {email} → 201 Member (role member; owner or admin).
+func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) error {
+	id, team, err := memberManager(r, "add members")
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Email string `json:"email"`
 	}
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	email := normalizeEmail(req.Email)
 	if err := checkEmail(email); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	m, err := s.addMember(r.Context(), id, team, email)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, m)
+	return nil
 }
 
 // PATCH /v1/teams/{id}/members/{uid} {role: admin|member} → 204 (owner or admin; never the owner).
-func (s *Service) handleSetMemberRole(w http.ResponseWriter, r *http.Request) {
-	id := httpapi.Identity(r)
-	team, err := pathTeam(r, id)
+func (s *Service) handleSetMemberRole(w http.ResponseWriter, r *http.Request) error {
+	id, team, err := memberManager(r, "change roles")
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	if !id.Role.CanManageMembers() {
-		apierr.Write(w, r, apierr.Forbidden("only the team owner or an admin can change roles"))
-		return
+		return err
 	}
 	var req struct {
 		Role string `json:"role"`
 	}
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if req.Role == "" {
-		apierr.Write(w, r, apierr.InvalidRequest("role is required"))
-		return
+		return apierr.InvalidRequest("role is required")
 	}
 	role, err := auth.ParseAssignableRole(req.Role)
-	if err == nil {
-		var uid uuid.UUID
-		if uid, err = pathUser(r); err == nil {
-			err = s.setMemberRole(r.Context(), id, team, uid, role)
-		}
-	}
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
+	}
+	uid, err := pathUser(r)
+	if err != nil {
+		return err
+	}
+	if err := s.setMemberRole(r.Context(), id, team, uid, role); err != nil {
+		return err
 	}
 	httpapi.NoContent(w)
+	return nil
 }
 
 // DELETE /v1/teams/{id}/members/{uid} → 204 (owner or admin; never the owner).
-func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
-	id := httpapi.Identity(r)
-	team, err := pathTeam(r, id)
+func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) error {
+	id, team, err := memberManager(r, "remove members")
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
-	}
-	if !id.Role.CanManageMembers() {
-		apierr.Write(w, r, apierr.Forbidden("only the team owner or an admin can remove members"))
-		return
+		return err
 	}
 	uid, err := pathUser(r)
-	if err == nil {
-		err = s.removeMember(r.Context(), id, team, uid)
-	}
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
+	}
+	if err := s.removeMember(r.Context(), id, team, uid); err != nil {
+		return err
 	}
 	httpapi.NoContent(w)
+	return nil
 }
 
 // POST /v1/teams/{id}/leave → 204 (anyone but the owner).
-func (s *Service) handleLeaveTeam(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleLeaveTeam(w http.ResponseWriter, r *http.Request) error {
 	id := httpapi.Identity(r)
 	team, err := pathTeam(r, id)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if !id.Role.CanLeaveTeam() {
-		apierr.Write(w, r, apierr.Forbidden("the team owner cannot leave the team: delete it instead"))
-		return
+		return apierr.Forbidden("the team owner cannot leave the team: delete it instead")
 	}
 	if err := s.leaveTeam(r.Context(), id, team); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.NoContent(w)
+	return nil
 }
 
 // pathUser parses the {uid} of a member route.

@@ -128,13 +128,13 @@ func New(cfg Config) (*Service, error) {
 // Register adds the channel routes to rt. Every team member may list and read channels (credentials
 // are never shown); creating, changing, deleting and testing need an owner or admin.
 func (s *Service) Register(rt *httpapi.Router) {
-	rt.Handle(http.MethodPost, "/v1/channels", auth.KindJWT, s.handleCreate)
-	rt.Handle(http.MethodGet, "/v1/channels", auth.KindJWT, s.handleList)
-	rt.Handle(http.MethodPost, "/v1/channels/test", auth.KindJWT, s.handleTest)
-	rt.Handle(http.MethodGet, "/v1/channels/{id}", auth.KindJWT, s.handleGet)
-	rt.Handle(http.MethodPatch, "/v1/channels/{id}", auth.KindJWT, s.handleUpdate)
-	rt.Handle(http.MethodDelete, "/v1/channels/{id}", auth.KindJWT, s.handleDelete)
-	rt.Handle(http.MethodPut, "/v1/channels/{id}/config", auth.KindJWT, s.handleConfig)
+	rt.Handle(http.MethodPost, "/v1/channels", auth.KindJWT, httpapi.Errors(s.handleCreate))
+	rt.Handle(http.MethodGet, "/v1/channels", auth.KindJWT, httpapi.Errors(s.handleList))
+	rt.Handle(http.MethodPost, "/v1/channels/test", auth.KindJWT, httpapi.Errors(s.handleTest))
+	rt.Handle(http.MethodGet, "/v1/channels/{id}", auth.KindJWT, httpapi.Errors(s.handleGet))
+	rt.Handle(http.MethodPatch, "/v1/channels/{id}", auth.KindJWT, httpapi.Errors(s.handleUpdate))
+	rt.Handle(http.MethodDelete, "/v1/channels/{id}", auth.KindJWT, httpapi.Errors(s.handleDelete))
+	rt.Handle(http.MethodPut, "/v1/channels/{id}/config", auth.KindJWT, httpapi.Errors(s.handleConfig))
 }
 
 // Channel is a notification channel as the API returns it; its config is never shown. Secret is the
@@ -198,150 +198,130 @@ func (c caller) mustManage() error {
 	return nil
 }
 
-func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
+// managerOf is callerOf for routes that change channels: owners and admins only.
+func managerOf(r *http.Request) (caller, error) {
 	c, err := callerOf(r)
 	if err == nil {
 		err = c.mustManage()
 	}
+	return c, err
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) error {
+	c, err := managerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	var req CreateRequest
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	out, err := s.create(r.Context(), c, req)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, out)
+	return nil
 }
 
-func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
 	c, err := callerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	out, err := s.list(r.Context(), c.team)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
 	c, err := callerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	row, err := s.get(r.Context(), c.team, r.PathValue("id"))
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, view(row, nil))
+	return nil
 }
 
-func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) {
-	c, err := callerOf(r)
-	if err == nil {
-		err = c.mustManage()
-	}
+func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) error {
+	c, err := managerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	var req UpdateRequest
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	out, err := s.update(r.Context(), c, id, req)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *Service) handleConfig(w http.ResponseWriter, r *http.Request) {
-	c, err := callerOf(r)
-	if err == nil {
-		err = c.mustManage()
-	}
+func (s *Service) handleConfig(w http.ResponseWriter, r *http.Request) error {
+	c, err := managerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	var req ConfigRequest
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	out, err := s.rotate(r.Context(), c, id, req.Config)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
-	c, err := callerOf(r)
-	if err == nil {
-		err = c.mustManage()
-	}
+func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) error {
+	c, err := managerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if err := s.delete(r.Context(), c, id); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.NoContent(w)
+	return nil
 }
 
-func (s *Service) handleTest(w http.ResponseWriter, r *http.Request) {
-	c, err := callerOf(r)
-	if err == nil {
-		err = c.mustManage()
-	}
+func (s *Service) handleTest(w http.ResponseWriter, r *http.Request) error {
+	c, err := managerOf(r)
 	if err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	var req TestRequest
 	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	if err := s.test(r.Context(), c, req); err != nil {
-		apierr.Write(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
 }
 
 func (s *Service) create(ctx context.Context, c caller, req CreateRequest) (Channel, error) {

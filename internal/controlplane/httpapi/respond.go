@@ -37,3 +37,13 @@ func Identity(r *http.Request) auth.Identity {
 	}
 	return id
 }
+
+// Errors adapts a handler that returns its error instead of writing it: a non-nil error is answered
+// with the API error body (apierr.Write). The handler writes its success answer itself.
+func Errors(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			apierr.Write(w, r, err)
+		}
+	}
+}
