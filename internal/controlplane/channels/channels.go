@@ -250,17 +250,29 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) error {
+// managedChannel starts a route that changes channel {id}: the caller must manage channels, and the
+// body (when body is not nil) is decoded into it.
+func managedChannel(r *http.Request, body any) (caller, uuid.UUID, error) {
 	c, err := managerOf(r)
 	if err != nil {
-		return err
+		return c, uuid.Nil, err
 	}
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		return err
+		return c, uuid.Nil, err
 	}
+	if body != nil {
+		if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, body); err != nil {
+			return c, uuid.Nil, err
+		}
+	}
+	return c, id, nil
+}
+
+func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) error {
 	var req UpdateRequest
-	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
+	c, id, err := managedChannel(r, &req)
+	if err != nil {
 		return err
 	}
 	out, err := s.update(r.Context(), c, id, req)
@@ -272,16 +284,9 @@ func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleConfig(w http.ResponseWriter, r *http.Request) error {
-	c, err := managerOf(r)
-	if err != nil {
-		return err
-	}
-	id, err := parseID(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
 	var req ConfigRequest
-	if err := apierr.DecodeJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
+	c, id, err := managedChannel(r, &req)
+	if err != nil {
 		return err
 	}
 	out, err := s.rotate(r.Context(), c, id, req.Config)
@@ -293,11 +298,7 @@ func (s *Service) handleConfig(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) error {
-	c, err := managerOf(r)
-	if err != nil {
-		return err
-	}
-	id, err := parseID(r.PathValue("id"))
+	c, id, err := managedChannel(r, nil)
 	if err != nil {
 		return err
 	}
