@@ -15,6 +15,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/pki"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/platform"
 )
 
 // BenchmarkControlPlane measures the control plane's overhead: each operation through the REST API
@@ -22,9 +23,9 @@ import (
 // the same mutual-TLS transport with a certificate of the same CA, alternating in one loop.
 // tools/benchreport compares each control-plane metric with its direct-… twin.
 func BenchmarkControlPlane(b *testing.B) {
-	p := newPlatform(b, 1, "--reconcile-interval", "1h")
-	n := p.addHost(b, false)
-	key := cptest.Key(p.key)
+	p := platform.New(b, 1, "--reconcile-interval", "1h")
+	n := p.AddHost(b, false)
+	key := cptest.Key(p.Key)
 	direct := directAgent(b, p, n)
 	ctx := context.Background()
 
@@ -52,7 +53,7 @@ func BenchmarkControlPlane(b *testing.B) {
 			var id, did string
 			viaCP := func() {
 				cp.time(func() {
-					id = p.createCapsule(b, p.URL(), key).ID
+					id = p.CreateCapsule(b, p.URL(), key).ID
 					execEcho(b, p.URL(), key, id, "x")
 				})
 			}
@@ -74,7 +75,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	// Exec, pause and resume act on one capsule from both sides, so the two sides measure the same
 	// capsule. The benchmark's control plane reconciles once an hour: it must not notice the direct
 	// resumes of a capsule it has recorded paused.
-	c := p.createCapsule(b, p.URL(), key)
+	c := p.CreateCapsule(b, p.URL(), key)
 	b.Cleanup(func() { cptest.Call(b, p.URL(), "DELETE", "/v1/capsules/"+c.ID, key, nil) })
 	b.Run("Exec", func(b *testing.B) {
 		var cp, dir latencies
@@ -132,7 +133,7 @@ func report(b *testing.B, cp, direct latencies) {
 	b.ReportMetric(direct.p50(), "direct-ms/p50")
 }
 
-func cpCall(b testing.TB, p *platform, cred cptest.Cred, path string, want int) {
+func cpCall(b testing.TB, p *platform.Platform, cred cptest.Cred, path string, want int) {
 	b.Helper()
 	if res := cptest.Call(b, p.URL(), "POST", path, cred, nil); res.Status != want {
 		b.Fatalf("POST %s: %d %s", path, res.Status, res.Body)
@@ -149,10 +150,10 @@ func directExec(b testing.TB, c hostagentv1connect.HostAgentServiceClient, id st
 
 // directAgent is a client of n's agent over mutual TLS with a client certificate from the platform's
 // internal CA, exactly as the control plane dials it.
-func directAgent(b testing.TB, p *platform, n *node) hostagentv1connect.HostAgentServiceClient {
+func directAgent(b testing.TB, p *platform.Platform, n *platform.Node) hostagentv1connect.HostAgentServiceClient {
 	b.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, p.dsn)
+	st, err := store.Open(ctx, p.DSN)
 	if err != nil {
 		b.Fatal(err)
 	}

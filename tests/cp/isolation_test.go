@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"mime/multipart"
 	"net/http"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,64 +13,20 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/platform"
 )
-
-var activationLink = regexp.MustCompile(`activate\?token=([0-9a-f]{32})`)
-
-// signup creates an account through the API: signup, activation link from the control plane's log
-// (no SMTP configured: mails are logged), activation. It returns the AuthResponse token.
-func (p *platform) signup(t *testing.T, email, name string) (jwt, teamID string) {
-	t.Helper()
-	res := cptest.Call(t, p.URL(), "POST", "/v1/auth/signup", cptest.Cred{}, map[string]string{"email": email, "password": "password-" + name, "name": name})
-	if res.Status != 201 {
-		t.Fatalf("signup: %d %s", res.Status, res.Body)
-	}
-	var token string
-	eventually(t, 30*time.Second, "activation mail in the log", func() error {
-		for _, c := range p.cps {
-			b, _ := os.ReadFile(c.logPath)
-			for _, line := range strings.Split(string(b), "\n") {
-				if strings.Contains(line, email) || strings.Contains(line, strings.ReplaceAll(email, "@", "%40")) {
-					if m := activationLink.FindStringSubmatch(line); m != nil {
-						token = m[1]
-					}
-				}
-			}
-		}
-		if token == "" {
-			return errNotYet
-		}
-		return nil
-	})
-	res = cptest.Call(t, p.URL(), "POST", "/v1/auth/activate", cptest.Cred{}, map[string]string{"token": token})
-	if res.Status != 200 {
-		t.Fatalf("activate: %d %s", res.Status, res.Body)
-	}
-	var ar struct {
-		Token  string `json:"token"`
-		TeamID string `json:"team_id"`
-	}
-	res.JSON(t, &ar)
-	return ar.Token, ar.TeamID
-}
-
-type notYet struct{}
-
-func (notYet) Error() string { return "not yet" }
-
-var errNotYet error = notYet{}
 
 // TestTenantIsolation: a second team's key gets 404 on every capsule, process, PTY, file, snapshot and
 // metrics route of the first team's capsule, and nothing changes; a member cannot do an owner's job; an
 // API key cannot reach JWT-only routes.
 func TestTenantIsolation(t *testing.T) {
-	p := newPlatform(t, 1)
-	p.addHost(t, false)
-	owner := cptest.Key(p.key)
-	c := p.createCapsule(t, p.URL(), owner)
+	p := platform.New(t, 1)
+	p.AddHost(t, false)
+	owner := cptest.Key(p.Key)
+	c := p.CreateCapsule(t, p.URL(), owner)
 	t.Cleanup(func() { cptest.Call(t, p.URL(), "DELETE", "/v1/capsules/"+c.ID, owner, nil) })
 
-	bobJWT, bobTeam := p.signup(t, "bob@example.test", "Bob")
+	bobJWT, bobTeam := p.Signup(t, "bob@example.test", "Bob")
 	res := cptest.Call(t, p.URL(), "POST", "/v1/api-keys", cptest.Bearer(bobJWT), map[string]string{"name": "bob"})
 	if res.Status != 201 {
 		t.Fatalf("bob's key: %d %s", res.Status, res.Body)
@@ -131,7 +85,7 @@ func TestTenantIsolation(t *testing.T) {
 		}
 	}
 	// Nothing changed.
-	if s := p.getCapsule(t, p.URL(), c.ID).Status; s != "running" {
+	if s := p.GetCapsule(t, p.URL(), c.ID).Status; s != "running" {
 		t.Fatalf("capsule status after the other team's attempts: %s", s)
 	}
 	res = cptest.Call(t, p.URL(), "POST", "/v1/capsules/"+c.ID+"/exec", owner, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "ls /tmp/bob /tmp/bobdir 2>&1; ls /etc >/dev/null && echo etc-ok"}})
@@ -140,11 +94,11 @@ func TestTenantIsolation(t *testing.T) {
 	}
 
 	// A member cannot do an owner's job.
-	res = cptest.Call(t, p.URL(), "POST", "/v1/teams/"+p.teamID+"/members", cptest.Bearer(p.admin), map[string]string{"email": "bob@example.test"})
+	res = cptest.Call(t, p.URL(), "POST", "/v1/teams/"+p.TeamID+"/members", cptest.Bearer(p.Admin), map[string]string{"email": "bob@example.test"})
 	if res.Status != 201 {
 		t.Fatalf("add member: %d %s", res.Status, res.Body)
 	}
-	res = cptest.Call(t, p.URL(), "POST", "/v1/auth/switch-team", cptest.Bearer(bobJWT), map[string]string{"team_id": p.teamID})
+	res = cptest.Call(t, p.URL(), "POST", "/v1/auth/switch-team", cptest.Bearer(bobJWT), map[string]string{"team_id": p.TeamID})
 	if res.Status != 200 {
 		t.Fatalf("switch-team: %d %s", res.Status, res.Body)
 	}
@@ -152,9 +106,9 @@ func TestTenantIsolation(t *testing.T) {
 	res.JSON(t, &sw)
 	member := cptest.Bearer(sw.Token)
 	for _, r := range []struct{ method, path string }{
-		{"PATCH", "/v1/teams/" + p.teamID},
-		{"DELETE", "/v1/teams/" + p.teamID},
-		{"POST", "/v1/teams/" + p.teamID + "/members"},
+		{"PATCH", "/v1/teams/" + p.TeamID},
+		{"DELETE", "/v1/teams/" + p.TeamID},
+		{"POST", "/v1/teams/" + p.TeamID + "/members"},
 	} {
 		got := cptest.Call(t, p.URL(), r.method, r.path, member, map[string]string{"name": "Renamed", "email": "x@example.test"})
 		if got.Status != 403 {

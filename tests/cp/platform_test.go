@@ -8,40 +8,8 @@ import (
 	"time"
 
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/platform"
 )
-
-type capsuleJSON struct {
-	ID        string `json:"id"`
-	SandboxID string `json:"sandbox_id"`
-	Status    string `json:"status"`
-	HostID    string `json:"host_id"`
-	Template  string `json:"template"`
-}
-
-func (p *platform) createCapsule(t testing.TB, base string, cred cptest.Cred) capsuleJSON {
-	t.Helper()
-	res := cptest.Call(t, base, "POST", "/v1/capsules", cred, map[string]any{"template": "minimal", "memory_mb": 256})
-	if res.Status != 201 {
-		t.Fatalf("create capsule: %d %s", res.Status, res.Body)
-	}
-	var c capsuleJSON
-	res.JSON(t, &c)
-	if c.Status != "running" || c.ID == "" || c.SandboxID != c.ID {
-		t.Fatalf("created capsule %+v", c)
-	}
-	return c
-}
-
-func (p *platform) getCapsule(t testing.TB, base, id string) capsuleJSON {
-	t.Helper()
-	res := cptest.Call(t, base, "GET", "/v1/capsules/"+id, cptest.Key(p.key), nil)
-	if res.Status != 200 {
-		t.Fatalf("get capsule %s: %d %s", id, res.Status, res.Body)
-	}
-	var c capsuleJSON
-	res.JSON(t, &c)
-	return c
-}
 
 func execEcho(t testing.TB, base string, cred cptest.Cred, id, word string) {
 	t.Helper()
@@ -64,14 +32,14 @@ func execEcho(t testing.TB, base string, cred cptest.Cred, id, word string) {
 // either control plane; killing a control plane loses nothing; killing an agent marks only its
 // capsules missing, and they come back when it returns.
 func TestTwoControlPlanesTwoHosts(t *testing.T) {
-	p := newPlatform(t, 2)
-	a := p.addHost(t, true)
-	b := p.addHost(t, true)
-	key := cptest.Key(p.key)
+	p := platform.New(t, 2)
+	a := p.AddHost(t, true)
+	b := p.AddHost(t, true)
+	key := cptest.Key(p.Key)
 
-	var caps []capsuleJSON
+	var caps []platform.Capsule
 	for i := range 4 {
-		caps = append(caps, p.createCapsule(t, p.cps[i%2].URL, key))
+		caps = append(caps, p.CreateCapsule(t, p.CPs[i%2].URL, key))
 	}
 	t.Cleanup(func() {
 		for _, c := range caps {
@@ -86,27 +54,27 @@ func TestTwoControlPlanesTwoHosts(t *testing.T) {
 		t.Fatalf("capsules not spread by headroom: %v (hosts %s, %s)", byHost, a.ID, b.ID)
 	}
 	for i, c := range caps {
-		execEcho(t, p.cps[(i+1)%2].URL, key, c.ID, fmt.Sprint("hi", i))
+		execEcho(t, p.CPs[(i+1)%2].URL, key, c.ID, fmt.Sprint("hi", i))
 	}
 
 	// Killing a control plane loses nothing: the other one serves every capsule and creates more.
-	p.cps[0].kill()
-	res := cptest.Call(t, p.cps[1].URL, "GET", "/v1/capsules", key, nil)
-	var listed []capsuleJSON
+	p.CPs[0].Kill()
+	res := cptest.Call(t, p.CPs[1].URL, "GET", "/v1/capsules", key, nil)
+	var listed []platform.Capsule
 	res.JSON(t, &listed)
 	if len(listed) != 4 {
 		t.Fatalf("after killing a control plane: %d capsules listed: %s", len(listed), res.Body)
 	}
-	caps = append(caps, p.createCapsule(t, p.cps[1].URL, key))
-	execEcho(t, p.cps[1].URL, key, caps[4].ID, "survivor")
-	p.cps[0] = p.startCP(p.cps[0].port)
-	execEcho(t, p.cps[0].URL, key, caps[4].ID, "back")
+	caps = append(caps, p.CreateCapsule(t, p.CPs[1].URL, key))
+	execEcho(t, p.CPs[1].URL, key, caps[4].ID, "survivor")
+	p.CPs[0] = p.StartCP(p.CPs[0].Port)
+	execEcho(t, p.CPs[0].URL, key, caps[4].ID, "back")
 
 	// Killing an agent: only its capsules become missing.
 	b.Agent.Kill()
-	p.waitHost(t, b.ID, "unreachable")
+	p.WaitHost(t, b.ID, "unreachable")
 	for _, c := range caps {
-		got := p.getCapsule(t, p.URL(), c.ID)
+		got := p.GetCapsule(t, p.URL(), c.ID)
 		want := "running"
 		if got.HostID == b.ID {
 			want = "missing"
@@ -122,10 +90,10 @@ func TestTwoControlPlanesTwoHosts(t *testing.T) {
 
 	// The agent comes back (its capsules kept running): they are running again.
 	b.Agent.Start()
-	p.waitHost(t, b.ID, "online")
+	p.WaitHost(t, b.ID, "online")
 	for _, id := range byHost[b.ID] {
-		eventually(t, 120*time.Second, "capsule "+id+" running again", func() error {
-			if s := p.getCapsule(t, p.URL(), id).Status; s != "running" {
+		platform.Eventually(t, 120*time.Second, "capsule "+id+" running again", func() error {
+			if s := p.GetCapsule(t, p.URL(), id).Status; s != "running" {
 				return fmt.Errorf("status %s", s)
 			}
 			return nil
@@ -143,7 +111,7 @@ func TestTwoControlPlanesTwoHosts(t *testing.T) {
 		t.Fatalf("capsules left: %s", res.Body)
 	}
 	var hosts []struct{ ID, Status string }
-	cptest.Call(t, p.URL(), "GET", "/v1/hosts", cptest.Bearer(p.admin), nil).JSON(t, &hosts)
+	cptest.Call(t, p.URL(), "GET", "/v1/hosts", cptest.Bearer(p.Admin), nil).JSON(t, &hosts)
 	if !slices.ContainsFunc(hosts, func(h struct{ ID, Status string }) bool { return h.ID == a.ID && h.Status == "online" }) {
 		t.Fatalf("hosts: %+v", hosts)
 	}
