@@ -1,5 +1,5 @@
-// Package archive validates build archives (tar, tar.gz, zip) before anything is written and re-encodes
-// them as a plain, normalised tar stream for extraction in the build capsule (docs/security.md).
+// Package archive checks build archives before anything is written and re-encodes them as a normalised tar
+// (docs/security.md, "Build archives").
 package archive
 
 import (

@@ -1,5 +1,4 @@
-// Package recipe is the template builder's recipe language: parsing, ENV expansion, healthchecks, the
-// build phases and the shell line each step runs as (docs/api.md, "Template builds").
+// Package recipe is the template builder's recipe language (docs/api.md, "Template recipes").
 package recipe
 
 import (
