@@ -183,6 +183,7 @@ func TestCheckMalicious(t *testing.T) {
 		{"device", []member{{name: "dev/null", typ: tar.TypeChar, mode: 0o666}}, "dev/null", "unsupported entry type character device"},
 		{"block device", []member{{name: "sda", typ: tar.TypeBlock, mode: 0o666}}, "sda", "unsupported entry type block device"},
 		{"fifo", []member{{name: "p", typ: tar.TypeFifo, mode: 0o644}}, "p", "unsupported entry type fifo"},
+		{"name too long", []member{file(strings.Repeat("a/", 2049)+"f", "x")}, strings.Repeat("a/", 2049) + "f", "name is longer than 4096 bytes"},
 		{"root as a file", []member{file(".", "")}, ".", "only a directory may name the archive root"},
 	}
 	for _, tt := range tests {
@@ -245,6 +246,13 @@ func TestTooManyEntries(t *testing.T) {
 		_, err := check(b)
 		wantInvalid(t, err, "", "more than 3 entries")
 	}
+}
+
+func TestTooManyPaths(t *testing.T) {
+	lowerLimits(t, 3, MaxExpanded)
+	// Two entries, but their implicit parent directories make more paths than 4 × 3.
+	_, err := check(makeTar(t, file("a/b/c/d/e/f/g/1", "x"), file("h/i/j/k/l/m/n/2", "x")))
+	wantInvalid(t, err, "h/i/j/k/l/m/n/2", "the archive creates more than 12 paths")
 }
 
 func TestDecompressionBomb(t *testing.T) {

@@ -79,6 +79,8 @@ func cleanName(name string) (string, string) {
 		return "", "absolute path"
 	case strings.IndexByte(name, 0) >= 0:
 		return "", "name contains a NUL byte"
+	case len(name) > maxLinkTarget:
+		return "", "name is longer than 4096 bytes"
 	}
 	// Backslashes count as separators here so that a zip written on Windows cannot smuggle "..\".
 	for _, part := range strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '\\' }) {
@@ -142,7 +144,9 @@ func (v *validator) add(e *entry) error {
 		next, ok := v.children[childKey{cur, p}]
 		switch {
 		case !ok:
-			next = v.newNode(cur, p, node{kind: kindDir})
+			if next = v.newNode(cur, p, node{kind: kindDir}); next < 0 {
+				return v.tooManyPaths(e.raw)
+			}
 		case v.nodes[next].kind == kindSymlink:
 			return &Error{Entry: e.raw, Reason: fmt.Sprintf("path passes through the symlink %q", v.nodes[next].raw)}
 		case v.nodes[next].kind == kindFile:
@@ -177,7 +181,9 @@ func (v *validator) add(e *entry) error {
 	last := parts[len(parts)-1]
 	id, ok := v.children[childKey{cur, last}]
 	if !ok {
-		id = v.newNode(cur, last, node{kind: kind})
+		if id = v.newNode(cur, last, node{kind: kind}); id < 0 {
+			return v.tooManyPaths(e.raw)
+		}
 	} else if have := v.nodes[id].kind; have != kind {
 		return &Error{Entry: e.raw, Reason: fmt.Sprintf("replaces an earlier %s with a %s", have, kind)}
 	}
@@ -194,6 +200,12 @@ func (v *validator) add(e *entry) error {
 	return nil
 }
 
+func maxNodes() int { return 4 * maxEntries }
+
+func (v *validator) tooManyPaths(name string) error {
+	return &Error{Entry: name, Reason: fmt.Sprintf("the archive creates more than %d paths", maxNodes())}
+}
+
 func linkWhy(why string) string {
 	if why == "is not an earlier file in the archive" {
 		return why
@@ -201,7 +213,12 @@ func linkWhy(why string) string {
 	return "resolves outside the archive root (" + why + ")"
 }
 
+// newNode adds a path to the tree, or returns -1 when the tree is full: implicit parent directories
+// count, so entries alone do not bound it.
 func (v *validator) newNode(parent int, name string, n node) int {
+	if len(v.nodes) >= maxNodes() {
+		return -1
+	}
 	n.parent = parent
 	v.nodes = append(v.nodes, n)
 	id := len(v.nodes) - 1
@@ -249,6 +266,9 @@ func (v *validator) checkLink(id int) error {
 	var stack []int // nodes from the root down to the current directory
 	for p := n.parent; p != 0; p = v.nodes[p].parent {
 		stack = append(stack, p)
+	}
+	if v.budget -= len(stack); v.budget < 0 {
+		return fail("takes too long to resolve")
 	}
 	for i, j := 0, len(stack)-1; i < j; i, j = i+1, j-1 {
 		stack[i], stack[j] = stack[j], stack[i]
