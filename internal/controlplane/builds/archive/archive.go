@@ -110,7 +110,8 @@ func Check(r io.ReaderAt, size int64) (Format, error) {
 // WriteTar re-encodes the archive as a plain tar of directories, regular files, symlinks and hard links
 // with cleaned relative names, owner 0:0, no user or group names, permission bits only and no extended
 // attributes. It validates the whole archive first and again while writing, failing with ErrInvalid on
-// the rules of Check; errors writing to w are returned as they are.
+// the rules of Check; errors writing to w are returned as they are. The stream is meant for
+// `tar -x -C <dir>`; when WriteTar fails mid-way it has not written the end-of-archive marker, so tar fails too.
 func WriteTar(w io.Writer, r io.ReaderAt, size int64) error {
 	if _, err := Check(r, size); err != nil {
 		return err
