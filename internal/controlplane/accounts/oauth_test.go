@@ -35,9 +35,9 @@ type fakeGitHub struct {
 
 	mu        sync.Mutex
 	next      ghUser
-	deny      bool   // the authorization page answers error=access_denied
-	noCode    bool   // the authorization page returns without a code
-	failToken bool   // the token endpoint refuses every code
+	deny      bool // the authorization page answers error=access_denied
+	noCode    bool // the authorization page returns without a code
+	failToken bool // the token endpoint refuses every code
 	codes     map[string]ghUser
 	tokens    map[string]ghUser
 	redirects []string // redirect_uri of each authorization
