@@ -3,150 +3,31 @@ package accounts_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/wrenn/wrenn/internal/controlplane/accounts"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/fakegithub"
 )
 
-// ghUser is an account at the fake GitHub.
-type ghUser struct {
-	ID       int64
-	Login    string
-	Name     string
-	Email    string
-	Verified bool
-}
-
-// fakeGitHub is a local stand-in for GitHub's OAuth pages and REST API: its authorization page
-// approves (or denies) at once for the user set with as, issuing a one-use code.
-type fakeGitHub struct {
-	t   *testing.T
-	srv *httptest.Server
-
-	mu        sync.Mutex
-	next      ghUser
-	deny      bool // the authorization page answers error=access_denied
-	noCode    bool // the authorization page returns without a code
-	failToken bool // the token endpoint refuses every code
-	codes     map[string]ghUser
-	tokens    map[string]ghUser
-	redirects []string // redirect_uri of each authorization
-}
-
-const (
-	ghClientID     = "fake-client-id"
-	ghClientSecret = "fake-client-secret"
-)
-
-func newFakeGitHub(t *testing.T) *fakeGitHub {
-	g := &fakeGitHub{t: t, codes: map[string]ghUser{}, tokens: map[string]ghUser{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /login/oauth/authorize", g.authorize)
-	mux.HandleFunc("POST /login/oauth/access_token", g.token)
-	mux.HandleFunc("GET /api/user", g.user)
-	mux.HandleFunc("GET /api/user/emails", g.emails)
-	g.srv = httptest.NewServer(mux)
-	t.Cleanup(g.srv.Close)
-	return g
-}
-
-// as makes u the user the next authorizations approve.
-func (g *fakeGitHub) as(u ghUser) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.next, g.deny, g.noCode, g.failToken = u, false, false, false
-}
-
-func (g *fakeGitHub) set(f func(g *fakeGitHub)) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f(g)
-}
-
-func (g *fakeGitHub) authorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if q.Get("client_id") != ghClientID || q.Get("state") == "" || !strings.Contains(q.Get("scope"), "user:email") {
-		http.Error(w, "bad authorization request "+r.URL.RawQuery, http.StatusBadRequest)
-		return
-	}
-	g.redirects = append(g.redirects, q.Get("redirect_uri"))
-	back := url.Values{"state": {q.Get("state")}}
-	switch {
-	case g.deny:
-		back.Set("error", "access_denied")
-	case !g.noCode:
-		code := fmt.Sprintf("code-%d-%d", g.next.ID, len(g.codes))
-		g.codes[code] = g.next
-		back.Set("code", code)
-	}
-	http.Redirect(w, r, q.Get("redirect_uri")+"?"+back.Encode(), http.StatusFound)
-}
-
-func (g *fakeGitHub) token(w http.ResponseWriter, r *http.Request) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	u, ok := g.codes[r.PostFormValue("code")]
-	delete(g.codes, r.PostFormValue("code"))
-	if g.failToken || !ok || r.PostFormValue("client_id") != ghClientID || r.PostFormValue("client_secret") != ghClientSecret {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"bad_verification_code"}`))
-		return
-	}
-	tok := "tok-" + r.PostFormValue("code")
-	g.tokens[tok] = u
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{"access_token": tok, "token_type": "bearer", "scope": "read:user,user:email"})
-}
-
-func (g *fakeGitHub) caller(w http.ResponseWriter, r *http.Request) (ghUser, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	u, ok := g.tokens[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
-	if !ok {
-		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
-	}
-	return u, ok
-}
-
-func (g *fakeGitHub) user(w http.ResponseWriter, r *http.Request) {
-	if u, ok := g.caller(w, r); ok {
-		_ = json.NewEncoder(w).Encode(map[string]any{"id": u.ID, "login": u.Login, "name": u.Name})
-	}
-}
-
-func (g *fakeGitHub) emails(w http.ResponseWriter, r *http.Request) {
-	if u, ok := g.caller(w, r); ok {
-		_ = json.NewEncoder(w).Encode([]map[string]any{
-			{"email": "noreply-" + u.Login + "@users.example.test", "primary": false, "verified": true},
-			{"email": u.Email, "primary": true, "verified": u.Verified},
-		})
-	}
-}
+type ghUser = fakegithub.User
 
 type oauthFixture struct {
 	*fixture
-	gh *fakeGitHub
+	gh *fakegithub.Server
 }
 
 func newOAuthFixture(t *testing.T) *oauthFixture {
 	t.Helper()
-	gh := newFakeGitHub(t)
+	gh := fakegithub.New(t)
 	p, err := accounts.NewGitHub(accounts.GitHubConfig{
-		ClientID: ghClientID, ClientSecret: ghClientSecret,
-		AuthURL: gh.srv.URL + "/login/oauth/authorize", TokenURL: gh.srv.URL + "/login/oauth/access_token", APIURL: gh.srv.URL + "/api",
+		ClientID: fakegithub.ClientID, ClientSecret: fakegithub.ClientSecret,
+		AuthURL: gh.AuthURL(), TokenURL: gh.TokenURL(), APIURL: gh.APIURL(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -160,34 +41,12 @@ func newOAuthFixture(t *testing.T) *oauthFixture {
 }
 
 // browser is a cookie-keeping client that follows redirects until the dashboard.
-func browser(t *testing.T) *http.Client {
-	t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dash, _ := url.Parse(dashboard)
-	return &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if req.URL.Host == dash.Host || len(via) > 10 {
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}}
-}
+func browser(t *testing.T) *http.Client { return fakegithub.Browser(t, dashboard+"/") }
 
 // land runs req in b and returns the dashboard URL the flow ends at.
 func land(t *testing.T, b *http.Client, req *http.Request) *url.URL {
 	t.Helper()
-	res, err := b.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	loc, err := res.Location()
-	if res.StatusCode != http.StatusFound || err != nil || !strings.HasPrefix(loc.String(), dashboard+"/") {
-		t.Fatalf("flow ended with %d at %v (%v), want a redirect to the dashboard", res.StatusCode, loc, err)
-	}
-	return loc
+	return fakegithub.Land(t, b, req, dashboard+"/")
 }
 
 func get(t *testing.T, u string) *http.Request {
@@ -202,7 +61,7 @@ func get(t *testing.T, u string) *http.Request {
 // signIn walks the sign-in flow as u in a new browser and returns the dashboard callback URL.
 func (o *oauthFixture) signIn(t *testing.T, u ghUser) *url.URL {
 	t.Helper()
-	o.gh.as(u)
+	o.gh.As(u)
 	return o.start(t)
 }
 
@@ -265,11 +124,11 @@ func TestOAuthProvidersAndRoutes(t *testing.T) {
 		}
 		res.Body.Close()
 		loc, _ := res.Location()
-		if res.StatusCode != http.StatusFound || loc == nil || !strings.HasPrefix(loc.String(), o.gh.srv.URL+"/login/oauth/authorize?") {
+		if res.StatusCode != http.StatusFound || loc == nil || !strings.HasPrefix(loc.String(), o.gh.AuthURL()+"?") {
 			t.Fatalf("GET %s: %d to %v", prefix, res.StatusCode, loc)
 		}
 		q := loc.Query()
-		if q.Get("redirect_uri") != o.Server.URL+"/auth/oauth/github/callback" || q.Get("client_id") != ghClientID {
+		if q.Get("redirect_uri") != o.Server.URL+"/auth/oauth/github/callback" || q.Get("client_id") != fakegithub.ClientID {
 			t.Fatalf("authorization URL %s", loc)
 		}
 		var state *http.Cookie
@@ -342,7 +201,7 @@ func TestOAuthSignIn(t *testing.T) {
 	signedIn(t, o.signIn(t, octocat))
 
 	// Every authorization returned to the public URL's callback.
-	for _, r := range o.gh.redirects {
+	for _, r := range o.gh.Redirects() {
 		if r != o.Server.URL+"/auth/oauth/github/callback" {
 			t.Fatalf("redirect_uri %q", r)
 		}
@@ -408,7 +267,7 @@ func (o *oauthFixture) connect(t *testing.T, b *http.Client, jwt string) *url.UR
 	}
 	err = json.NewDecoder(res.Body).Decode(&body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK || err != nil || !strings.HasPrefix(body.AuthURL, o.gh.srv.URL+"/login/oauth/authorize?") {
+	if res.StatusCode != http.StatusOK || err != nil || !strings.HasPrefix(body.AuthURL, o.gh.AuthURL()+"?") {
 		t.Fatalf("connect: %d %+v %v", res.StatusCode, body, err)
 	}
 	return land(t, b, get(t, body.AuthURL))
@@ -427,7 +286,7 @@ func TestOAuthLink(t *testing.T) {
 	o.setPassword(t, a.User, "alice password")
 	gh := ghUser{ID: 42, Login: "alice-gh", Name: "Alice at GitHub", Email: "different@example.test", Verified: true}
 
-	o.gh.as(gh)
+	o.gh.As(gh)
 	settings(t, o.connect(t, browser(t), a.JWT), "connected", "github")
 	var me accounts.Me
 	o.Do(t, http.MethodGet, "/v1/me", cptest.Bearer(a.JWT), nil).JSON(t, &me)
@@ -443,7 +302,7 @@ func TestOAuthLink(t *testing.T) {
 	// The GitHub account is alice's: bob cannot link it, nor link a second one over it.
 	b := o.NewAccount(t, "bob", false)
 	settings(t, o.connect(t, browser(t), b.JWT), "connect_error", "email_taken")
-	o.gh.as(ghUser{ID: 43, Login: "alice-second", Email: "x@example.test", Verified: true})
+	o.gh.As(ghUser{ID: 43, Login: "alice-second", Email: "x@example.test", Verified: true})
 	settings(t, o.connect(t, browser(t), a.JWT), "connect_error", "email_taken")
 
 	// Unlink, then the sign-in method check: without a password GitHub is the last one.
@@ -452,14 +311,14 @@ func TestOAuthLink(t *testing.T) {
 	if len(me.Providers) != 0 {
 		t.Fatalf("providers after unlink %v", me.Providers)
 	}
-	o.gh.as(ghUser{ID: 44, Login: "bob-gh", Email: "bob-gh@example.test", Verified: true})
+	o.gh.As(ghUser{ID: 44, Login: "bob-gh", Email: "bob-gh@example.test", Verified: true})
 	settings(t, o.connect(t, browser(t), b.JWT), "connected", "github")
 	expect(t, o.Do(t, http.MethodDelete, "/v1/me/providers/github", cptest.Bearer(b.JWT), nil), http.StatusBadRequest, "last_login_method")
 
 	// Link errors go to the settings page: denied at GitHub, and a session ended meanwhile.
-	o.gh.set(func(g *fakeGitHub) { g.deny = true })
+	o.gh.Set(fakegithub.Behavior{Deny: true})
 	settings(t, o.connect(t, browser(t), a.JWT), "connect_error", "access_denied")
-	o.gh.as(gh)
+	o.gh.As(gh)
 	br := browser(t)
 	req := get(t, o.Server.URL+"/v1/me/providers/github/connect")
 	req.Header.Set("Authorization", "Bearer "+a.JWT)
@@ -483,7 +342,7 @@ func TestOAuthLink(t *testing.T) {
 
 func TestOAuthCallbackErrors(t *testing.T) {
 	o := newOAuthFixture(t)
-	o.gh.as(octocat)
+	o.gh.As(octocat)
 
 	// No state cookie, a forged one, a state parameter that is not the cookie's.
 	failed(t, land(t, browser(t), get(t, o.Server.URL+"/auth/oauth/github/callback?state=x&code=y")), "invalid_state")
@@ -506,11 +365,11 @@ func TestOAuthCallbackErrors(t *testing.T) {
 	state := loc.Query().Get("state")
 	failed(t, land(t, b, get(t, o.Server.URL+"/auth/oauth/github/callback?state="+url.QueryEscape(state)+"&code=y")), "invalid_state")
 
-	o.gh.set(func(g *fakeGitHub) { g.deny = true })
+	o.gh.Set(fakegithub.Behavior{Deny: true})
 	failed(t, o.start(t), "access_denied")
-	o.gh.set(func(g *fakeGitHub) { g.deny, g.noCode = false, true })
+	o.gh.Set(fakegithub.Behavior{NoCode: true})
 	failed(t, o.start(t), "missing_code")
-	o.gh.set(func(g *fakeGitHub) { g.noCode, g.failToken = false, true })
+	o.gh.Set(fakegithub.Behavior{FailToken: true})
 	failed(t, o.start(t), "exchange_failed")
 	if n := o.count(t, `SELECT count(*) FROM users`); n != 0 {
 		t.Fatalf("%d users after failed sign-ins", n)
