@@ -114,7 +114,13 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&c.Listen, "listen", envDefault("WRENN_LISTEN", ":8080"), "address of the API (env WRENN_LISTEN)")
 	f.StringVar(&c.Secret, "secret", os.Getenv("WRENN_SECRET"), "JWT secret, ≥ 32 characters (env WRENN_SECRET); empty: generated once and kept in the database")
-	f.StringVar(&c.DashboardURL, "dashboard-url", envDefault("WRENN_DASHBOARD_URL", "http://localhost:8080"), "base URL of links in mails (env WRENN_DASHBOARD_URL)")
+	f.StringVar(&c.DashboardURL, "dashboard-url", envDefault("WRENN_DASHBOARD_URL", "http://localhost:8080"), "base URL of links in mails and of OAuth redirects (env WRENN_DASHBOARD_URL)")
+	f.StringVar(&c.PublicURL, "public-url", os.Getenv("WRENN_PUBLIC_URL"), "external base URL of the API; OAuth providers return to <url>/auth/oauth/<provider>/callback (env WRENN_PUBLIC_URL); empty: --dashboard-url")
+	f.StringVar(&c.GitHub.ClientID, "github-client-id", os.Getenv("WRENN_GITHUB_CLIENT_ID"), "GitHub OAuth app client id; set with the secret to enable GitHub sign-in (env WRENN_GITHUB_CLIENT_ID)")
+	f.StringVar(&c.GitHub.ClientSecret, "github-client-secret", os.Getenv("WRENN_GITHUB_CLIENT_SECRET"), "GitHub OAuth app client secret (env WRENN_GITHUB_CLIENT_SECRET)")
+	f.StringVar(&c.GitHub.AuthURL, "github-auth-url", os.Getenv("WRENN_GITHUB_AUTH_URL"), "GitHub authorization URL (env WRENN_GITHUB_AUTH_URL); empty: GitHub's")
+	f.StringVar(&c.GitHub.TokenURL, "github-token-url", os.Getenv("WRENN_GITHUB_TOKEN_URL"), "GitHub token URL (env WRENN_GITHUB_TOKEN_URL); empty: GitHub's")
+	f.StringVar(&c.GitHub.APIURL, "github-api-url", os.Getenv("WRENN_GITHUB_API_URL"), "GitHub REST API base URL (env WRENN_GITHUB_API_URL); empty: GitHub's")
 	f.StringVar(&c.ProxyDomain, "proxy-domain", os.Getenv("WRENN_PROXY_DOMAIN"), "port proxy domain: {port}-{capsule_id}.<domain> reaches a capsule port (env WRENN_PROXY_DOMAIN); empty disables")
 	f.StringVar(&c.SMTP.Host, "smtp-host", os.Getenv("WRENN_SMTP_HOST"), "SMTP server; empty: mails are logged, not sent (env WRENN_SMTP_HOST)")
 	f.StringVar(&smtpPort, "smtp-port", envDefault("WRENN_SMTP_PORT", "587"), "SMTP port (env WRENN_SMTP_PORT)")
@@ -136,7 +142,7 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f.StringSliceVar(&allowNets, "channels-allowed-nets", envList("WRENN_CHANNELS_ALLOWED_NETS"), "CIDRs notification channels may deliver to although they are internal, comma-separated (env WRENN_CHANNELS_ALLOWED_NETS)")
 	f.StringVar(&logFormat, "log-format", envDefault("WRENN_LOG_FORMAT", "text"), "text or json (env WRENN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("WRENN_LOG_LEVEL", "info"), "debug, info, warn or error (env WRENN_LOG_LEVEL)")
-	hideDefaults(f, "secret", "smtp-password", "metrics-token")
+	hideDefaults(f, "secret", "smtp-password", "metrics-token", "github-client-secret")
 	return cmd
 }
 

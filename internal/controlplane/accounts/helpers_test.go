@@ -150,14 +150,23 @@ func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
 // newFixtureWith is newFixture with mod applied to the accounts Config.
 func newFixtureWith(t *testing.T, mod func(*accounts.Config)) *fixture {
 	t.Helper()
+	return newFixtureEnv(t, func(_ *cptest.Env, c *accounts.Config) {
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// newFixtureEnv is newFixture with mod applied to the accounts Config; mod sees the environment (its
+// server URL).
+func newFixtureEnv(t *testing.T, mod func(*cptest.Env, *accounts.Config)) *fixture {
+	t.Helper()
 	env := cptest.New(t)
 	f := &fixture{Env: env, mailer: newRecordingMailer(), caps: &recordingDestroyer{env: env}}
 	cfg := accounts.Config{
 		Store: env.Store, Signer: env.Signer, Mailer: f.mailer, DashboardURL: dashboard + "/", Capsules: f.caps,
 	}
-	if mod != nil {
-		mod(&cfg)
-	}
+	mod(env, &cfg)
 	svc, err := accounts.New(cfg)
 	if err != nil {
 		t.Fatal(err)

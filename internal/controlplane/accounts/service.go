@@ -59,6 +59,15 @@ type Config struct {
 	PurgeInterval time.Duration
 	// RateLimits of login, signup, activation and password reset; zero Limits are DefaultRateLimits'.
 	RateLimits RateLimits
+
+	// Providers are the OAuth sign-in providers (NewGitHub); none: the OAuth routes are not served.
+	Providers []Provider
+	// OAuthKey signs the OAuth state and link cookies (docs/security.md); required with Providers.
+	OAuthKey []byte
+	// PublicURL is the API's external base URL: providers return to
+	// {PublicURL}/auth/oauth/{provider}/callback. "" = DashboardURL (the dashboard and the API share
+	// one origin by default).
+	PublicURL string
 }
 
 // Service is the accounts area: the handlers of docs/api.md and the admin team and user routes of docs/api.md,
@@ -72,6 +81,11 @@ type Service struct {
 	capsules      CapsuleDestroyer
 	purgeInterval time.Duration
 	limits        limiters
+
+	providers     map[string]Provider
+	oauthKey      []byte
+	publicURL     string
+	secureCookies bool // the OAuth cookies are Secure when PublicURL is https
 
 	mails sync.WaitGroup // password-reset mails in flight
 }
@@ -89,6 +103,21 @@ func New(cfg Config) (*Service, error) {
 	u, err := url.Parse(cfg.DashboardURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("accounts: Config.DashboardURL %q must be an absolute http(s) URL (the base of links in mails)", cfg.DashboardURL)
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = cfg.DashboardURL
+	} else if err := checkAbsURL(cfg.PublicURL); err != nil {
+		return nil, fmt.Errorf("accounts: Config.PublicURL: %w", err)
+	}
+	providers := make(map[string]Provider, len(cfg.Providers))
+	for _, p := range cfg.Providers {
+		if _, dup := providers[p.Name()]; dup {
+			return nil, fmt.Errorf("accounts: OAuth provider %s configured twice", p.Name())
+		}
+		providers[p.Name()] = p
+	}
+	if len(providers) > 0 && len(cfg.OAuthKey) < 32 {
+		return nil, errors.New("accounts: Config.OAuthKey (≥ 32 bytes) is required with OAuth providers")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -108,10 +137,15 @@ func New(cfg Config) (*Service, error) {
 		capsules:      cfg.Capsules,
 		purgeInterval: cfg.PurgeInterval,
 		limits:        newLimiters(cfg.RateLimits),
+		providers:     providers,
+		oauthKey:      cfg.OAuthKey,
+		publicURL:     strings.TrimRight(cfg.PublicURL, "/"),
+		secureCookies: strings.HasPrefix(cfg.PublicURL, "https:"),
 	}, nil
 }
 
-// Register adds every route of the accounts area to rt. The OAuth routes are not served.
+// Register adds every route of the accounts area to rt; the OAuth routes only when a provider is
+// configured.
 func (s *Service) Register(rt *httpapi.Router) {
 	const (
 		none  = httpapi.KindNone
@@ -130,6 +164,10 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.Handle(http.MethodPost, "/v1/me/password/reset", none, s.handleResetPassword)
 	rt.Handle(http.MethodPost, "/v1/me/password/reset/confirm", none, s.handleResetPasswordConfirm)
 	rt.Handle(http.MethodDelete, "/v1/me/providers/{provider}", jwt, s.handleUnlinkProvider)
+	if len(s.providers) > 0 {
+		rt.Handle(http.MethodGet, "/v1/me/providers/{provider}/connect", jwt, httpapi.Errors(s.handleConnectProvider))
+	}
+	s.registerOAuth(rt)
 
 	// docs/api.md API keys.
 	rt.Handle(http.MethodPost, "/v1/api-keys", jwt, s.handleCreateAPIKey)

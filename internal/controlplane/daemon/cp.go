@@ -100,9 +100,18 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var providers []accounts.Provider
+	if cfg.GitHub.ClientID != "" || cfg.GitHub.ClientSecret != "" {
+		gh, err := accounts.NewGitHub(cfg.GitHub)
+		if err != nil {
+			return nil, err
+		}
+		providers = append(providers, gh)
+	}
 	acc, err := accounts.New(accounts.Config{
 		Store: st, Signer: signer, Mailer: mailer, DashboardURL: cfg.DashboardURL,
 		Log: log.With("component", "accounts"), Capsules: caps,
+		Providers: providers, OAuthKey: derivedKey(secret, "accounts.oauth-state"), PublicURL: cfg.PublicURL,
 	})
 	if err != nil {
 		return nil, err

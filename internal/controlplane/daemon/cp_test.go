@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wrenn/wrenn/internal/controlplane/accounts"
 	"github.com/wrenn/wrenn/internal/controlplane/apidocs"
 	"github.com/wrenn/wrenn/internal/controlplane/daemon"
 	"github.com/wrenn/wrenn/internal/testutil"
@@ -28,9 +29,16 @@ func newServer(t *testing.T) *daemon.Server {
 }
 
 // TestRoutesMatchOpenAPI fails when a route exists in the router but not in openapi.yaml, or the other
-// way round.
+// way round. GitHub sign-in is configured, so that the OAuth routes are served.
 func TestRoutesMatchOpenAPI(t *testing.T) {
-	s := newServer(t)
+	s, err := daemon.New(context.Background(), daemon.Config{
+		DatabaseURL: testutil.Postgres(t), DashboardURL: "http://localhost:8080", Version: "test",
+		GitHub: accounts.GitHubConfig{ClientID: "id", ClientSecret: "secret"},
+	})
+	if err != nil {
+		t.Fatalf("daemon.New: %v", err)
+	}
+	t.Cleanup(s.Close)
 	ops, err := apidocs.Operations()
 	if err != nil {
 		t.Fatal(err)
