@@ -54,6 +54,15 @@ test('commands, files and watch through the proxy', async () => {
   for (let i = 0; i < 600 && !events.some((e) => e.name === 'big.txt'); i++) await new Promise((res) => setTimeout(res, 100))
   assert.ok(events.some((e) => e.name === 'big.txt'), 'watch event through the proxy')
   await watcher.stop()
+
+  // File metadata works on the capsule's filesystem (gVisor), in /tmp and in the root filesystem.
+  for (const path of [`${dir}/m.txt`, `/root/sdk-m-${Date.now()}.txt`]) {
+    const m = await sbx.files.write(path, 'm', { metadata: { k: 'v' } })
+    assert.deepEqual(m.metadata, { k: 'v' }, path)
+    assert.deepEqual((await sbx.files.getInfo(path)).metadata, { k: 'v' }, path)
+    await sbx.files.write(path, 'plain')
+    assert.equal((await sbx.files.getInfo(path)).metadata, undefined, path)
+  }
 })
 
 test('envd without its token is refused by the proxy', async () => {

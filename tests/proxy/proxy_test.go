@@ -178,6 +178,25 @@ func TestPortProxy(t *testing.T) {
 	})
 
 	t.Run("h2c", func(t *testing.T) {
+		// A Connect unary call to envd over h2c, as the SDKs' Connect clients may send it.
+		tr2 := &http.Transport{Protocols: new(http.Protocols)}
+		tr2.Protocols.SetUnencryptedHTTP2(true)
+		defer tr2.CloseIdleConnections()
+		req, _ := http.NewRequest("POST", c.cp.URL+"/filesystem.Filesystem/Stat", strings.NewReader(`{"path":"/tmp/echoserver"}`))
+		byHeaders(dashFree)(req, 49983)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("X-Access-Token", c.envdToken)
+		res, err := (&http.Client{Timeout: 60 * time.Second, Transport: tr2}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || res.ProtoMajor != 2 || !strings.Contains(string(b), `"name":"echoserver"`) {
+			t.Errorf("Connect Stat over h2c: %s %d %s", res.Proto, res.StatusCode, b)
+		}
+
 		tr := &http.Transport{Protocols: new(http.Protocols)}
 		tr.Protocols.SetUnencryptedHTTP2(true)
 		defer tr.CloseIdleConnections()
