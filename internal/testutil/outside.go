@@ -68,7 +68,9 @@ func ServeMetadata(t testing.TB, subnet string) string {
 	ip(t, "route", "add", "169.254.169.254/32", "via", n.InsideIP, "table", table)
 	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "169.254.169.254/32", "table", table).Run() })
 	ip(t, "rule", "add", "from", subnet, "to", "169.254.169.254", "lookup", table)
-	t.Cleanup(func() { _ = exec.Command("ip", "rule", "del", "from", subnet, "to", "169.254.169.254", "lookup", table).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "rule", "del", "from", subnet, "to", "169.254.169.254", "lookup", table).Run()
+	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, err := exec.Command("ip", "netns", "exec", n.Name, "curl", "-sf", "-m", "2", "http://169.254.169.254/").CombinedOutput()
