@@ -2,6 +2,7 @@ package security_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
@@ -54,6 +57,17 @@ func (s *suite) destroy(t *testing.T, cred cptest.Cred, id string) {
 	if res := cptest.Call(t, s.p.URL(), "DELETE", "/v1/capsules/"+id, cred, nil); res.Status != 204 {
 		t.Errorf("destroy %s: %d %s", id, res.Status, res.Body)
 	}
+}
+
+// db connects to the platform's database (closed when t ends).
+func (s *suite) db(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), s.p.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
 }
 
 // get reads capsule id as the owner.

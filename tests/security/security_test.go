@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wrenn/wrenn/internal/controlplane/ids"
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
 	"github.com/wrenn/wrenn/internal/testutil/platform"
@@ -150,6 +151,18 @@ func (s *suite) secureCapsule(t *testing.T, open capsule) {
 	}
 	if got := s.get(t, open.ID); got.Secure || got.TrafficAccessToken != "" {
 		t.Fatalf("capsule created without secure: %+v", got)
+	}
+	// Sealed at rest: a database dump does not show the token.
+	rowID, err := ids.Capsule.Parse(sc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []byte
+	if err := s.db(t).QueryRow(t.Context(), `SELECT traffic_token FROM capsules WHERE id = $1`, rowID).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) == 0 || strings.Contains(string(sealed), sc.TrafficAccessToken) || strings.Contains(string(sealed), string(raw)) {
+		t.Fatalf("traffic_token column is not sealed: %x", sealed)
 	}
 	const port = 8000
 	for _, id := range []string{sc.ID, open.ID} {
@@ -412,7 +425,27 @@ func (s *suite) quota(t *testing.T) {
 		t.Fatalf("carol has %d capsules after a refused create, want 1", len(list))
 	}
 	s.destroy(t, carol, first.ID)
-	s.create(t, carol, body)
+	second := s.create(t, carol, body)
+
+	// A pause needs room for the paused disk; the capsule keeps running when it has none.
+	res = cptest.Call(t, s.p.URL(), "PUT", "/v1/admin/teams/"+carolTeam+"/quotas", cptest.Bearer(s.p.Admin), map[string]any{"capsules": 1, "paused_disk_mb": 1})
+	if res.Status != 200 {
+		t.Fatalf("set quota: %d %s", res.Status, res.Body)
+	}
+	res = cptest.Call(t, s.p.URL(), "POST", "/v1/capsules/"+second.ID+"/pause", carol, nil)
+	if res.Status != 429 || res.ErrorCode() != "quota_exceeded" {
+		t.Fatalf("pause over the paused-disk quota: %d %s", res.Status, res.Body)
+	}
+	if res := cptest.Call(t, s.p.URL(), "POST", "/v1/capsules/"+second.ID+"/exec", carol, map[string]any{"cmd": "true"}); res.Status != 200 {
+		t.Fatalf("capsule after a refused pause: %d %s", res.Status, res.Body)
+	}
+	res = cptest.Call(t, s.p.URL(), "PUT", "/v1/admin/teams/"+carolTeam+"/quotas", cptest.Bearer(s.p.Admin), map[string]any{"capsules": 1, "paused_disk_mb": 0})
+	if res.Status != 200 {
+		t.Fatalf("set quota: %d %s", res.Status, res.Body)
+	}
+	if res := cptest.Call(t, s.p.URL(), "POST", "/v1/capsules/"+second.ID+"/pause", carol, nil); res.Status != 200 {
+		t.Fatalf("pause within the quota: %d %s", res.Status, res.Body)
+	}
 }
 
 // A client that never finishes its headers, and a keep-alive connection left idle, are closed by the
