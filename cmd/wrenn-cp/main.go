@@ -140,6 +140,13 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f.BoolVar(&c.MetricsTeamLabels, "metrics-team-labels", os.Getenv("WRENN_METRICS_TEAM_LABELS") == "true", "add per-team capsule counts to /metrics (env WRENN_METRICS_TEAM_LABELS=true)")
 	f.BoolVar(&c.ChannelsAllowPrivate, "channels-allow-private", os.Getenv("WRENN_CHANNELS_ALLOW_PRIVATE") == "true", "let notification channels deliver to loopback, private, link-local and metadata addresses (env WRENN_CHANNELS_ALLOW_PRIVATE=true)")
 	f.StringSliceVar(&allowNets, "channels-allowed-nets", envList("WRENN_CHANNELS_ALLOWED_NETS"), "CIDRs notification channels may deliver to although they are internal, comma-separated (env WRENN_CHANNELS_ALLOWED_NETS)")
+	// Server limits; hidden: the defaults suit every deployment, tests shorten them.
+	f.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 0, "time a client has to send a request's headers (default 10s)")
+	f.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "an idle keep-alive connection is closed after this (default 120s)")
+	f.DurationVar(&c.WebSocketRecheck, "ws-recheck-interval", 0, "how often open WebSockets re-check their credential (default 60s)")
+	for _, n := range []string{"read-header-timeout", "idle-timeout", "ws-recheck-interval"} {
+		_ = f.MarkHidden(n)
+	}
 	f.StringVar(&logFormat, "log-format", envDefault("WRENN_LOG_FORMAT", "text"), "text or json (env WRENN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("WRENN_LOG_LEVEL", "info"), "debug, info, warn or error (env WRENN_LOG_LEVEL)")
 	hideDefaults(f, "secret", "smtp-password", "metrics-token", "github-client-secret")

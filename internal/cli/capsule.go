@@ -60,6 +60,7 @@ func (a *app) capsuleCreate() *cobra.Command {
 		memory     int
 		timeout    int
 		noInternet bool
+		secure     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -90,6 +91,9 @@ own vCPUs and memory.`,
 			if noInternet {
 				req["allow_internet"] = false
 			}
+			if secure {
+				req["secure"] = true
+			}
 			var out capsule
 			raw, err := c.CallInto(cmd.Context(), http.MethodPost, "/v1/capsules", apiclient.AuthKey, req, &out)
 			if err != nil {
@@ -108,6 +112,7 @@ own vCPUs and memory.`,
 	f.IntVar(&memory, "memory", 512, "memory in MiB")
 	f.IntVar(&timeout, "timeout", 0, "pause the capsule after this many seconds without activity (0 = never)")
 	f.BoolVar(&noInternet, "no-internet", false, "block all egress traffic")
+	f.BoolVar(&secure, "secure", false, "require the capsule's traffic access token (X-Wrenn-Traffic-Token) on every proxied port (see --json)")
 	return cmd
 }
 

@@ -219,3 +219,34 @@ func TestExecuteErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCapsuleCreateSecure: --secure asks for a secure capsule; without it the request leaves secure out.
+func TestCapsuleCreateSecure(t *testing.T) {
+	var bodies []map[string]any
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/capsules", func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		bodies = append(bodies, b)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"id":"cl-new","status":"running","secure":true,"traffic_access_token":"tok"}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	c := &profile.Config{Profiles: map[string]profile.Profile{}}
+	c.Set("test", profile.Profile{URL: srv.URL, APIKey: "wrn_good"})
+	if err := c.Save(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := run(t, cfg, "capsule", "create", "--template", "minimal", "--secure"); code != 0 || strings.TrimSpace(out) != "cl-new" {
+		t.Fatalf("create --secure: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+	if out, errOut, code := run(t, cfg, "capsule", "create", "--template", "minimal"); code != 0 {
+		t.Fatalf("create: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+	if len(bodies) != 2 || bodies[0]["secure"] != true || bodies[1]["secure"] != nil {
+		t.Fatalf("request bodies %v: want secure:true, then no secure", bodies)
+	}
+}

@@ -43,6 +43,8 @@ type CreateParams struct {
 	MemoryMB      int32
 	TimeoutSec    int32
 	AllowInternet bool
+	// Secure: every proxied port needs the capsule's traffic access token (docs/security.md).
+	Secure bool
 }
 
 // createRequest is the body of POST /v1/capsules; omitted fields take docs/api.md defaults.
@@ -52,6 +54,7 @@ type createRequest struct {
 	MemoryMB      *int32  `json:"memory_mb"`
 	TimeoutSec    *int32  `json:"timeout_sec"`
 	AllowInternet *bool   `json:"allow_internet"`
+	Secure        *bool   `json:"secure"`
 }
 
 func (r createRequest) params() CreateParams {
@@ -70,6 +73,9 @@ func (r createRequest) params() CreateParams {
 	}
 	if r.AllowInternet != nil {
 		p.AllowInternet = *r.AllowInternet
+	}
+	if r.Secure != nil {
+		p.Secure = *r.Secure
 	}
 	return p
 }
@@ -123,6 +129,12 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(err)
 	}
+	var sealedTraffic []byte
+	if p.Secure {
+		if sealedTraffic, err = s.newTrafficToken(id); err != nil {
+			return db.Capsule{}, apierr.Internal(err)
+		}
+	}
 	var c db.Capsule
 	err = s.withQuota(ctx, team, need, func(q *db.Queries) error {
 		var err error
@@ -130,6 +142,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 			ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
 			VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
 			AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
+			Secure: p.Secure, TrafficToken: sealedTraffic,
 		})
 		if err != nil {
 			return apierr.Internal(fmt.Errorf("insert capsule: %w", err))

@@ -156,4 +156,30 @@ func TestQuotaConcurrentCreatesPauseResume(t *testing.T) {
 	if st := f.status(t, a); st != store.CapsuleRunning {
 		t.Fatalf("resumed capsule is %s", st)
 	}
+
+	// A snapshot of a running capsule leaves it paused: it needs room for the paused disk like a pause.
+	quotaPath := "/v1/admin/teams/" + f.alice.TeamID + "/quotas"
+	f.do(t, http.StatusOK, http.MethodPut, quotaPath, admin, map[string]any{"capsules": 3, "paused_disk_mb": 1})
+	f.wantError(t, http.StatusTooManyRequests, "quota_exceeded", "team quota exceeded: paused capsules' disk MB 0/1, this needs 5120 more",
+		http.MethodPost, "/v1/snapshots", key, map[string]any{"capsule_id": a, "name": "quota-snap"})
+	if st := f.status(t, a); st != store.CapsuleRunning {
+		t.Fatalf("refused snapshot left the capsule %s", st)
+	}
+	f.wantError(t, http.StatusNotFound, "not_found", "", http.MethodDelete, "/v1/snapshots/quota-snap", key, nil)
+	f.do(t, http.StatusOK, http.MethodPut, quotaPath, admin, map[string]any{"capsules": 3})
+	f.do(t, http.StatusCreated, http.MethodPost, "/v1/snapshots", key, map[string]any{"capsule_id": a, "name": "quota-snap"})
+	defer f.do(t, http.StatusNoContent, http.MethodDelete, "/v1/snapshots/quota-snap", key, nil)
+
+	// A capsule from the snapshot template counts like any create, with the template's size.
+	f.do(t, http.StatusOK, http.MethodPut, quotaPath, admin, map[string]any{"capsules": 2})
+	f.wantError(t, http.StatusTooManyRequests, "quota_exceeded", "team quota exceeded: running capsules 2/2",
+		http.MethodPost, "/v1/capsules", key, map[string]any{"template": "quota-snap"})
+	f.do(t, http.StatusOK, http.MethodPut, quotaPath, admin, map[string]any{"capsules": 3, "memory_mb": 300})
+	f.wantError(t, http.StatusTooManyRequests, "quota_exceeded", "team quota exceeded: memory MB 256/300, this needs 128 more",
+		http.MethodPost, "/v1/capsules", key, map[string]any{"template": "quota-snap", "memory_mb": 128 + 64})
+	if got := f.liveCount(t, f.alice.Team); got != 3 {
+		t.Fatalf("%d live capsules after refused creates, want 3 (2 running, 1 paused)", got)
+	}
+	f.do(t, http.StatusOK, http.MethodPut, quotaPath, admin, map[string]any{"capsules": 3})
+	f.create(t, key, map[string]any{"template": "quota-snap"})
 }

@@ -133,7 +133,7 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 	c := t.Capsule
 	if c.Status == store.CapsuleRunning {
 		var err error
-		if c, _, err = s.pause(ctx, actor, t, s.Store.Queries); err != nil {
+		if c, err = s.pauseForSnapshot(ctx, actor, t); err != nil {
 			return db.Template{}, err
 		}
 	}
@@ -182,6 +182,27 @@ func (s *Service) capture(ctx context.Context, actor auth.Identity, t Target, na
 		ResourceID: name, Action: "template.snapshot", Metadata: map[string]any{"capsule_id": t.PublicID}})
 	log.Info("snapshot template created", "size_bytes", tpl.SizeBytes, "replaced", old != nil)
 	return tpl, nil
+}
+
+// pauseForSnapshot pauses running capsule t before its capture. The capsule stays paused, so like a
+// pause it needs room in its team's paused-disk quota (429 quota_exceeded, and it keeps running); a
+// platform capsule is destroyed right after its capture and is not counted.
+func (s *Service) pauseForSnapshot(ctx context.Context, actor auth.Identity, t Target) (db.Capsule, error) {
+	if t.Capsule.TeamID == store.PlatformTeamID {
+		c, _, err := s.pause(ctx, actor, t, s.Store.Queries)
+		return c, err
+	}
+	var (
+		c        db.Capsule
+		unstored map[string][]*hav1.MetricPoint
+	)
+	err := s.withQuota(ctx, t.Capsule.TeamID, demand{pausedDiskMB: t.Capsule.DiskMB}, func(q *db.Queries) error {
+		var err error
+		c, unstored, err = s.pause(ctx, actor, t, q)
+		return err
+	})
+	s.storeMetrics(ctx, t.Capsule, unstored)
+	return c, err
 }
 
 // DeleteTemplate deletes team's template name from every host, then its row (docs/api.md). Platform templates

@@ -23,8 +23,12 @@ type Capsule struct {
 	LastActiveAt *time.Time        `json:"last_active_at,omitempty"`
 	LastUpdated  time.Time         `json:"last_updated"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// Secure: every proxied port needs TrafficAccessToken (docs/security.md).
+	Secure bool `json:"secure"`
 	// EnvdAccessToken is set by Resolver.View only: responses to the owning team and admins.
 	EnvdAccessToken string `json:"envd_access_token,omitempty"`
+	// TrafficAccessToken is a secure capsule's, set by Resolver.View only (as EnvdAccessToken).
+	TrafficAccessToken string `json:"traffic_access_token,omitempty"`
 }
 
 // CapsuleView renders a capsule row as the API object, without secrets (Resolver.View adds them).
@@ -42,6 +46,7 @@ func CapsuleView(c db.Capsule) Capsule {
 		StartedAt:    utc(c.StartedAt),
 		LastActiveAt: utc(c.LastActiveAt),
 		LastUpdated:  c.UpdatedAt.UTC(),
+		Secure:       c.Secure,
 	}
 	if c.HostID != nil {
 		v.HostID = ids.Host.Format(*c.HostID)

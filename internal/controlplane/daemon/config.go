@@ -53,6 +53,8 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // to send a request's headers
 	IdleTimeout       time.Duration // a keep-alive connection without a request is closed after this
 	BodyTimeout       time.Duration // to send a request body (WebSockets and uploads excepted)
+	// WebSocketRecheck is how often open WebSockets re-check their credential; zero = auth.RecheckInterval.
+	WebSocketRecheck time.Duration
 
 	// Quota is every team's default quota (docs/security.md, "Quotas"): running capsules, their vCPUs
 	// and memory, and paused capsules' disk. 0 = unlimited; admins override it per team.

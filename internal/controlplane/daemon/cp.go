@@ -68,7 +68,9 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		return nil, err
 	}
 	lookups := accounts.Lookups{Store: st}
-	rt := httpapi.NewRouter(auth.NewAuthenticator(signer, lookups, lookups))
+	authn := auth.NewAuthenticator(signer, lookups, lookups)
+	authn.SetRecheckInterval(cfg.WebSocketRecheck)
+	rt := httpapi.NewRouter(authn)
 	if cfg.BodyTimeout > 0 {
 		rt.SetBodyTimeout(cfg.BodyTimeout)
 	}

@@ -4,7 +4,8 @@
 // WebSocket upgrades included — goes to TCP port of the capsule, through its
 // host agent's /proxy/{capsule_id}/{port}/{path…} route. Port 49983 (envd)
 // needs the capsule's envd access token in X-Access-Token
-// (docs/security.md); other ports are open: capsule ids are unguessable.
+// (docs/security.md); other ports are open (capsule ids are unguessable)
+// unless the capsule is secure: then they need its traffic access token.
 package portproxy
 
 import (
@@ -40,9 +41,17 @@ const EnvdPort = 49983
 // tokenHeader carries envd's access token.
 const tokenHeader = "X-Access-Token"
 
-// Tokens opens capsules' envd access tokens (*capsules.Service implements it).
+// Traffic token headers: Wrenn's and the E2B SDK's (docs/security.md).
+const (
+	trafficHeader    = "X-Wrenn-Traffic-Token"
+	e2bTrafficHeader = "E2b-Traffic-Access-Token"
+)
+
+// Tokens opens capsules' envd and traffic access tokens (*capsules.Service implements it).
 type Tokens interface {
 	EnvdToken(c db.Capsule) (string, error)
+	// TrafficToken is a secure capsule's traffic access token ("" when c is not secure).
+	TrafficToken(c db.Capsule) (string, error)
 }
 
 // Transports reach host agents: the agent's base URL (https://ip:port) and
@@ -57,7 +66,7 @@ type Transports interface {
 type Config struct {
 	Store      Store
 	Transports Transports
-	// Tokens opens envd access tokens; nil: port 49983 is never proxied (401).
+	// Tokens opens access tokens; nil: port 49983 and secure capsules are never proxied (401).
 	Tokens Tokens
 	// Domain is the proxy's parent domain: {port}-{capsule_id}.{Domain}.
 	// Empty disables the proxy (Middleware passes everything on).
@@ -230,11 +239,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t target) {
 		writeError(w, apierr.HostUnavailable(fmt.Sprintf("sandbox is not running (status: %s)", c.Status)))
 		return
 	}
-	if port == EnvdPort {
-		if ae := p.checkEnvdToken(r, c); ae != nil {
-			writeError(w, ae)
-			return
-		}
+	if ae := p.checkAccess(r, c, port); ae != nil {
+		writeError(w, ae)
+		return
 	}
 	base, rt, err := p.cfg.Transports.Transport(r.Context(), *c.HostID)
 	if err != nil {
@@ -306,6 +313,34 @@ func (p *Proxy) checkEnvdToken(r *http.Request, c db.Capsule) *apierr.Error {
 		return apierr.Internal(err)
 	}
 	if want == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get(tokenHeader)), []byte(want)) != 1 {
+		return unauthorized
+	}
+	return nil
+}
+
+// checkAccess requires what a request for port of capsule c needs (docs/security.md): envd's access
+// token on envd's port, the traffic access token on every other port of a secure capsule.
+func (p *Proxy) checkAccess(r *http.Request, c db.Capsule, port int) *apierr.Error {
+	if port == EnvdPort {
+		return p.checkEnvdToken(r, c)
+	}
+	if !c.Secure {
+		return nil
+	}
+	unauthorized := apierr.Unauthorized("this sandbox is secure: its ports need the sandbox's traffic access token in " + trafficHeader)
+	if p.cfg.Tokens == nil {
+		return unauthorized
+	}
+	want, err := p.cfg.Tokens.TrafficToken(c)
+	if err != nil {
+		p.log.Error("port proxy: traffic token", "capsule_id", ids.Capsule.Format(c.ID), "error", err)
+		return apierr.Internal(err)
+	}
+	got := r.Header.Get(trafficHeader)
+	if got == "" {
+		got = r.Header.Get(e2bTrafficHeader)
+	}
+	if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 		return unauthorized
 	}
 	return nil

@@ -38,6 +38,14 @@ type fakeTokens map[uuid.UUID]string
 
 func (f fakeTokens) EnvdToken(c db.Capsule) (string, error) { return f[c.ID], nil }
 
+// TrafficToken: every secure capsule's is trafficToken.
+func (f fakeTokens) TrafficToken(c db.Capsule) (string, error) {
+	if !c.Secure {
+		return "", nil
+	}
+	return trafficToken, nil
+}
+
 // fakeTransports reaches one agent (the upstream) for host goodHost.
 type fakeTransports struct {
 	goodHost uuid.UUID
@@ -60,11 +68,13 @@ type seen struct {
 type fixture struct {
 	front                    *httptest.Server // the control plane
 	running, paused, offline string           // capsule ids
+	secure                   string           // a running secure capsule's id
 }
 
 const (
-	domain    = "wrenn.test"
-	envdToken = "envd-token-of-the-running-capsule"
+	domain       = "wrenn.test"
+	envdToken    = "envd-token-of-the-running-capsule"
+	trafficToken = "traffic-token-of-the-secure-capsule"
 )
 
 func newFixture(t *testing.T) *fixture {
@@ -109,7 +119,9 @@ func newFixture(t *testing.T) *fixture {
 
 	host, otherHost := uuid.New(), uuid.New()
 	running, paused, offline := uuid.New(), uuid.New(), uuid.New()
+	secure := uuid.New()
 	st := fakeStore{
+		secure:  {ID: secure, Status: "running", HostID: &host, Secure: true},
 		running: {ID: running, Status: "running", HostID: &host},
 		paused:  {ID: paused, Status: "paused", HostID: &host},
 		offline: {ID: offline, Status: "running", HostID: &otherHost},
@@ -128,6 +140,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{
 		front:   front,
 		running: ids.Capsule.Format(running), paused: ids.Capsule.Format(paused), offline: ids.Capsule.Format(offline),
+		secure: ids.Capsule.Format(secure),
 	}
 }
 
@@ -258,6 +271,41 @@ func TestEnvdPortNeedsToken(t *testing.T) {
 	}
 	if status, body := f.do(t, "GET", "8080-"+f.running+"."+domain, "/", ""); status != 200 {
 		t.Errorf("other port without a token: %d %s", status, body)
+	}
+}
+
+// TestSecureCapsuleNeedsTrafficToken: every port of a secure capsule but envd's needs its traffic access
+// token, in Wrenn's header or the E2B SDK's (docs/security.md); other capsules' ports stay open.
+func TestSecureCapsuleNeedsTrafficToken(t *testing.T) {
+	f := newFixture(t)
+	host := "8080-" + f.secure + "." + domain
+	for _, tc := range []struct {
+		name   string
+		hdr    []string
+		status int
+	}{
+		{"no token", nil, 401},
+		{"wrong token", []string{"X-Wrenn-Traffic-Token", "nope"}, 401},
+		{"token prefix", []string{"X-Wrenn-Traffic-Token", trafficToken[:10]}, 401},
+		{"envd header", []string{"X-Access-Token", trafficToken}, 401},
+		{"token", []string{"X-Wrenn-Traffic-Token", trafficToken}, 200},
+		{"e2b header", []string{"e2b-traffic-access-token", trafficToken}, 200},
+	} {
+		status, body := f.do(t, "GET", host, "/", "", tc.hdr...)
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if status != tc.status || (status == 401 && e.Error.Code != apierr.CodeUnauthorized) {
+			t.Errorf("%s: %d %s, want %d", tc.name, status, body, tc.status)
+		}
+	}
+	// The traffic token does not open envd: its port needs the envd token, secure or not.
+	if status, body := f.do(t, "GET", "49983-"+f.secure+"."+domain, "/health", "", "X-Wrenn-Traffic-Token", trafficToken); status != 401 {
+		t.Errorf("envd port with the traffic token: %d %s", status, body)
+	}
+	if status, body := f.do(t, "GET", "8080-"+f.running+"."+domain, "/", ""); status != 200 {
+		t.Errorf("port of a capsule that is not secure: %d %s", status, body)
 	}
 }
 

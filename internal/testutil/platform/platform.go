@@ -35,6 +35,8 @@ type Platform struct {
 	Key    string   // admin team API key
 	TeamID string   // admin's team
 	CPArgs []string // extra wrenn-cp serve flags (they override the harness's)
+	// AgentArgs are extra wrenn-agent flags of the hosts started from now on (-dns, -egress-allow, …).
+	AgentArgs []string
 }
 
 // ControlPlane is one running wrenn-cp.
@@ -215,6 +217,7 @@ func (p *Platform) StartHost(t testing.TB, inNetns bool) *Node {
 		cpURL = fmt.Sprintf("http://%s:%d", ns.HostIP, p.CPs[0].Port)
 	}
 	opts.Args = []string{"-control-plane", cpURL, "-registration-token", created.RegistrationToken, "-heartbeat-interval", "1s"}
+	opts.Args = append(opts.Args, p.AgentArgs...)
 	n.Agent = agenthost.Start(t, opts)
 	return n
 }

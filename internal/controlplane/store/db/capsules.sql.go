@@ -15,11 +15,11 @@ import (
 
 const createCapsule = `-- name: CreateCapsule :one
 INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
-                      timeout_sec, allow_internet, default_user, default_env, envd_token)
+                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token)
 VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4,
         $5, $6, $7, $8, $9, $10, $11,
-        $12, $13)
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+        $12, $13, $14, $15)
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
 `
 
 type CreateCapsuleParams struct {
@@ -36,10 +36,12 @@ type CreateCapsuleParams struct {
 	DefaultUser   string
 	DefaultEnv    strmap.Map
 	EnvdToken     []byte
+	Secure        bool
+	TrafficToken  []byte
 }
 
 // Inserts a pending capsule; default_user/default_env are copied from its template. id: NULL = a random
-// one; envd_token is sealed with the id (docs/security.md).
+// one; envd_token and traffic_token (secure capsules) are sealed with the id (docs/security.md).
 func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (Capsule, error) {
 	row := q.db.QueryRow(ctx, createCapsule,
 		arg.ID,
@@ -55,6 +57,8 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		arg.DefaultUser,
 		arg.DefaultEnv,
 		arg.EnvdToken,
+		arg.Secure,
+		arg.TrafficToken,
 	)
 	var i Capsule
 	err := row.Scan(
@@ -80,12 +84,14 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }
 
 const getCapsule = `-- name: GetCapsule :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE team_id = $1 AND id = $2
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE team_id = $1 AND id = $2
 `
 
 type GetCapsuleParams struct {
@@ -120,12 +126,14 @@ func (q *Queries) GetCapsule(ctx context.Context, arg GetCapsuleParams) (Capsule
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }
 
 const getCapsuleByID = `-- name: GetCapsuleByID :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE id = $1
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE id = $1
 `
 
 func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, error) {
@@ -154,12 +162,14 @@ func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, er
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }
 
 const listCapsulesByHost = `-- name: ListCapsulesByHost :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules
 WHERE host_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
@@ -197,6 +207,8 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.Secure,
+			&i.TrafficToken,
 		); err != nil {
 			return nil, err
 		}
@@ -209,7 +221,7 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 }
 
 const listCapsulesByTeam = `-- name: ListCapsulesByTeam :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules
 WHERE team_id = $1 AND status NOT IN ('stopped', 'error')
 ORDER BY created_at DESC, id
 `
@@ -247,6 +259,8 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.Secure,
+			&i.TrafficToken,
 		); err != nil {
 			return nil, err
 		}
@@ -259,7 +273,7 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 }
 
 const listCapsulesForTemplate = `-- name: ListCapsulesForTemplate :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
 
@@ -295,6 +309,8 @@ func (q *Queries) ListCapsulesForTemplate(ctx context.Context, templateID uuid.U
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.Secure,
+			&i.TrafficToken,
 		); err != nil {
 			return nil, err
 		}
@@ -353,7 +369,7 @@ func (q *Queries) MoveCapsuleHost(ctx context.Context, arg MoveCapsuleHostParams
 }
 
 const setCapsuleHost = `-- name: SetCapsuleHost :one
-UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
 `
 
 type SetCapsuleHostParams struct {
@@ -387,6 +403,8 @@ func (q *Queries) SetCapsuleHost(ctx context.Context, arg SetCapsuleHostParams) 
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }
@@ -400,7 +418,7 @@ SET status = 'running',
     started_at = now(),
     last_active_at = now()
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
 `
 
 type SetCapsuleRunningParams struct {
@@ -444,6 +462,8 @@ func (q *Queries) SetCapsuleRunning(ctx context.Context, arg SetCapsuleRunningPa
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }
@@ -488,7 +508,7 @@ SET status = $1,
     started_at = CASE WHEN $1::text = 'running' AND status <> 'running' THEN now() ELSE started_at END,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $2 AND status = ANY ($3::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
 `
 
 type UpdateCapsuleStatusParams struct {
@@ -526,6 +546,8 @@ func (q *Queries) UpdateCapsuleStatus(ctx context.Context, arg UpdateCapsuleStat
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.Secure,
+		&i.TrafficToken,
 	)
 	return i, err
 }

@@ -92,6 +92,8 @@ type Capsule struct {
 	StoppedAt     *time.Time
 	UpdatedAt     time.Time
 	EnvdToken     []byte
+	Secure        bool
+	TrafficToken  []byte
 }
 
 type CapsuleMetric struct {

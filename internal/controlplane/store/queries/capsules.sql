@@ -1,11 +1,11 @@
 -- name: CreateCapsule :one
 -- Inserts a pending capsule; default_user/default_env are copied from its template. id: NULL = a random
--- one; envd_token is sealed with the id (docs/security.md).
+-- one; envd_token and traffic_token (secure capsules) are sealed with the id (docs/security.md).
 INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
-                      timeout_sec, allow_internet, default_user, default_env, envd_token)
+                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token)
 VALUES (COALESCE(sqlc.narg(id)::uuid, gen_random_uuid()), @team_id, sqlc.narg(template_id), @template_name,
         sqlc.narg(host_id), @vcpus, @memory_mb, @disk_mb, @timeout_sec, @allow_internet, @default_user,
-        @default_env, sqlc.narg(envd_token))
+        @default_env, sqlc.narg(envd_token), @secure, sqlc.narg(traffic_token))
 RETURNING *;
 
 -- name: GetCapsule :one
