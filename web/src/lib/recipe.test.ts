@@ -46,3 +46,15 @@ describe('recipe highlighter', () => {
 		for (const n of ['a.gz', 'a.rar', 'tar']) expect(isArchiveName(n)).toBe(false);
 	});
 });
+
+import { highlightCode } from './codehl';
+describe('file viewer highlighter', () => {
+	it('keeps the text and marks comments, strings and keywords', () => {
+		const src = 'if [ "$a" = 1 ]; then # <x>\n  echo \'hi\'\nfi\n';
+		const html = highlightCode(src);
+		expect(strip(html)).toBe(src);
+		expect(html).toContain('<span class="k">if</span>');
+		expect(html).toContain('<span class="s">"$a"</span>');
+		expect(html).toContain('<span class="c"># &lt;x&gt;</span>');
+	});
+});
