@@ -33,6 +33,7 @@ export interface PtyOptions {
 	cols?: number;
 	rows?: number;
 	cmd?: string;
+	args?: string[];
 	tag?: string; // reattach to this tag instead of starting a new PTY
 	// retry delays in ms; the last one repeats. Reconnecting stops after maxRetries attempts in a row.
 	retryDelays?: number[];
@@ -93,7 +94,13 @@ export class PtyClient {
 			if (this.tag) ws.send(JSON.stringify({ type: 'connect', tag: this.tag, cols: this.cols, rows: this.rows }));
 			else
 				ws.send(
-					JSON.stringify({ type: 'start', cmd: this.opts.cmd ?? '/bin/bash', cols: this.cols, rows: this.rows })
+					JSON.stringify({
+						type: 'start',
+						cmd: this.opts.cmd ?? '/bin/bash',
+						...(this.opts.args ? { args: this.opts.args } : {}),
+						cols: this.cols,
+						rows: this.rows
+					})
 				);
 		};
 		ws.onmessage = (ev) => this.handle(ws, ev.data);
