@@ -54,7 +54,7 @@ describe('file viewer highlighter', () => {
 		const html = highlightCode(src);
 		expect(strip(html)).toBe(src);
 		expect(html).toContain('<span class="k">if</span>');
-		expect(html).toContain('<span class="s">"$a"</span>');
+		expect(html).toContain('<span class="s">&quot;$a&quot;</span>');
 		expect(html).toContain('<span class="c"># &lt;x&gt;</span>');
 	});
 });
