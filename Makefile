@@ -20,9 +20,9 @@ web: ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs 
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
 	cd web && npm run build
 
-web-test: ## the dashboard's unit tests (vitest: PTY client, recipe highlighter)
+web-test: ## the dashboard's type check (svelte-check) and unit tests (vitest: PTY client, recipe highlighter)
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
-	cd web && npm test
+	cd web && npm run check && npm test
 
 build: web ## build every binary into bin/ (static), the control plane with the dashboard
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...

@@ -147,6 +147,25 @@ try {
 	await r.getByRole('button', { name: 'Destroy' }).click();
 	await r.waitFor({ state: 'detached' });
 	await shot('capsule-destroyed');
+	step('API keys: a new key is shown once');
+	await page.goto(base + '/dashboard/keys');
+	await page.fill('form input', 'browser key');
+	await page.click('form button[type=submit]');
+	const secret = (await page.locator('[data-secret]').innerText()).trim();
+	if (!/^wrn_[0-9a-f]{32}$/.test(secret)) throw new Error('created key shown as ' + secret);
+	await page.locator('td', { hasText: 'browser key' }).waitFor();
+	await shot('api-key-created');
+
+	step('API reference');
+	await page.goto(base + '/docs');
+	await page.locator('.swagger-ui .info .title').waitFor();
+	await page.locator('.opblock-summary-path', { hasText: '/v1/capsules/{id}/pty' }).first().waitFor();
+	await shot('docs');
+
+	step('admin: recipe editor colours');
+	await page.goto(base + '/admin/templates');
+	for (const kw of ['run', 'env', 'workdir', 'copy', 'start']) await page.locator(`.recipe .kw-${kw}`).first().waitFor();
+	await shot('admin-templates');
 	console.log('all steps passed');
 } catch (e) {
 	console.error('FAILED:', e?.stack ?? e);
