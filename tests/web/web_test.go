@@ -38,7 +38,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := platform.New(t, 1)
+	p := platform.New(t, 1, "--proxy-domain", "localhost")
 	p.AddHost(t, false)
 	// Whatever the browser left (a failed run), the team's capsules are destroyed.
 	t.Cleanup(func() { destroyAll(t, p) })

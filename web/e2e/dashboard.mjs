@@ -136,10 +136,30 @@ try {
 		throw new Error('web-ticker still running after Kill: ' + JSON.stringify(list.body));
 	await shot('process-killed');
 
-	step('metrics and ports tabs render');
+	step('metrics');
 	await page.click('a[data-tab=metrics]');
 	await page.getByText('CPU', { exact: true }).waitFor();
 	await shot('metrics');
+
+	step('ports: a listening port links through the port proxy');
+	const httpd = await api('POST', `/v1/capsules/${capsuleId}/exec`, {
+		cmd: '/bin/sh',
+		args: ['-c', 'mkdir -p /tmp/www && echo "served from port 8000" > /tmp/www/index.html && exec httpd -f -p 8000 -h /tmp/www'],
+		background: true,
+		tag: 'web-httpd'
+	});
+	if (httpd.status !== 202) throw new Error(`httpd: ${httpd.status} ${JSON.stringify(httpd.body)}`);
+	await page.click('a[data-tab=ports]');
+	const link = page.locator('tr[data-port="8000"] a');
+	await link.waitFor();
+	const href = await link.getAttribute('href');
+	const want = `http://8000-${capsuleId}.localhost:${new URL(base).port}/`;
+	if (href !== want) throw new Error(`port link ${href}, want ${want}`);
+	await shot('ports');
+	const proxied = await context.newPage();
+	await proxied.goto(href);
+	await proxied.getByText('served from port 8000').waitFor();
+	await proxied.close();
 
 	step('destroy the capsule');
 	await page.goto(base + '/dashboard/capsules');

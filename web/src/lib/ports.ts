@@ -1,8 +1,9 @@
-// Listening TCP ports of a capsule, read from /proc/net/tcp and /proc/net/tcp6 through the files API
-// (there is no ports endpoint): state 0A is LISTEN; the local port is the hex after the colon.
+// Listening TCP ports of a capsule from the text of /proc/net/tcp and /proc/net/tcp6 (there is no ports
+// endpoint): state 0A is LISTEN; the local port is the hex after the colon. Header lines (also in the
+// middle, when both tables are concatenated) are skipped.
 export function listeningPorts(procNetTcp: string): number[] {
 	const ports = new Set<number>();
-	for (const line of procNetTcp.split('\n').slice(1)) {
+	for (const line of procNetTcp.split('\n')) {
 		const f = line.trim().split(/\s+/);
 		if (f.length < 4 || f[3] !== '0A') continue;
 		const port = parseInt(f[1].split(':').pop() ?? '', 16);
