@@ -176,6 +176,32 @@ try {
 	await page.locator('td', { hasText: 'browser key' }).waitFor();
 	await shot('api-key-created');
 
+	step('hosts: a new host shows its registration token once, and is deleted after a preview');
+	await page.goto(base + '/dashboard/hosts');
+	await page.locator('tr td .badge.online').first().waitFor();
+	await page.getByRole('button', { name: 'Add host' }).click();
+	const token = (await page.locator('.notice .secret').innerText()).trim();
+	if (!/^[0-9a-f]{64}$/.test(token)) throw new Error('registration token shown as ' + token);
+	const pending = page.locator('tr', { has: page.locator('.badge.pending') });
+	await pending.waitFor();
+	await shot('host-created');
+	await pending.getByRole('button', { name: 'Delete' }).click();
+	await pending.getByText('No active capsules.').waitFor();
+	await pending.getByRole('button', { name: 'Confirm delete' }).click();
+	await pending.waitFor({ state: 'detached' });
+
+	step('team: create a team and switch to it');
+	await page.goto(base + '/dashboard/team');
+	await page.locator('td', { hasText: 'admin@example.test' }).waitFor();
+	await page.fill('input[pattern]', 'Browser Team');
+	await page.getByRole('button', { name: 'Create and switch' }).click();
+	await page.locator('h1', { hasText: 'Team: Browser Team' }).waitFor();
+	await page.goto(base + '/dashboard/capsules');
+	await page.getByText('No capsules yet').waitFor();
+	const selected = await page.locator('select[aria-label=Team]').evaluate((s) => s.options[s.selectedIndex].text);
+	if (selected !== 'Browser Team') throw new Error('team switcher shows ' + selected);
+	await shot('team-switched');
+
 	step('API reference');
 	await page.goto(base + '/docs');
 	await page.locator('.swagger-ui .info .title').waitFor();
