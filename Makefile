@@ -5,7 +5,7 @@ BIN   := bin
 RELEASE ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.release=$(RELEASE)
 
-.PHONY: help deps build envd generate check-generate lint test test-loaded test-short bench run run-envd clean
+.PHONY: help deps web web-test build envd generate check-generate lint test test-loaded test-short bench run run-envd clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -14,8 +14,17 @@ deps: ## install missing OS packages the build and tests need (root)
 	./scripts/install-deps.sh
 	./scripts/install-runsc.sh
 	cd tests/e2bjs && npm ci --no-audit --no-fund
+	cd web && npm ci --no-audit --no-fund
 
-build: ## build every binary into bin/ (static)
+web: ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs `make deps` once)
+	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
+	cd web && npm run build
+
+web-test: ## the dashboard's type check (svelte-check) and unit tests (vitest: PTY client, recipe highlighter)
+	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
+	cd web && npm run check && npm test
+
+build: web ## build every binary into bin/ (static), the control plane with the dashboard
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 envd: ## build the static envd binary
@@ -35,7 +44,7 @@ lint: ## go vet, staticcheck, buf lint
 	$(GO) tool staticcheck ./...
 	$(GO) tool buf lint
 
-test: deps check-generate lint ## everything CI runs: drift check, linters, all tests (as root)
+test: deps check-generate lint web web-test ## everything CI runs: drift check, linters, all tests (as root)
 	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -count=1 -timeout 40m ./...
 
 test-loaded: ## `make test` with every core kept busy, as on a slow CI machine

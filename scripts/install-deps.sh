@@ -4,7 +4,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 passwd python3 util-linux procps make git ca-certificates busybox-static debootstrap curl nftables file postgresql)
+pkgs=(iproute2 passwd python3 util-linux procps make git ca-certificates busybox-static debootstrap curl nftables file postgresql chromium)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 need=()

@@ -11,8 +11,8 @@ import (
 // allowed is the import fence of wrenn-cp (ARCHITECTURE.md, "Where code goes").
 //
 // The control plane depends on the contracts, its own packages and the few shared ones; never on the
-// host agent, the CLI or envd.
-var allowed = []string{"cmd/wrenn-cp", "api/...", "internal/controlplane/...", "internal/apierr", "internal/pki", "internal/telemetry/..."}
+// host agent, the CLI or envd. web is the embedded dashboard (static files and their handler).
+var allowed = []string{"cmd/wrenn-cp", "api/...", "internal/controlplane/...", "internal/apierr", "internal/pki", "internal/telemetry/...", "web"}
 
 func TestControlPlaneDependencies(t *testing.T) {
 	for _, pkg := range deps.Outside(deps.List(t, "."), allowed...) {

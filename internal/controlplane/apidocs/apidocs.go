@@ -11,14 +11,10 @@ package apidocs
 
 import (
 	_ "embed"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
-	"sync"
 
-	"github.com/wrenn/wrenn/internal/apierr"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
 )
 
@@ -60,10 +56,11 @@ func Operations() ([]Operation, error) {
 	return ops, nil
 }
 
-// Register serves GET /openapi.yaml and GET /docs (public) on rt.
-func Register(rt *httpapi.Router) {
+// Register serves GET /openapi.yaml and GET /docs (public) on rt; docs is the dashboard, which renders
+// the reference page (or, in a binary built without the dashboard, says how to build it).
+func Register(rt *httpapi.Router, docs http.Handler) {
 	rt.Handle(http.MethodGet, "/openapi.yaml", httpapi.KindNone, serveDocument)
-	rt.Handle(http.MethodGet, "/docs", httpapi.KindNone, serveDocs)
+	rt.Handle(http.MethodGet, "/docs", httpapi.KindNone, docs.ServeHTTP)
 }
 
 func serveDocument(w http.ResponseWriter, r *http.Request) {
@@ -72,34 +69,5 @@ func serveDocument(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	if _, err := w.Write(document); err != nil {
 		slog.DebugContext(r.Context(), "write openapi.yaml", "err", err)
-	}
-}
-
-// page renders /docs once; the document is embedded, so the page never changes.
-var page = sync.OnceValues(func() ([]byte, error) {
-	spec, err := parse(document)
-	if err != nil {
-		return nil, err
-	}
-	var b strings.Builder
-	if err := render(&b, spec); err != nil {
-		return nil, fmt.Errorf("render docs: %w", err)
-	}
-	return []byte(b.String()), nil
-})
-
-func serveDocs(w http.ResponseWriter, r *http.Request) {
-	body, err := page()
-	if err != nil {
-		apierr.Write(w, r, apierr.Internal(err))
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	h.Set("X-Content-Type-Options", "nosniff")
-	if _, err := w.Write(body); err != nil {
-		slog.DebugContext(r.Context(), "write docs", "err", err)
 	}
 }

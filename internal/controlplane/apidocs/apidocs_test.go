@@ -2,11 +2,9 @@ package apidocs_test
 
 import (
 	"context"
-	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -318,7 +316,9 @@ func TestRequiredSchemas(t *testing.T) {
 func serve(t *testing.T) (*httptest.Server, *httpapi.Router) {
 	t.Helper()
 	rt := httpapi.NewRouter(nil) // public routes never reach the authenticator
-	apidocs.Register(rt)
+	apidocs.Register(rt, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "dashboard")
+	}))
 	srv := httptest.NewServer(rt)
 	t.Cleanup(srv.Close)
 	return srv, rt
@@ -377,89 +377,7 @@ func TestServeDocument(t *testing.T) {
 func TestServeDocs(t *testing.T) {
 	srv, _ := serve(t)
 	resp, page := get(t, srv.URL+"/docs")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, page)
+	if resp.StatusCode != http.StatusOK || page != "dashboard" {
+		t.Fatalf("/docs: %d %q, want the docs handler's answer", resp.StatusCode, page)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
-		t.Errorf("Content-Type %q", ct)
-	}
-	if !strings.HasPrefix(page, "<!DOCTYPE html>") || !strings.HasSuffix(strings.TrimSpace(page), "</html>") {
-		t.Error("not a complete HTML page")
-	}
-
-	doc := loadDocument(t)
-	ops := 0
-	for path, item := range doc.Paths.Map() {
-		for method, op := range item.Operations() {
-			ops++
-			block := operationBlock(page, op.OperationID)
-			if block == "" {
-				t.Errorf("%s %s: no block id=op-%s on the page", method, path, op.OperationID)
-				continue
-			}
-			for _, want := range []string{
-				`>` + method + `</span>`,
-				`<span class="path">` + html.EscapeString(path) + `</span>`,
-				html.EscapeString(op.Summary),
-				`class="auth auth-`,
-			} {
-				if !strings.Contains(block, want) {
-					t.Errorf("%s %s: block lacks %q", method, path, want)
-				}
-			}
-			for _, p := range op.Parameters {
-				if !strings.Contains(block, ">"+p.Value.Name+"<") {
-					t.Errorf("%s %s: parameter %s not rendered", method, path, p.Value.Name)
-				}
-			}
-			for code := range op.Responses.Map() {
-				if !strings.Contains(block, `<td class="code">`+code+`</td>`) {
-					t.Errorf("%s %s: response %s not rendered", method, path, code)
-				}
-			}
-			if rb := op.RequestBody; rb != nil && rb.Value != nil {
-				for ct := range rb.Value.Content {
-					if !strings.Contains(block, "<code>"+ct+"</code>") {
-						t.Errorf("%s %s: request content %s not rendered", method, path, ct)
-					}
-				}
-			}
-		}
-	}
-	if got := strings.Count(page, `<div class="op" id="op-`); got != ops {
-		t.Errorf("page has %d operation blocks, document %d operations", got, ops)
-	}
-	for name := range doc.Components.Schemas {
-		if !strings.Contains(page, `id="schema-`+name+`"`) {
-			t.Errorf("schema %s not rendered", name)
-		}
-	}
-	// Every schema link points at a rendered schema.
-	for _, m := range regexp.MustCompile(`href="#schema-([A-Za-z0-9]+)"`).FindAllStringSubmatch(page, -1) {
-		if doc.Components.Schemas[m[1]] == nil {
-			t.Errorf("link to unknown schema %s", m[1])
-		}
-	}
-	// Self-contained: no scripts, no external stylesheets, images or fonts.
-	for _, banned := range []string{"<script", "<link", "<img", "src=", "@import", "url("} {
-		if strings.Contains(page, banned) {
-			t.Errorf("page contains %q", banned)
-		}
-	}
-	if strings.Contains(page, `href="http`) {
-		t.Error("page links to an external resource")
-	}
-}
-
-// operationBlock returns the HTML of the operation block with the given operationId.
-func operationBlock(page, id string) string {
-	start := strings.Index(page, `<div class="op" id="op-`+id+`">`)
-	if start < 0 {
-		return ""
-	}
-	rest := page[start:]
-	if end := strings.Index(rest[1:], `<div class="op" id=`); end >= 0 {
-		return rest[:end+1]
-	}
-	return rest
 }

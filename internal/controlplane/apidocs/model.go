@@ -9,41 +9,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// spec is the part of an OpenAPI 3 document the docs page and Operations use. Maps whose order
-// matters (paths, responses, properties, schemas) keep the document's order.
+// spec is the part of an OpenAPI 3 document Operations reads; paths keep the document's order.
 type spec struct {
-	OpenAPI    string `yaml:"openapi"`
-	Info       info
-	Tags       []tag
-	Paths      ordered[pathItem]
-	Components components
-}
-
-type info struct {
-	Title       string
-	Version     string
-	Description string
-}
-
-type tag struct {
-	Name        string
-	Description string
-}
-
-type components struct {
-	SecuritySchemes ordered[securityScheme] `yaml:"securitySchemes"`
-	Parameters      map[string]parameter
-	Responses       map[string]response
-	Schemas         ordered[*schema]
-}
-
-type securityScheme struct {
-	Type         string
-	Scheme       string
-	BearerFormat string `yaml:"bearerFormat"`
-	In           string
-	Name         string
-	Description  string
+	OpenAPI string `yaml:"openapi"`
+	Paths   ordered[pathItem]
 }
 
 type pathItem struct {
@@ -58,64 +27,9 @@ type pathItem struct {
 }
 
 type operation struct {
-	Method      string `yaml:"-"`
-	Tags        []string
-	OperationID string `yaml:"operationId"`
-	Summary     string
-	Description string
-	Auth        string            `yaml:"x-auth"`
-	WebSocket   bool              `yaml:"x-websocket"`
-	WSMessages  map[string]string `yaml:"x-websocket-messages"`
-	Security    *[]map[string][]string
-	Parameters  []parameter
-	RequestBody *requestBody `yaml:"requestBody"`
-	Responses   ordered[response]
-}
-
-type parameter struct {
-	Ref         string `yaml:"$ref"`
-	Name        string
-	In          string
-	Description string
-	Required    bool
-	Schema      *schema
-}
-
-type requestBody struct {
-	Ref         string `yaml:"$ref"`
-	Description string
-	Required    bool
-	Content     ordered[mediaType]
-}
-
-type response struct {
-	Ref         string `yaml:"$ref"`
-	Description string
-	Content     ordered[mediaType]
-}
-
-type mediaType struct {
-	Schema *schema
-}
-
-type schema struct {
-	Ref                  string `yaml:"$ref"`
-	Type                 string
-	Format               string
-	Description          string
-	Pattern              string
-	Enum                 []string
-	Default              yaml.Node // Kind 0 when absent (a *yaml.Node field cannot hold a scalar)
-	Example              yaml.Node
-	Items                *schema
-	Properties           ordered[*schema]
-	Required             []string
-	AdditionalProperties yaml.Node `yaml:"additionalProperties"`
-	Minimum              *float64
-	Maximum              *float64
-	MinLength            *int `yaml:"minLength"`
-	MaxLength            *int `yaml:"maxLength"`
-	MaxItems             *int `yaml:"maxItems"`
+	Method    string `yaml:"-"`
+	Auth      string `yaml:"x-auth"`
+	WebSocket bool   `yaml:"x-websocket"`
 }
 
 // named is one entry of an ordered mapping.
@@ -174,30 +88,4 @@ func parse(doc []byte) (*spec, error) {
 		return nil, errors.New("parse openapi.yaml: no paths")
 	}
 	return &s, nil
-}
-
-const (
-	refParameters = "#/components/parameters/"
-	refResponses  = "#/components/responses/"
-	refSchemas    = "#/components/schemas/"
-)
-
-// parameter resolves a $ref parameter (an unresolvable one is returned as is).
-func (s *spec) parameter(p parameter) parameter {
-	if name, ok := strings.CutPrefix(p.Ref, refParameters); ok {
-		if r, ok := s.Components.Parameters[name]; ok {
-			return r
-		}
-	}
-	return p
-}
-
-// response resolves a $ref response (an unresolvable one is returned as is).
-func (s *spec) response(r response) response {
-	if name, ok := strings.CutPrefix(r.Ref, refResponses); ok {
-		if c, ok := s.Components.Responses[name]; ok {
-			return c
-		}
-	}
-	return r
 }

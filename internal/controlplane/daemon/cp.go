@@ -25,6 +25,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/portproxy"
 	"github.com/wrenn/wrenn/internal/controlplane/store"
 	"github.com/wrenn/wrenn/internal/telemetry"
+	"github.com/wrenn/wrenn/web"
 )
 
 // Server is an assembled control plane: its router and the services with background loops.
@@ -138,7 +139,8 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	rt.Handle(http.MethodGet, "/health", httpapi.KindNone, func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": cfg.Version})
 	})
-	apidocs.Register(rt)
+	dash := web.New()
+	apidocs.Register(rt, dash)
 	acc.Register(rt)
 	fl.Register(rt)
 	caps.Register(rt)
@@ -154,6 +156,11 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if telemetry.IsProbe(r, "/metrics", "/ready") {
 			ops.ServeHTTP(w, r)
+			return
+		}
+		// The dashboard answers only GETs no API route matches, on its own paths (docs/dashboard.md).
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Match(r) == "" && dash.Claims(r.URL.Path) {
+			dash.ServeHTTP(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)
