@@ -57,9 +57,13 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Content-Type", ctype)
 	hdr.Set("Vary", "Accept-Encoding")
 
+	// Files whose size is unknown until read (/proc and /sys report 0 and
+	// cannot seek) are streamed whole: ranges and validators need a size.
+	sized := seekable(f, info)
+
 	// Ranges and revalidation address the bytes on disk, so they are always
 	// answered in identity coding; ServeContent implements both.
-	if conditional(r) {
+	if sized && conditional(r) {
 		hdr.Set("Etag", etag(info))
 		http.ServeContent(w, r, "", info.ModTime(), f)
 		return
@@ -69,14 +73,26 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotAcceptable, "no acceptable content coding: only identity and gzip are available")
 		return
 	}
-	if coding == codingIdentity {
+	if coding == codingIdentity && sized {
 		hdr.Set("Etag", etag(info))
 		http.ServeContent(w, r, "", info.ModTime(), f)
 		return
 	}
-	hdr.Set("Content-Encoding", codingGzip)
 	hdr.Set("Last-Modified", info.ModTime().UTC().Format(http.TimeFormat))
 	hdr.Del("Content-Length")
+	if coding == codingIdentity {
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return
+		}
+		buf := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(buf)
+		if _, err := io.CopyBuffer(w, onlyReader{f}, *buf); err != nil {
+			h.log.DebugContext(r.Context(), "download aborted", "path", path, "error", err)
+		}
+		return
+	}
+	hdr.Set("Content-Encoding", codingGzip)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
@@ -93,6 +109,20 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 	if err := zw.Close(); err != nil {
 		h.log.DebugContext(r.Context(), "download aborted", "path", path, "error", err)
 	}
+}
+
+// seekable reports whether f has a size ServeContent can rely on: a
+// non-empty file whose end can be sought. Pseudo-files (/proc, /sys) report
+// size 0 whatever they hold, and some refuse to seek.
+func seekable(f *os.File, info os.FileInfo) bool {
+	if info.Size() == 0 {
+		return false
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return false
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return err == nil
 }
 
 // onlyReader hides the file's WriterTo so CopyBuffer uses the given buffer.

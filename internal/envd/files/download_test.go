@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -255,5 +256,24 @@ func TestMethodNotAllowed(t *testing.T) {
 	res, _ := e.do(t, req)
 	if res.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("status %d", res.StatusCode)
+	}
+}
+
+// TestDownloadPseudoFile: files that report size 0 but hold content (/proc, /sys) come back whole, even
+// when a range is asked for (their size is unknown, so no range can be honoured).
+func TestDownloadPseudoFile(t *testing.T) {
+	e := newEnv(t)
+	for _, hdr := range []map[string]string{nil, {"Range": "bytes=0-3"}, {"Accept-Encoding": "identity"}} {
+		req, _ := http.NewRequest(http.MethodGet, e.filesURL("path", "/proc/self/mounts"), nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, body := e.do(t, req)
+		if res.StatusCode != 200 {
+			t.Fatalf("%v: status %d (%s)", hdr, res.StatusCode, body)
+		}
+		if !strings.Contains(string(body), " / ") {
+			t.Fatalf("%v: body %q is not a mount table", hdr, body)
+		}
 	}
 }
