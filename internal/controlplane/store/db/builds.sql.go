@@ -192,13 +192,13 @@ WHERE id = $2 AND status IN ('pending', 'running')
 `
 
 type FailBuildParams struct {
-	Error *string
-	ID    uuid.UUID
+	Reason *string
+	ID     uuid.UUID
 }
 
 // A cancelled build stays cancelled.
 func (q *Queries) FailBuild(ctx context.Context, arg FailBuildParams) (int64, error) {
-	result, err := q.db.Exec(ctx, failBuild, arg.Error, arg.ID)
+	result, err := q.db.Exec(ctx, failBuild, arg.Reason, arg.ID)
 	if err != nil {
 		return 0, err
 	}
@@ -213,8 +213,8 @@ RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_p
 
 // Running builds whose control plane stopped renewing their lease: failed, returned so that their
 // capsules are destroyed.
-func (q *Queries) FailExpiredBuilds(ctx context.Context, error *string) ([]Build, error) {
-	rows, err := q.db.Query(ctx, failExpiredBuilds, error)
+func (q *Queries) FailExpiredBuilds(ctx context.Context, reason *string) ([]Build, error) {
+	rows, err := q.db.Query(ctx, failExpiredBuilds, reason)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ WHERE id = @id AND status = 'running';
 
 -- name: FailBuild :execrows
 -- A cancelled build stays cancelled.
-UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = @error
+UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = @reason
 WHERE id = @id AND status IN ('pending', 'running');
 
 -- name: CancelBuild :one
@@ -63,7 +63,7 @@ RETURNING *;
 -- name: FailExpiredBuilds :many
 -- Running builds whose control plane stopped renewing their lease: failed, returned so that their
 -- capsules are destroyed.
-UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = @error
+UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = @reason
 WHERE status = 'running' AND lease_until < now()
 RETURNING *;
 
