@@ -39,7 +39,8 @@ type Config struct {
 	Store    *store.Store
 	Capsules Capsules
 	Log      *slog.Logger
-	// Workers is how many builds this control plane runs at once (docs/api.md: 2).
+	// Workers is how many builds this control plane runs at once: 0 = DefaultWorkers (docs/api.md),
+	// negative = none (the reaper of lost builds still runs).
 	Workers int
 	// Lease is how long a running build stays claimed without its worker renewing it; after that
 	// another control plane fails it. Renewed every Lease/10.
@@ -70,7 +71,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.Workers <= 0 {
+	if cfg.Workers == 0 {
 		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Lease <= 0 {
@@ -87,7 +88,7 @@ func New(cfg Config) (*Service, error) {
 // this process runs has stopped.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range s.cfg.Workers {
+	for range max(s.cfg.Workers, 0) {
 		wg.Go(func() { s.work(ctx) })
 	}
 	wg.Go(func() { s.reap(ctx) })

@@ -97,7 +97,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	bld, err := builds.New(builds.Config{Store: st, Capsules: caps, Log: log.With("component", "builds")})
+	bld, err := builds.New(builds.Config{Store: st, Capsules: caps, Workers: cfg.BuildWorkers, Log: log.With("component", "builds")})
 	if err != nil {
 		return nil, err
 	}
