@@ -212,7 +212,10 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, p CreateParam
 	}
 	if arc != nil {
 		if _, err := archive.Check(arc, size); err != nil {
-			if errors.Is(err, archive.ErrInvalid) {
+			switch {
+			case errors.Is(err, archive.ErrTooLarge):
+				return db.Build{}, apierr.TooLarge("archive exceeds 100 MB limit")
+			case errors.Is(err, archive.ErrInvalid):
 				return db.Build{}, apierr.InvalidArchive(err.Error())
 			}
 			return db.Build{}, apierr.Internal(fmt.Errorf("check archive: %w", err))
