@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"strings"
@@ -159,7 +160,8 @@ func (w *worker) build(ctx context.Context) error {
 		defaultUser = "root"
 	}
 	defaultEnv := recipe.DefaultEnv(w.state.Env)
-	running := w.state
+	running := w.state // the state services run in, for the healthcheck
+	running.Env = maps.Clone(w.state.Env)
 	if !w.b.SkipPrePost {
 		w.state.SetUser("root")
 		w.state.Workdir = ""
