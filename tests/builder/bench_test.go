@@ -14,7 +14,7 @@ import (
 // times (ms/step) and its wall time from creation to success (build-ms), next to exec round trips
 // (exec-ms).
 func BenchmarkBuildStep(b *testing.B) {
-	p := newPlatformTB(b)
+	p := newPlatform(b)
 	admin := cptest.Bearer(p.Admin)
 	res := cptest.Call(b, p.URL(), "POST", "/v1/admin/capsules", admin, map[string]any{"template": "base"})
 	if res.Status != 201 {
@@ -70,13 +70,4 @@ func BenchmarkBuildStep(b *testing.B) {
 	b.ReportMetric(float64(execTotal.Milliseconds())/n, "exec-ms/step")
 	b.ReportMetric(float64(stepTotal.Milliseconds())/n, "build-ms/step")
 	b.ReportMetric(float64(buildTotal.Milliseconds())/float64(b.N), "build-ms")
-}
-
-// newPlatformTB is newPlatform for benchmarks.
-func newPlatformTB(b *testing.B) *platform.Platform {
-	b.Helper()
-	b.Setenv("WRENN_TEST_DEBOOTSTRAP", "1")
-	p := platform.New(b, 1)
-	p.AddHost(b, false)
-	return p
 }

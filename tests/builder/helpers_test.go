@@ -46,7 +46,7 @@ type build struct {
 
 // newPlatform is a platform with one control plane (extra flags cpArgs) and one host; the builds use
 // the Debian base image.
-func newPlatform(t *testing.T, cpArgs ...string) *platform.Platform {
+func newPlatform(t testing.TB, cpArgs ...string) *platform.Platform {
 	t.Helper()
 	t.Setenv("WRENN_TEST_DEBOOTSTRAP", "1")
 	p := platform.New(t, 1, cpArgs...)
