@@ -14,13 +14,34 @@ import (
 	"github.com/wrenn/wrenn/internal/testutil/platform"
 )
 
+// TestBuilder runs every builder scenario on one platform (the agent debootstraps `base` once): the
+// first control plane (the one the agent talks to) runs no builds, a second one does, and is killed
+// at the end.
+func TestBuilder(t *testing.T) {
+	p := newPlatform(t, "--build-workers=-1")
+	p.CPArgs = nil
+	worker := p.StartCP(0)
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *platform.Platform)
+	}{
+		{"Rejected", testBuildRejected},
+		{"Templates", testBuildTemplates},
+		{"FailAndCancel", testBuildFailAndCancel},
+		{"ControlPlaneKilled", func(t *testing.T, p *platform.Platform) { testControlPlaneKilled(t, p, worker) }},
+	} {
+		if !t.Run(tc.name, func(t *testing.T) { tc.run(t, p) }) {
+			return
+		}
+	}
+}
+
 // A recipe with USER, WORKDIR, ENV (one referring to another), COPY from a tar.gz, RUN and a START
 // service with a healthcheck becomes a snapshot template: a capsule created from it runs as the user,
 // sees the env and the copied files owned by the user, and the service answers, also after
 // pause/resume. A second build COPYs from a zip into a files-only template and is followed over the
 // events WebSocket.
-func TestBuildTemplates(t *testing.T) {
-	p := newPlatform(t)
+func testBuildTemplates(t *testing.T, p *platform.Platform) {
 	admin := cptest.Bearer(p.Admin)
 
 	page := "<h1>built by wrenn</h1>"
@@ -185,8 +206,7 @@ func follow(t *testing.T, p *platform.Platform, id string) []event {
 }
 
 // Bad requests create nothing: validation errors, a malicious archive, a too large one.
-func TestBuildRejected(t *testing.T) {
-	p := newPlatform(t)
+func testBuildRejected(t *testing.T, p *platform.Platform) {
 	admin := cptest.Bearer(p.Admin)
 	for _, tc := range []struct {
 		body   any
@@ -231,8 +251,7 @@ func TestBuildRejected(t *testing.T) {
 
 // A failing RUN fails the build with its phase, step and stderr and destroys the capsule; cancel stops a
 // running step at once, destroys the capsule, and the build stays cancelled.
-func TestBuildFailAndCancel(t *testing.T) {
-	p := newPlatform(t)
+func testBuildFailAndCancel(t *testing.T, p *platform.Platform) {
 	admin := cptest.Bearer(p.Admin)
 	broken := createBuild(t, p, map[string]any{"name": "broken", "skip_pre_post": true,
 		"recipe": []string{"RUN echo fine", "RUN echo oops >&2; exit 3", "RUN echo never"}}, nil)
@@ -271,11 +290,7 @@ func TestBuildFailAndCancel(t *testing.T) {
 }
 
 // A control plane killed mid-build: another one fails the build and destroys its capsule.
-func TestBuildControlPlaneKilled(t *testing.T) {
-	// The first control plane (the agent's) runs no builds; a second one does and is killed.
-	p := newPlatform(t, "--build-workers=-1")
-	p.CPArgs = nil
-	worker := p.StartCP(0)
+func testControlPlaneKilled(t *testing.T, p *platform.Platform, worker *platform.ControlPlane) {
 	b := createBuild(t, p, map[string]any{"name": "orphan", "skip_pre_post": true,
 		"recipe": []string{"RUN echo started", "RUN --timeout=30m sleep 1800"}}, nil)
 	var capsule string
