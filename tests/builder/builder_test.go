@@ -3,7 +3,6 @@ package builder_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -246,7 +245,6 @@ func testBuildRejected(t *testing.T, p *platform.Platform) {
 	if r := cptest.Call(t, p.URL(), "GET", "/v1/admin/builds/bld-nope", admin, nil); r.Status != 400 {
 		t.Fatalf("bad id: %d", r.Status)
 	}
-	_ = http.StatusOK
 }
 
 // A failing RUN fails the build with its phase, step and stderr and destroys the capsule; cancel stops a

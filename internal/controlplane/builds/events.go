@@ -96,10 +96,8 @@ func (s *Service) follow(ctx context.Context, c *websocket.Conn, id uuid.UUID) e
 		}
 		v := view(b)
 		for ; sent < len(v.Logs); sent++ {
+			// Steps finish in order: after step N, N steps are done.
 			m := stepMessage{Type: "step", CurrentStep: int32(v.Logs[sent].Step), TotalSteps: v.TotalSteps, Log: v.Logs[sent]}
-			if sent == len(v.Logs)-1 {
-				m.CurrentStep = v.CurrentStep
-			}
 			if err := httpapi.WriteFrame(ctx, c, m); err != nil {
 				return nil
 			}
