@@ -132,6 +132,7 @@ func newServe(dbURL func() (string, error)) *cobra.Command {
 	f.DurationVar(&c.MonitorInterval, "monitor-interval", 0, "how often host heartbeats are checked (default 30s)")
 	f.DurationVar(&c.ReconcileInterval, "reconcile-interval", 0, "how often capsule state is reconciled with agents (default 10s)")
 	f.DurationVar(&c.StatsInterval, "stats-interval", 0, "how often team usage is sampled (default 10s)")
+	f.IntVar(&c.BuildWorkers, "build-workers", 0, "template builds this control plane runs at once (default 2); -1: none")
 	f.Int32Var(&c.Quota.Capsules, "quota-capsules", 0, "default per-team limit of running capsules; 0 = unlimited (admins override it per team)")
 	f.Int32Var(&c.Quota.VCPUs, "quota-vcpus", 0, "default per-team limit of running capsules' vCPUs; 0 = unlimited")
 	f.Int32Var(&c.Quota.MemoryMB, "quota-memory-mb", 0, "default per-team limit of running capsules' memory in MB; 0 = unlimited")

@@ -117,5 +117,5 @@ func (a *app) templateCommand() *cobra.Command {
 			return nil
 		},
 	}
-	return group("template", "List and delete templates", []string{"templates"}, list, remove)
+	return group("template", "List, delete and build templates", []string{"templates"}, list, remove, a.buildCommand(), a.buildsCommand())
 }

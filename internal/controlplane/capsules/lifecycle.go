@@ -196,9 +196,13 @@ func (s *Service) resume(ctx context.Context, actor auth.Identity, t Target, q *
 	if err != nil {
 		return db.Capsule{}, apierr.Internal(err)
 	}
+	user, env, err := s.currentDefaults(ctx, c)
+	if err != nil {
+		return db.Capsule{}, err
+	}
 	start := time.Now()
 	res, err := t.Agent.ResumeSandbox(ctx, connect.NewRequest(&hav1.ResumeSandboxRequest{
-		SandboxId: t.PublicID, TimeoutSec: c.TimeoutSec, DefaultUser: c.DefaultUser, DefaultEnv: c.DefaultEnv,
+		SandboxId: t.PublicID, TimeoutSec: c.TimeoutSec, DefaultUser: user, DefaultEnv: env,
 		EnvdAccessToken: token,
 	}))
 	if err != nil {
@@ -228,6 +232,22 @@ func (s *Service) resume(ctx context.Context, actor auth.Identity, t Target, q *
 	}
 	s.Log.Info("capsule resumed", "capsule_id", t.PublicID)
 	return c, nil
+}
+
+// currentDefaults returns the default user and env capsule c resumes with: its template's current ones
+// (docs/api.md, "Template defaults"), or the copy taken at creation once the template is deleted.
+func (s *Service) currentDefaults(ctx context.Context, c db.Capsule) (string, map[string]string, error) {
+	if c.TemplateID == nil {
+		return c.DefaultUser, c.DefaultEnv, nil
+	}
+	tpl, err := s.Store.GetTemplateByID(ctx, *c.TemplateID)
+	if store.IsNotFound(err) {
+		return c.DefaultUser, c.DefaultEnv, nil
+	}
+	if err != nil {
+		return "", nil, apierr.Internal(fmt.Errorf("read template defaults: %w", err))
+	}
+	return tpl.DefaultUser, tpl.DefaultEnv, nil
 }
 
 // Ping marks running capsule rawID of team active on its host and in the database (docs/api.md).

@@ -66,6 +66,10 @@ type Config struct {
 	ReconcileInterval time.Duration
 	StatsInterval     time.Duration
 
+	// BuildWorkers is how many template builds this control plane runs at once: 0 = 2 (docs/api.md),
+	// negative = none (it still fails the builds of control planes that died).
+	BuildWorkers int
+
 	Log *slog.Logger
 }
 

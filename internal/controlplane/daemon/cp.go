@@ -15,6 +15,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/apidocs"
 	"github.com/wrenn/wrenn/internal/controlplane/audit"
 	"github.com/wrenn/wrenn/internal/controlplane/auth"
+	"github.com/wrenn/wrenn/internal/controlplane/builds"
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/channels"
 	"github.com/wrenn/wrenn/internal/controlplane/fleet"
@@ -99,6 +100,10 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	bld, err := builds.New(builds.Config{Store: st, Capsules: caps, Workers: cfg.BuildWorkers, Log: log.With("component", "builds")})
+	if err != nil {
+		return nil, err
+	}
 	gst, err := guest.New(guest.Config{Resolver: caps.Resolver, Log: log.With("component", "guest")})
 	if err != nil {
 		return nil, err
@@ -147,6 +152,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	gst.Register(rt)
 	aud.Register(rt)
 	chs.Register(rt)
+	bld.Register(rt)
 
 	// /metrics and /ready are operational endpoints beside the API (not in openapi.yaml).
 	ops := http.NewServeMux()
@@ -172,7 +178,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		fleet:      fl,
 		router:     rt,
 		handler:    proxy.Middleware(handler),
-		loops:      []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run},
+		loops:      []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run, bld.Run},
 		websockets: ws,
 	}, nil
 }

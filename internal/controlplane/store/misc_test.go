@@ -259,14 +259,41 @@ func TestBuilds(t *testing.T) {
 	again, err := s.CreateBuild(ctx, db.CreateBuildParams{Name: "python", BaseTemplate: "base", Recipe: []string{"RUN true"}, VCPUs: 1, MemoryMB: 512, TotalSteps: 8})
 	must(t, err)
 
-	must(t, s.PutBuildArchive(ctx, db.PutBuildArchiveParams{BuildID: again.ID, Data: []byte("PK\x03\x04...")}))
-	data, err := s.GetBuildArchive(ctx, again.ID)
+	must(t, s.PutBuildArchiveChunk(ctx, db.PutBuildArchiveChunkParams{BuildID: again.ID, Seq: 0, Data: []byte("PK\x03\x04")}))
+	must(t, s.PutBuildArchiveChunk(ctx, db.PutBuildArchiveChunkParams{BuildID: again.ID, Seq: 1, Data: []byte("...")}))
+	data, err := s.GetBuildArchiveChunk(ctx, db.GetBuildArchiveChunkParams{BuildID: again.ID, Seq: 1})
 	must(t, err)
-	if string(data) != "PK\x03\x04..." {
-		t.Fatalf("archive = %q", data)
+	if string(data) != "..." {
+		t.Fatalf("archive chunk = %q", data)
 	}
-	n, err := s.DeleteBuildArchive(ctx, again.ID)
+
+	// The queue: claim with a lease, renew, expiry fails it; a cancelled build stays cancelled.
+	claimed, err := s.ClaimBuild(ctx, 30)
+	must(t, err)
+	if claimed.ID != again.ID || claimed.Status != store.BuildRunning || claimed.LeaseUntil == nil || claimed.StartedAt == nil {
+		t.Fatalf("claimed = %+v", claimed)
+	}
+	if _, err := s.ClaimBuild(ctx, 30); !store.IsNotFound(err) {
+		t.Fatalf("second claim: %v", err)
+	}
+	n, err := s.RenewBuildLease(ctx, db.RenewBuildLeaseParams{ID: again.ID, LeaseSec: -1})
 	mustRows(t, n, err, 1)
+	lost := "lost"
+	expired, err := s.FailExpiredBuilds(ctx, &lost)
+	must(t, err)
+	if len(expired) != 1 || expired[0].ID != again.ID || expired[0].Status != store.BuildFailed {
+		t.Fatalf("expired = %+v", expired)
+	}
+	if _, err := s.CancelBuild(ctx, again.ID); !store.IsNotFound(err) {
+		t.Fatalf("cancel of a failed build: %v", err)
+	}
+	finished, err := s.ListFinishedBuildsWithArchive(ctx)
+	must(t, err)
+	if len(finished) != 1 || finished[0] != again.ID {
+		t.Fatalf("finished with archive = %v", finished)
+	}
+	n, err = s.DeleteBuildArchive(ctx, again.ID)
+	mustRows(t, n, err, 2)
 
 	got, err := s.GetBuild(ctx, b.ID)
 	must(t, err)

@@ -7,15 +7,117 @@ package db
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/google/uuid"
+	"github.com/wrenn/wrenn/internal/controlplane/store/strmap"
 )
+
+const addBuildStep = `-- name: AddBuildStep :execrows
+UPDATE builds SET current_step = $1, logs = logs || jsonb_build_array($2::jsonb)
+WHERE id = $3 AND status = 'running'
+`
+
+type AddBuildStepParams struct {
+	CurrentStep int32
+	Entry       json.RawMessage
+	ID          uuid.UUID
+}
+
+// Records a finished step of a running build.
+func (q *Queries) AddBuildStep(ctx context.Context, arg AddBuildStepParams) (int64, error) {
+	result, err := q.db.Exec(ctx, addBuildStep, arg.CurrentStep, arg.Entry, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const cancelBuild = `-- name: CancelBuild :one
+UPDATE builds SET status = 'cancelled', completed_at = now(), lease_until = NULL
+WHERE id = $1 AND status IN ('pending', 'running')
+RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until
+`
+
+func (q *Queries) CancelBuild(ctx context.Context, id uuid.UUID) (Build, error) {
+	row := q.db.QueryRow(ctx, cancelBuild, id)
+	var i Build
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.BaseTemplate,
+		&i.Recipe,
+		&i.Healthcheck,
+		&i.VCPUs,
+		&i.MemoryMB,
+		&i.SkipPrePost,
+		&i.Status,
+		&i.CurrentStep,
+		&i.TotalSteps,
+		&i.Logs,
+		&i.Error,
+		&i.CapsuleID,
+		&i.HostID,
+		&i.TemplateID,
+		&i.DefaultUser,
+		&i.DefaultEnv,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.CompletedAt,
+		&i.ArchiveBytes,
+		&i.LeaseUntil,
+	)
+	return i, err
+}
+
+const claimBuild = `-- name: ClaimBuild :one
+UPDATE builds SET status = 'running', started_at = now(), lease_until = now() + make_interval(secs => $1::float8)
+WHERE id = (
+    SELECT id FROM builds WHERE status = 'pending' ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until
+`
+
+// The oldest pending build becomes running under a lease of the claiming control plane; concurrent
+// claims skip each other's rows.
+func (q *Queries) ClaimBuild(ctx context.Context, leaseSec float64) (Build, error) {
+	row := q.db.QueryRow(ctx, claimBuild, leaseSec)
+	var i Build
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.BaseTemplate,
+		&i.Recipe,
+		&i.Healthcheck,
+		&i.VCPUs,
+		&i.MemoryMB,
+		&i.SkipPrePost,
+		&i.Status,
+		&i.CurrentStep,
+		&i.TotalSteps,
+		&i.Logs,
+		&i.Error,
+		&i.CapsuleID,
+		&i.HostID,
+		&i.TemplateID,
+		&i.DefaultUser,
+		&i.DefaultEnv,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.CompletedAt,
+		&i.ArchiveBytes,
+		&i.LeaseUntil,
+	)
+	return i, err
+}
 
 const createBuild = `-- name: CreateBuild :one
 INSERT INTO builds (name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, total_steps, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
         $9)
-RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at
+RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until
 `
 
 type CreateBuildParams struct {
@@ -66,6 +168,8 @@ func (q *Queries) CreateBuild(ctx context.Context, arg CreateBuildParams) (Build
 		&i.CreatedAt,
 		&i.StartedAt,
 		&i.CompletedAt,
+		&i.ArchiveBytes,
+		&i.LeaseUntil,
 	)
 	return i, err
 }
@@ -82,8 +186,80 @@ func (q *Queries) DeleteBuildArchive(ctx context.Context, buildID uuid.UUID) (in
 	return result.RowsAffected(), nil
 }
 
+const failBuild = `-- name: FailBuild :execrows
+UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = $1
+WHERE id = $2 AND status IN ('pending', 'running')
+`
+
+type FailBuildParams struct {
+	Reason *string
+	ID     uuid.UUID
+}
+
+// A cancelled build stays cancelled.
+func (q *Queries) FailBuild(ctx context.Context, arg FailBuildParams) (int64, error) {
+	result, err := q.db.Exec(ctx, failBuild, arg.Reason, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const failExpiredBuilds = `-- name: FailExpiredBuilds :many
+UPDATE builds SET status = 'failed', completed_at = now(), lease_until = NULL, error = $1
+WHERE status = 'running' AND lease_until < now()
+RETURNING id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until
+`
+
+// Running builds whose control plane stopped renewing their lease: failed, returned so that their
+// capsules are destroyed.
+func (q *Queries) FailExpiredBuilds(ctx context.Context, reason *string) ([]Build, error) {
+	rows, err := q.db.Query(ctx, failExpiredBuilds, reason)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Build{}
+	for rows.Next() {
+		var i Build
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.BaseTemplate,
+			&i.Recipe,
+			&i.Healthcheck,
+			&i.VCPUs,
+			&i.MemoryMB,
+			&i.SkipPrePost,
+			&i.Status,
+			&i.CurrentStep,
+			&i.TotalSteps,
+			&i.Logs,
+			&i.Error,
+			&i.CapsuleID,
+			&i.HostID,
+			&i.TemplateID,
+			&i.DefaultUser,
+			&i.DefaultEnv,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.CompletedAt,
+			&i.ArchiveBytes,
+			&i.LeaseUntil,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getBuild = `-- name: GetBuild :one
-SELECT id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at FROM builds WHERE id = $1
+SELECT id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until FROM builds WHERE id = $1
 `
 
 func (q *Queries) GetBuild(ctx context.Context, id uuid.UUID) (Build, error) {
@@ -112,23 +288,30 @@ func (q *Queries) GetBuild(ctx context.Context, id uuid.UUID) (Build, error) {
 		&i.CreatedAt,
 		&i.StartedAt,
 		&i.CompletedAt,
+		&i.ArchiveBytes,
+		&i.LeaseUntil,
 	)
 	return i, err
 }
 
-const getBuildArchive = `-- name: GetBuildArchive :one
-SELECT data FROM build_archives WHERE build_id = $1
+const getBuildArchiveChunk = `-- name: GetBuildArchiveChunk :one
+SELECT data FROM build_archives WHERE build_id = $1 AND seq = $2
 `
 
-func (q *Queries) GetBuildArchive(ctx context.Context, buildID uuid.UUID) ([]byte, error) {
-	row := q.db.QueryRow(ctx, getBuildArchive, buildID)
+type GetBuildArchiveChunkParams struct {
+	BuildID uuid.UUID
+	Seq     int32
+}
+
+func (q *Queries) GetBuildArchiveChunk(ctx context.Context, arg GetBuildArchiveChunkParams) ([]byte, error) {
+	row := q.db.QueryRow(ctx, getBuildArchiveChunk, arg.BuildID, arg.Seq)
 	var data []byte
 	err := row.Scan(&data)
 	return data, err
 }
 
 const listBuilds = `-- name: ListBuilds :many
-SELECT id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at FROM builds ORDER BY created_at DESC, id DESC
+SELECT id, name, base_template, recipe, healthcheck, vcpus, memory_mb, skip_pre_post, status, current_step, total_steps, logs, error, capsule_id, host_id, template_id, default_user, default_env, created_by, created_at, started_at, completed_at, archive_bytes, lease_until FROM builds ORDER BY created_at DESC, id DESC
 `
 
 func (q *Queries) ListBuilds(ctx context.Context) ([]Build, error) {
@@ -163,6 +346,8 @@ func (q *Queries) ListBuilds(ctx context.Context) ([]Build, error) {
 			&i.CreatedAt,
 			&i.StartedAt,
 			&i.CompletedAt,
+			&i.ArchiveBytes,
+			&i.LeaseUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -174,17 +359,121 @@ func (q *Queries) ListBuilds(ctx context.Context) ([]Build, error) {
 	return items, nil
 }
 
-const putBuildArchive = `-- name: PutBuildArchive :exec
-INSERT INTO build_archives (build_id, data) VALUES ($1, $2)
-ON CONFLICT (build_id) DO UPDATE SET data = excluded.data
+const listFinishedBuildsWithArchive = `-- name: ListFinishedBuildsWithArchive :many
+SELECT DISTINCT b.id FROM builds b JOIN build_archives a ON a.build_id = b.id
+WHERE b.status IN ('success', 'failed', 'cancelled')
 `
 
-type PutBuildArchiveParams struct {
+// Builds that ended with an archive still stored (their control plane died before deleting it).
+func (q *Queries) ListFinishedBuildsWithArchive(ctx context.Context) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, listFinishedBuildsWithArchive)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const putBuildArchiveChunk = `-- name: PutBuildArchiveChunk :exec
+INSERT INTO build_archives (build_id, seq, data) VALUES ($1, $2, $3)
+`
+
+type PutBuildArchiveChunkParams struct {
 	BuildID uuid.UUID
+	Seq     int32
 	Data    []byte
 }
 
-func (q *Queries) PutBuildArchive(ctx context.Context, arg PutBuildArchiveParams) error {
-	_, err := q.db.Exec(ctx, putBuildArchive, arg.BuildID, arg.Data)
+// One chunk (≤ 1 MiB) of a build's archive; seq from 0.
+func (q *Queries) PutBuildArchiveChunk(ctx context.Context, arg PutBuildArchiveChunkParams) error {
+	_, err := q.db.Exec(ctx, putBuildArchiveChunk, arg.BuildID, arg.Seq, arg.Data)
 	return err
+}
+
+const renewBuildLease = `-- name: RenewBuildLease :execrows
+UPDATE builds SET lease_until = now() + make_interval(secs => $1::float8)
+WHERE id = $2 AND status = 'running'
+`
+
+type RenewBuildLeaseParams struct {
+	LeaseSec float64
+	ID       uuid.UUID
+}
+
+// 0 rows: the build is no longer running (cancelled, or failed by another control plane).
+func (q *Queries) RenewBuildLease(ctx context.Context, arg RenewBuildLeaseParams) (int64, error) {
+	result, err := q.db.Exec(ctx, renewBuildLease, arg.LeaseSec, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const setBuildArchiveSize = `-- name: SetBuildArchiveSize :exec
+UPDATE builds SET archive_bytes = $1 WHERE id = $2
+`
+
+type SetBuildArchiveSizeParams struct {
+	ArchiveBytes int64
+	ID           uuid.UUID
+}
+
+func (q *Queries) SetBuildArchiveSize(ctx context.Context, arg SetBuildArchiveSizeParams) error {
+	_, err := q.db.Exec(ctx, setBuildArchiveSize, arg.ArchiveBytes, arg.ID)
+	return err
+}
+
+const setBuildCapsule = `-- name: SetBuildCapsule :execrows
+UPDATE builds SET capsule_id = $1, host_id = $2 WHERE id = $3 AND status = 'running'
+`
+
+type SetBuildCapsuleParams struct {
+	CapsuleID *uuid.UUID
+	HostID    *uuid.UUID
+	ID        uuid.UUID
+}
+
+func (q *Queries) SetBuildCapsule(ctx context.Context, arg SetBuildCapsuleParams) (int64, error) {
+	result, err := q.db.Exec(ctx, setBuildCapsule, arg.CapsuleID, arg.HostID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const succeedBuild = `-- name: SucceedBuild :execrows
+UPDATE builds SET status = 'success', completed_at = now(), lease_until = NULL, template_id = $1,
+                  default_user = $2, default_env = $3
+WHERE id = $4 AND status = 'running'
+`
+
+type SucceedBuildParams struct {
+	TemplateID  *uuid.UUID
+	DefaultUser *string
+	DefaultEnv  strmap.Map
+	ID          uuid.UUID
+}
+
+func (q *Queries) SucceedBuild(ctx context.Context, arg SucceedBuildParams) (int64, error) {
+	result, err := q.db.Exec(ctx, succeedBuild,
+		arg.TemplateID,
+		arg.DefaultUser,
+		arg.DefaultEnv,
+		arg.ID,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -62,10 +62,13 @@ type Build struct {
 	CreatedAt    time.Time
 	StartedAt    *time.Time
 	CompletedAt  *time.Time
+	ArchiveBytes int64
+	LeaseUntil   *time.Time
 }
 
 type BuildArchive struct {
 	BuildID uuid.UUID
+	Seq     int32
 	Data    []byte
 }
 
