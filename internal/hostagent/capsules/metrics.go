@@ -175,16 +175,16 @@ func (a *Agent) metricsLoop() {
 // sample records one point for every running capsule.
 func (a *Agent) sample() {
 	a.mu.Lock()
-	var ids []string
+	var ids, rids []string
 	for id, e := range a.capsules {
 		if e.rec.Status == StatusRunning {
-			ids = append(ids, id)
+			ids, rids = append(ids, id), append(rids, e.rec.rid())
 		}
 	}
 	a.mu.Unlock()
-	for _, id := range ids {
+	for i, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := a.rt.Stats(ctx, id)
+		st, err := a.rt.Stats(ctx, rids[i])
 		cancel()
 		if err != nil {
 			continue // gone or pausing meanwhile
