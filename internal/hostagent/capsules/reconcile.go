@@ -115,6 +115,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	// Warm pool members of an earlier agent process: never kept (pool.go).
 	_ = os.RemoveAll(a.dirs.pool())
+	// Snapshots of forks a crash interrupted.
+	_ = os.RemoveAll(a.dirs.forks())
 	return a.net.Cleanup(ctx, func(id string) bool {
 		e, ok := byRID[id]
 		return ok && e.rec.Status == StatusRunning
