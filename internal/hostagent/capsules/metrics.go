@@ -248,8 +248,18 @@ func (a *Agent) FlushMetrics(_ context.Context, id string) ([3][]MetricPoint, er
 }
 
 // Terminate destroys every capsule on this host (the host is being
-// deleted). Templates stay on disk until the host's data is removed.
+// deleted), warm pool members first. Templates stay on disk until the
+// host's data is removed.
 func (a *Agent) Terminate(ctx context.Context) error {
+	a.mu.Lock()
+	var keys []poolKey
+	for k := range a.pools {
+		keys = append(keys, k)
+	}
+	a.mu.Unlock()
+	for _, k := range keys {
+		a.dropPool(k.team, k.template)
+	}
 	a.mu.Lock()
 	var es []*entry
 	for _, e := range a.capsules {
