@@ -27,6 +27,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.HandleCapsule(http.MethodPost, "/{id}/ping", auth.KindKeyOrJWT, s.handlePing)
 	rt.HandleCapsule(http.MethodPost, "/{id}/pause", auth.KindKeyOrJWT, s.handlePause)
 	rt.HandleCapsule(http.MethodPost, "/{id}/resume", auth.KindKeyOrJWT, s.handleResume)
+	rt.HandleCapsule(http.MethodPost, "/{id}/fork", auth.KindKeyOrJWT, s.handleFork)
 	rt.HandleCapsule(http.MethodGet, "/{id}/metrics", auth.KindKeyOrJWT, s.handleMetrics(team))
 
 	rt.Handle(http.MethodPost, "/v1/snapshots", auth.KindKeyOrJWT, s.handleSnapshot)
