@@ -69,6 +69,7 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "POST", Path: "/v1/capsules/{id}/ping", Auth: "KEY|JWT"},
 	{Method: "POST", Path: "/v1/capsules/{id}/pause", Auth: "KEY|JWT"},
 	{Method: "POST", Path: "/v1/capsules/{id}/resume", Auth: "KEY|JWT"},
+	{Method: "POST", Path: "/v1/capsules/{id}/fork", Auth: "KEY|JWT"},
 	{Method: "GET", Path: "/v1/capsules/{id}/metrics", Auth: "KEY|JWT"},
 	{Method: "POST", Path: "/v1/capsules/{id}/files/read", Auth: "KEY|JWT"},
 	{Method: "POST", Path: "/v1/capsules/{id}/files/write", Auth: "KEY|JWT"},
