@@ -93,6 +93,7 @@ var contractRoutes = []apidocs.Operation{
 	{Method: "PUT", Path: "/v1/admin/users/{id}/active", Auth: "ADMIN"},
 	{Method: "GET", Path: "/v1/admin/templates", Auth: "ADMIN"},
 	{Method: "DELETE", Path: "/v1/admin/templates/{name}", Auth: "ADMIN"},
+	{Method: "PUT", Path: "/v1/admin/templates/{name}/pool", Auth: "ADMIN"},
 	{Method: "POST", Path: "/v1/admin/capsules", Auth: "ADMIN"},
 	{Method: "GET", Path: "/v1/admin/capsules", Auth: "ADMIN"},
 	{Method: "GET", Path: "/v1/admin/capsules/{id}", Auth: "ADMIN"},
