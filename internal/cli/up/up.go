@@ -77,7 +77,7 @@ type Options struct {
 	// Pool is the agent's -pool: warm pools per template, name=size[,...] (docs/agent.md); empty: none.
 	// Not used with NoBaseTemplate (a pool of base would build the image).
 	Pool string
-	Out            io.Writer
+	Out  io.Writer
 }
 
 // NewCommand returns the `wrenn up` command.
