@@ -191,11 +191,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // Capsules keep running; a new Agent on the same data directory picks them
 // up.
 func (a *Agent) Close() {
+	a.mu.Lock() // SetPool starts pools under a.mu: none starts after this
 	select {
 	case <-a.stop:
 	default:
 		close(a.stop)
 	}
+	a.mu.Unlock()
 	a.bg.Wait()
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -114,8 +115,15 @@ func TestPoolMissFallsBack(t *testing.T) {
 }
 
 func TestPoolReplacesUnhealthyAndDrains(t *testing.T) {
+	var pressure atomic.Bool
 	h := poolHost(t, func(c *Config) {
 		c.Pools = []PoolSpec{{TemplateID: "base", Size: 1}}
+		c.MemInfo = func() (int64, int64, error) {
+			if pressure.Load() {
+				return 10, 1000, nil
+			}
+			return 1 << 20, 1 << 20, nil
+		}
 	})
 	eventually(t, "pool ready", func() bool { return h.poolStat("base").Ready == 1 })
 	first := h.members()[0]
@@ -128,7 +136,7 @@ func TestPoolReplacesUnhealthyAndDrains(t *testing.T) {
 		t.Fatal("replaced member left its network or directory")
 	}
 	// Memory pressure gives members back and stops refills.
-	h.a.cfg.MemInfo = func() (int64, int64, error) { return 10, 1000, nil }
+	pressure.Store(true)
 	eventually(t, "member released under memory pressure", func() bool { return len(h.members()) == 0 })
 	h.a.Close()
 	if len(h.net.IDs()) != 0 {
