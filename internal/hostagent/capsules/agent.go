@@ -68,8 +68,8 @@ type Config struct {
 	// is quiesced. The port proxy closes the capsule's connections there.
 	// It must return quickly and not call the Agent.
 	Stopping func(id string)
-	// Pools are the warm pools to keep from the start (SetPool changes
-	// them later; pool.go).
+	// Pools are the warm pools to keep from the start, over those SetPool
+	// recorded in <data>/pools.json before (pool.go).
 	Pools []PoolSpec
 	// PoolCheck is how often pool members' health and the host's memory
 	// are checked (10 s).
@@ -178,7 +178,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.bg.Add(2)
 	go a.idleLoop()
 	go a.metricsLoop()
-	for _, s := range cfg.Pools {
+	for _, s := range a.savedPools(cfg.Pools) {
 		if err := a.SetPool(ctx, s); err != nil {
 			a.Close()
 			return nil, fmt.Errorf("pool of %s: %w", s.TemplateID, err)

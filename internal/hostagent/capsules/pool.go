@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,6 +88,7 @@ type pooled struct {
 
 func (l layout) pool() string                 { return filepath.Join(l.root, "pool") }
 func (l layout) poolMember(rid string) string { return filepath.Join(l.pool(), rid) }
+func (l layout) poolsFile() string            { return filepath.Join(l.root, "pools.json") }
 
 func (s *PoolSpec) normalise() {
 	if s.VCPUs <= 0 {
@@ -122,6 +124,7 @@ func (a *Agent) SetPool(_ context.Context, s PoolSpec) error {
 	p := a.pools[key]
 	if s.Size == 0 {
 		delete(a.pools, key)
+		a.savePoolsLocked()
 		a.mu.Unlock()
 		if p != nil {
 			close(p.stop)
@@ -140,6 +143,7 @@ func (a *Agent) SetPool(_ context.Context, s PoolSpec) error {
 		stale, p.ready = p.ready, nil
 	}
 	p.spec = s
+	a.savePoolsLocked()
 	if len(p.ready) > s.Size {
 		stale = append(stale, p.ready[s.Size:]...)
 		p.ready = p.ready[:s.Size]
@@ -150,6 +154,37 @@ func (a *Agent) SetPool(_ context.Context, s PoolSpec) error {
 	}
 	p.poke()
 	return nil
+}
+
+// savePoolsLocked records every pool's spec in <data>/pools.json, so pools set over the API outlive an
+// agent restart; the caller holds a.mu. A failure is logged: the pools run on.
+func (a *Agent) savePoolsLocked() {
+	specs := make([]PoolSpec, 0, len(a.pools))
+	for _, p := range a.pools {
+		specs = append(specs, p.spec)
+	}
+	slices.SortFunc(specs, func(x, y PoolSpec) int {
+		return cmpString(x.TeamID+"/"+x.TemplateID, y.TeamID+"/"+y.TemplateID)
+	})
+	if err := writeJSON(a.dirs.poolsFile(), specs); err != nil {
+		a.log.Error("warm pool: record pools", "error", err)
+	}
+}
+
+// savedPools returns the pools recorded by savePoolsLocked, overridden by configured for the same
+// template.
+func (a *Agent) savedPools(configured []PoolSpec) []PoolSpec {
+	var saved []PoolSpec
+	if err := readJSON(a.dirs.poolsFile(), &saved); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("warm pool: unreadable pools record; ignored", "error", err)
+	}
+	out := slices.Clone(configured)
+	for _, s := range saved {
+		if !slices.ContainsFunc(configured, func(c PoolSpec) bool { return c.TeamID == s.TeamID && c.TemplateID == s.TemplateID }) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (p *pool) poke() {
@@ -207,6 +242,9 @@ func (a *Agent) dropPool(team, template string) {
 	a.mu.Lock()
 	p := a.pools[poolKey{team, template}]
 	delete(a.pools, poolKey{team, template})
+	if p != nil {
+		a.savePoolsLocked()
+	}
 	a.mu.Unlock()
 	if p != nil {
 		close(p.stop)

@@ -165,6 +165,10 @@ func TestPoolDrainsOnTemplateDelete(t *testing.T) {
 	if m := h.members(); len(m) != 0 || len(h.a.Pools()) != 0 {
 		t.Fatalf("pool not drained: members %v, pools %+v", m, h.a.Pools())
 	}
+	h.restart(nil)
+	if st := h.a.Pools(); len(st) != 0 {
+		t.Fatalf("pool of a deleted template back after restart: %+v", st)
+	}
 }
 
 func TestSetPoolRejectsBadInput(t *testing.T) {
