@@ -48,6 +48,7 @@ func (a *app) capsuleCommand() *cobra.Command {
 		a.execCommand(),
 		a.capsuleLifecycle("pause", "Pause a running capsule (memory and disk are kept; resume continues it)"),
 		a.capsuleLifecycle("resume", "Resume a paused capsule"),
+		a.capsuleFork(),
 		a.capsuleRemove(),
 		a.shellCommand(),
 	)
@@ -221,6 +222,42 @@ func (a *app) capsuleLifecycle(verb, short string) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// capsuleFork is POST …/fork: count new capsules continuing from a running one.
+func (a *app) capsuleFork() *cobra.Command {
+	var count int
+	cmd := &cobra.Command{
+		Use:   "fork ID",
+		Short: "Copy a running capsule (memory, processes, files) into new running capsules",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			if count < 1 || count > 16 {
+				return fmt.Errorf("-n must be 1..16")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var cps []capsule
+			raw, err := c.CallInto(cmd.Context(), http.MethodPost, capsulePath(argv[0], "fork"), apiclient.AuthKey,
+				map[string]int{"count": count}, &cps)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return printJSON(a.stdout, raw)
+			}
+			for _, cp := range cps {
+				if _, err := fmt.Fprintf(a.stdout, "%s %s\n", cp.ID, cp.Status); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&count, "count", "n", 1, "how many copies (1..16)")
+	return cmd
 }
 
 func (a *app) capsuleRemove() *cobra.Command {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -170,6 +171,21 @@ func fakeAPI(t *testing.T, key, jwt string) *httptest.Server {
 		fail(w, 409, "has_active_capsules", "host has active capsules: destroy them first or delete with ?force=true",
 			map[string]any{"capsule_ids": []string{"cl-a", "cl-b"}})
 	})
+	mux.HandleFunc("POST /v1/capsules/{id}/fork", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Count int `json:"count"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || r.PathValue("id") != "cl-known" {
+			fail(w, 400, "invalid_request", "bad fork", nil)
+			return
+		}
+		out := make([]map[string]string, body.Count)
+		for i := range out {
+			out[i] = map[string]string{"id": fmt.Sprintf("cl-copy%d", i), "status": "running"}
+		}
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(out)
+	})
 	mux.HandleFunc("POST /v1/capsules/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, 504, "timeout", "command timed out after 1s", nil)
 	})
@@ -200,6 +216,8 @@ func TestExecuteErrors(t *testing.T) {
 		{"bad key flag", []string{"--api-key", "wrn_bad", "capsule", "get", "cl-known"}, 1, "wrenn: invalid API key", ""},
 		{"host in use", []string{"host", "rm", "host-x"}, 1, "(cl-a, cl-b): destroy them first or use --force", ""},
 		{"timeout", []string{"capsule", "exec", "cl-known", "--", "sleep", "9"}, 124, "wrenn: command timed out", ""},
+		{"fork", []string{"capsule", "fork", "cl-known", "-n", "3"}, 0, "", "cl-copy0 running\ncl-copy1 running\ncl-copy2 running\n"},
+		{"fork count", []string{"capsule", "fork", "cl-known", "-n", "17"}, 1, "-n must be 1..16", ""},
 		{"usage", []string{"capsule", "get"}, 2, "missing arguments", ""},
 		{"unknown flag", []string{"capsule", "get", "--nope", "x"}, 2, "unknown flag: --nope", ""},
 		{"unknown profile", []string{"--profile", "other", "capsule", "get", "x"}, 1, `no profile "other"`, ""},

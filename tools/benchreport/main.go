@@ -66,6 +66,12 @@ var comparisons = []comparison{
 		"5 idle capsules (256 MiB limit) started by the agent vs by raw runsc, 3 s after start: the summed PSS (/proc/<pid>/smaps_rollup) of every process in each capsule's cgroup (runsc sandbox, gofer, systrap stubs), per capsule, averaged over samples 100 ms apart."},
 	{"idle capsule cgroup charge", "AgentIdleMemory", "RawRunscIdleMemory", "none (what the cgroup limit sees)", "cgroup-MiB/capsule",
 		"The same capsules: the memory their cgroups are charged (memory.usage_in_bytes or memory.current: anonymous and tmpfs pages plus page cache), per capsule."},
+	{"capsule create, warm pool vs none", "AgentCreatePooled", "AgentCreate", "pooled ≤ 0.25× a create without a pool", "ms/p50",
+		"agent.Create of the capsule of 'capsule create from image' with a ready warm pool of one of its shape (the create takes the pooled capsule, renames it and sends /init with its identity; the refill runs untimed between iterations) vs the same agent.Create without a pool."},
+	{"capsule create, warm pool vs raw restore", "AgentCreatePooled", "RawRunscCreateFromTemplate", "below the runtime's restore", "ms/p50",
+		"The pooled agent.Create above vs `runsc restore -detach` + /health + POST /init of 'capsule create from template', the fastest a capsule starts without a pool."},
+	{"fork into 4", "AgentFork4", "AgentCreate4FromTemplate", "faster than 4 sequential template creates", "ms/p50",
+		"agent.Fork of a running capsule into 4 (envd /snapshot/prepare, `runsc checkpoint -leave-running`, 4 `runsc restore` in parallel, /init each) vs 4 sequential agent.Create from a snapshot template of the same kind of capsule. Destroys untimed."},
 	{"creates per second, 4 callers", "AgentCreateParallel", "RawRunscCreateParallel", "agent ≥ 80 % of raw", "creates/s",
 		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + POST /init + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time."},
 }

@@ -35,6 +35,8 @@ const (
 	// DefaultProxyDomain makes the port proxy answer http://{port}-{capsule_id}.localhost:<port>/ on
 	// this machine: *.localhost resolves to loopback in browsers and curl.
 	DefaultProxyDomain = "localhost"
+	// DefaultPool keeps two base capsules warm (docs/agent.md, "Warm pools").
+	DefaultPool = "base=2"
 	// ProfileName is the CLI profile `wrenn up` writes and makes current.
 	ProfileName = "local"
 
@@ -72,7 +74,10 @@ type Options struct {
 	ProxyDomain    string
 	SkipDeps       bool // do not install missing OS packages
 	NoBaseTemplate bool // do not build the base image (tests)
-	Out            io.Writer
+	// Pool is the agent's -pool: warm pools per template, name=size[,...] (docs/agent.md); empty: none.
+	// Not used with NoBaseTemplate (a pool of base would build the image).
+	Pool string
+	Out  io.Writer
 }
 
 // NewCommand returns the `wrenn up` command.
@@ -105,6 +110,7 @@ and PostgreSQL; the next run resumes the capsules and keeps all data. Needs root
 	f.StringVar(&o.ProxyDomain, "proxy-domain", DefaultProxyDomain, "port proxy domain: http://{port}-{capsule_id}.<domain>:<listen port>/ reaches a capsule's port; empty turns the proxy off")
 	f.BoolVar(&o.SkipDeps, "skip-deps", false, "do not install missing OS packages")
 	f.BoolVar(&o.NoBaseTemplate, "no-base-template", false, "do not build the base template image (tests; a capsule from base builds it)")
+	f.StringVar(&o.Pool, "pool", DefaultPool, "warm pools of the agent, template=size[,...]: capsules kept booted so creates of the default shape answer at once; empty: none")
 	return cmd
 }
 
@@ -601,6 +607,9 @@ func (u *upper) startAgent(ctx context.Context, api *api, jwt string) error {
 		"-listen", st.AgentAddress, "-control-plane", u.apiURL, "-data-dir", u.dir,
 		"-runsc", u.runsc, "-envd", u.bins.envd, "-net-prefix", st.NetPrefix, "-subnet", st.Subnet,
 		"-on-shutdown", "pause",
+	}
+	if u.o.Pool != "" && !u.o.NoBaseTemplate {
+		args = append(args, "-pool", u.o.Pool)
 	}
 	env := []string{}
 	if token != "" {

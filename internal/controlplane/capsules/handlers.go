@@ -27,6 +27,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 	rt.HandleCapsule(http.MethodPost, "/{id}/ping", auth.KindKeyOrJWT, s.handlePing)
 	rt.HandleCapsule(http.MethodPost, "/{id}/pause", auth.KindKeyOrJWT, s.handlePause)
 	rt.HandleCapsule(http.MethodPost, "/{id}/resume", auth.KindKeyOrJWT, s.handleResume)
+	rt.HandleCapsule(http.MethodPost, "/{id}/fork", auth.KindKeyOrJWT, s.handleFork)
 	rt.HandleCapsule(http.MethodGet, "/{id}/metrics", auth.KindKeyOrJWT, s.handleMetrics(team))
 
 	rt.Handle(http.MethodPost, "/v1/snapshots", auth.KindKeyOrJWT, s.handleSnapshot)
@@ -40,6 +41,7 @@ func (s *Service) Register(rt *httpapi.Router) {
 	admin := platformRoute
 	rt.Handle(http.MethodGet, "/v1/admin/templates", auth.KindAdmin, s.handleListAllTemplates)
 	rt.Handle(http.MethodDelete, "/v1/admin/templates/{name}", auth.KindAdmin, s.handleDeleteTemplate(admin))
+	rt.Handle(http.MethodPut, "/v1/admin/templates/{name}/pool", auth.KindAdmin, s.handleSetPool)
 	rt.Handle(http.MethodPost, "/v1/admin/capsules", auth.KindAdmin, s.handleCreate(admin))
 	rt.Handle(http.MethodGet, "/v1/admin/capsules", auth.KindAdmin, s.handleList(admin))
 	rt.Handle(http.MethodGet, "/v1/admin/capsules/{id}", auth.KindAdmin, s.handleGet(admin))

@@ -81,6 +81,7 @@ type Template struct {
 	DefaultEnv  map[string]string `json:"default_env"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	TeamID      string            `json:"team_id,omitempty"`
+	Pool        Pool              `json:"pool"`
 }
 
 // TemplateView renders a template row; withTeam adds team_id (admin listings).
@@ -105,5 +106,6 @@ func TemplateView(t db.Template, withTeam bool) Template {
 	if withTeam {
 		v.TeamID = ids.Team.Format(t.TeamID)
 	}
+	v.Pool.Size = t.PoolSize
 	return v
 }

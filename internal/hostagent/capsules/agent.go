@@ -68,6 +68,18 @@ type Config struct {
 	// is quiesced. The port proxy closes the capsule's connections there.
 	// It must return quickly and not call the Agent.
 	Stopping func(id string)
+	// Pools are the warm pools to keep from the start, over those SetPool
+	// recorded in <data>/pools.json before (pool.go).
+	Pools []PoolSpec
+	// PoolCheck is how often pool members' health and the host's memory
+	// are checked (10 s).
+	PoolCheck time.Duration
+	// PoolMemoryFloorMB is the available host memory below which pools
+	// stop filling and give members back (0: a tenth of the host's).
+	PoolMemoryFloorMB int64
+	// MemInfo reports the host's available and total memory in MB
+	// (default: /proc/meminfo).
+	MemInfo func() (avail, total int64, err error)
 }
 
 // Agent owns the capsules of this host.
@@ -85,6 +97,7 @@ type Agent struct {
 	capsules   map[string]*entry
 	autoPaused []string
 	metrics    map[string]*series
+	pools      map[poolKey]*pool
 
 	stop chan struct{}
 	bg   sync.WaitGroup
@@ -128,6 +141,12 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.NetworkGrace = 30 * time.Second
 	}
 	cfg.NetworkGrace = max(cfg.NetworkGrace, 0)
+	if cfg.PoolCheck <= 0 {
+		cfg.PoolCheck = 10 * time.Second
+	}
+	if cfg.MemInfo == nil {
+		cfg.MemInfo = hostMemInfo
+	}
 	if cfg.Runtime == nil || cfg.Network == nil || cfg.Images == nil {
 		return nil, errors.New("agent: Runtime, Network and Images are required")
 	}
@@ -139,6 +158,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		net:      cfg.Network,
 		capsules: map[string]*entry{},
 		metrics:  map[string]*series{},
+		pools:    map[poolKey]*pool{},
 		versions: runtimeVersions(cfg.Versions),
 		stop:     make(chan struct{}),
 	}
@@ -158,17 +178,26 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.bg.Add(2)
 	go a.idleLoop()
 	go a.metricsLoop()
+	for _, s := range a.savedPools(cfg.Pools) {
+		if err := a.SetPool(ctx, s); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("pool of %s: %w", s.TemplateID, err)
+		}
+	}
 	return a, nil
 }
 
-// Close stops the agent's loops. Capsules keep running; a new Agent on the
-// same data directory picks them up.
+// Close stops the agent's loops and destroys the warm pools' members.
+// Capsules keep running; a new Agent on the same data directory picks them
+// up.
 func (a *Agent) Close() {
+	a.mu.Lock() // SetPool starts pools under a.mu: none starts after this
 	select {
 	case <-a.stop:
 	default:
 		close(a.stop)
 	}
+	a.mu.Unlock()
 	a.bg.Wait()
 }
 

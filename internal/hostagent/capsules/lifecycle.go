@@ -61,6 +61,13 @@ func (a *Agent) Create(ctx context.Context, p CreateParams) (Info, error) {
 }
 
 func (a *Agent) create(ctx context.Context, e *entry, p CreateParams) (Info, error) {
+	if m := a.takePooled(p); m != nil {
+		info, err := a.adoptPooled(ctx, e, m)
+		if err == nil {
+			return info, nil
+		}
+		a.log.Warn("warm pool: hand-out failed; creating the capsule afresh", "capsule_id", p.ID, "member", m.rec.RuntimeID, "error", err)
+	}
 	tpl, err := a.loadTemplate(p.TeamID, p.TemplateID)
 	if errors.Is(err, ErrTemplateGone) {
 		// A flattened template boots fresh from its image.
@@ -167,7 +174,7 @@ func mergeEnv(base, over map[string]string) map[string]string {
 
 func (a *Agent) spec(r *record) runtime.Spec {
 	return runtime.Spec{
-		ID: r.ID, VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
+		ID: r.rid(), VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		Image: r.Image, Network: r.Network, MetadataDir: a.dirs.metaDir(r.ID), Envd: r.Envd,
 	}
 }
@@ -182,7 +189,7 @@ func (a *Agent) attachNetwork(ctx context.Context, e *entry) error {
 		return nil
 	}
 	r := a.snapshotRec(e)
-	n, hostIP, err := a.net.Setup(ctx, r.ID, r.AllowInternet)
+	n, hostIP, err := a.net.Setup(ctx, r.rid(), r.AllowInternet)
 	if err != nil {
 		return fmt.Errorf("network for %s: %w", r.ID, err)
 	}
@@ -241,10 +248,10 @@ func (a *Agent) discard(ctx context.Context, e *entry) error {
 	r := a.snapshotRec(e)
 	a.stopping(r.ID)
 	var errs []error
-	if err := a.rt.Destroy(ctx, r.ID); err != nil {
+	if err := a.rt.Destroy(ctx, r.rid()); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: %w", err))
 	}
-	if err := a.net.Teardown(ctx, r.ID); err != nil {
+	if err := a.net.Teardown(ctx, r.rid()); err != nil {
 		errs = append(errs, fmt.Errorf("network: %w", err))
 	}
 	if err := os.RemoveAll(a.dirs.capsule(r.ID)); err != nil {
@@ -311,7 +318,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	if err := a.setStatus(e, StatusPausing, nil); err != nil {
 		return err
 	}
-	if err := a.rt.Pause(ctx, r.ID, runtime.Snapshot{Dir: tmp}); err != nil {
+	if err := a.rt.Pause(ctx, r.rid(), runtime.Snapshot{Dir: tmp}); err != nil {
 		_ = os.RemoveAll(tmp)
 		// Still running: undo the quiesce.
 		if _, ierr := a.initEnvd(context.WithoutCancel(ctx), &r, r.EnvdToken); ierr != nil {
@@ -330,7 +337,7 @@ func (a *Agent) pauseLocked(ctx context.Context, e *entry) error {
 	// Building a network costs milliseconds, tearing one down tens (veth
 	// deletion is slow in the kernel): keep it for a quick resume, release
 	// it after the grace period.
-	a.keepNetwork(e, r.ID, r.HostIP)
+	a.keepNetwork(e, r.rid(), r.HostIP)
 	envdclient.CloseIdle()
 	return nil
 }
@@ -363,8 +370,8 @@ func (a *Agent) Resume(ctx context.Context, p ResumeParams) (Info, error) {
 	}
 	if err := a.resumeLocked(ctx, e, r.EnvdToken, p.EnvdAccessToken); err != nil {
 		bg := context.WithoutCancel(ctx)
-		_ = a.rt.Destroy(bg, p.ID)
-		_ = a.net.Teardown(bg, p.ID)
+		_ = a.rt.Destroy(bg, r.rid())
+		_ = a.net.Teardown(bg, r.rid())
 		// The snapshot's envd still holds the old token.
 		_ = a.setStatus(e, StatusPaused, func(rec *record) { rec.HostIP, rec.EnvdToken = "", r.EnvdToken })
 		return Info{}, err

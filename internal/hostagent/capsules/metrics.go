@@ -175,16 +175,16 @@ func (a *Agent) metricsLoop() {
 // sample records one point for every running capsule.
 func (a *Agent) sample() {
 	a.mu.Lock()
-	var ids []string
+	var ids, rids []string
 	for id, e := range a.capsules {
 		if e.rec.Status == StatusRunning {
-			ids = append(ids, id)
+			ids, rids = append(ids, id), append(rids, e.rec.rid())
 		}
 	}
 	a.mu.Unlock()
-	for _, id := range ids {
+	for i, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := a.rt.Stats(ctx, id)
+		st, err := a.rt.Stats(ctx, rids[i])
 		cancel()
 		if err != nil {
 			continue // gone or pausing meanwhile
@@ -248,8 +248,18 @@ func (a *Agent) FlushMetrics(_ context.Context, id string) ([3][]MetricPoint, er
 }
 
 // Terminate destroys every capsule on this host (the host is being
-// deleted). Templates stay on disk until the host's data is removed.
+// deleted), warm pool members first. Templates stay on disk until the
+// host's data is removed.
 func (a *Agent) Terminate(ctx context.Context) error {
+	a.mu.Lock()
+	var keys []poolKey
+	for k := range a.pools {
+		keys = append(keys, k)
+	}
+	a.mu.Unlock()
+	for _, k := range keys {
+		a.dropPool(k.team, k.template)
+	}
 	a.mu.Lock()
 	var es []*entry
 	for _, e := range a.capsules {

@@ -26,7 +26,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	for _, r := range recs {
 		e := &entry{rec: r}
 		a.capsules[r.ID] = e
-		running := slices.Contains(alive, r.ID)
+		running := slices.Contains(alive, r.rid())
 		// Used snapshots whose background removal a crash cut short.
 		if old, _ := filepath.Glob(a.dirs.snapshot(r.ID) + ".old-*"); len(old) > 0 {
 			for _, o := range old {
@@ -53,8 +53,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			log.Info("capsule is paused")
 			// Also when the runtime no longer lists it as alive: a sandbox whose checkpoint the crash
 			// interrupted may still be exiting, and would block the next restore under this id.
-			_ = a.rt.Destroy(ctx, r.ID)
-			_ = a.net.Teardown(ctx, r.ID)
+			_ = a.rt.Destroy(ctx, r.rid())
+			_ = a.net.Teardown(ctx, r.rid())
 			_ = os.RemoveAll(a.dirs.snapshotTmp(r.ID))
 			_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
 		case (r.Status == StatusPausing || r.Status == StatusResuming) && running:
@@ -69,8 +69,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 					// The checkpoint ran and the sandbox is gone, though
 					// the runtime still lists it: keep what it saved.
 					log.Warn("envd does not answer; keeping the interrupted pause's snapshot", "error", err)
-					_ = a.rt.Destroy(ctx, r.ID)
-					_ = a.net.Teardown(ctx, r.ID)
+					_ = a.rt.Destroy(ctx, r.rid())
+					_ = a.net.Teardown(ctx, r.rid())
 					if err := os.Rename(a.dirs.snapshotTmp(r.ID), a.dirs.snapshot(r.ID)); err == nil {
 						_ = a.setStatus(e, StatusPaused, func(r *record) { r.HostIP = "" })
 						continue
@@ -90,8 +90,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			_ = a.discard(ctx, e)
 		}
 	}
+	byRID := map[string]*entry{}
+	for _, e := range a.capsules {
+		byRID[e.rec.rid()] = e
+	}
 	for _, id := range alive {
-		if _, ok := a.capsules[id]; !ok {
+		if _, ok := byRID[id]; !ok {
 			a.log.Warn("removing runtime container nobody records", "capsule_id", id)
 			if err := a.rt.Destroy(ctx, id); err != nil {
 				a.log.Error("remove leftover container", "capsule_id", id, "error", err)
@@ -109,8 +113,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	// Warm pool members of an earlier agent process: never kept (pool.go).
+	_ = os.RemoveAll(a.dirs.pool())
+	// Snapshots of forks a crash interrupted.
+	_ = os.RemoveAll(a.dirs.forks())
 	return a.net.Cleanup(ctx, func(id string) bool {
-		e, ok := a.capsules[id]
+		e, ok := byRID[id]
 		return ok && e.rec.Status == StatusRunning
 	})
 }

@@ -16,7 +16,11 @@ import (
 // <data>/capsules/<id>/capsule.json. It is rewritten atomically at every
 // status change, so a restarted agent knows what each capsule was doing.
 type record struct {
-	ID            string            `json:"id"`
+	ID string `json:"id"`
+	// RuntimeID names the capsule's runtime container and network when they
+	// differ from ID: a capsule handed out by a warm pool keeps the name it
+	// was booted under (pool.go). Empty: ID.
+	RuntimeID     string            `json:"runtime_id,omitempty"`
 	Status        Status            `json:"status"`
 	TeamID        string            `json:"team_id,omitempty"`
 	TemplateID    string            `json:"template_id,omitempty"`
@@ -35,6 +39,14 @@ type record struct {
 	HostIP        string            `json:"host_ip,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
 	LastActiveAt  time.Time         `json:"last_active_at"`
+}
+
+// rid is the name of r's runtime container and network.
+func (r *record) rid() string {
+	if r.RuntimeID != "" {
+		return r.RuntimeID
+	}
+	return r.ID
 }
 
 // info describes r; the caller holds a.mu or owns r.

@@ -130,6 +130,8 @@ func (a *Agent) DeleteTemplate(_ context.Context, teamID, templateID string) err
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %s", ErrTemplateGone, templateID)
 	}
+	// Its pool's members came from these files: gone with them.
+	a.dropPool(teamID, templateID)
 	return os.RemoveAll(dir)
 }
 
@@ -216,7 +218,7 @@ func (a *Agent) Flatten(ctx context.Context, id, teamID, templateID string) (int
 		_ = syncFS(ctx, c)
 		done()
 	}
-	img, err := fl.Flatten(ctx, id, filepath.Join(tmp, "rootfs"))
+	img, err := fl.Flatten(ctx, r.rid(), filepath.Join(tmp, "rootfs"))
 	if err != nil {
 		_ = os.RemoveAll(tmp)
 		return 0, fmt.Errorf("flatten %s: %w", id, err)

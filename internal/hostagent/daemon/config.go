@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/network"
 	"github.com/wrenn/wrenn/internal/hostagent/suspend"
 )
@@ -44,6 +46,8 @@ type Config struct {
 	MetricsInterval time.Duration // per-capsule sampling, 10ms to 30s
 	MetricsListen   string        // plain-HTTP address of /metrics, /health and /ready; empty: off
 	OnShutdown      suspend.Mode  // what running capsules do when the agent stops
+	// Pools are the warm pools kept from the start (-pool); the control plane may change them.
+	Pools []capsules.PoolSpec
 
 	Version string
 	Log     *slog.Logger
@@ -61,6 +65,21 @@ func (c Config) check() error {
 		return errors.New("-subnet: not set")
 	}
 	return nil
+}
+
+// ParsePools parses -pool: comma-separated name=size pairs, each a warm pool of the default shape
+// (docs/agent.md, "Warm pools").
+func ParsePools(v string) ([]capsules.PoolSpec, error) {
+	var out []capsules.PoolSpec
+	for _, f := range strings.Split(v, ",") {
+		name, size, ok := strings.Cut(strings.TrimSpace(f), "=")
+		n, err := strconv.Atoi(size)
+		if !ok || name == "" || err != nil || n < 0 || n > capsules.MaxPoolSize {
+			return nil, fmt.Errorf("-pool: %q: want template=size with size 0..%d", f, capsules.MaxPoolSize)
+		}
+		out = append(out, capsules.PoolSpec{TemplateID: name, Size: n, AllowInternet: true})
+	}
+	return out, nil
 }
 
 // capsuleDNS resolves Config.DNS to the nameservers written into capsules.

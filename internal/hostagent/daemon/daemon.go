@@ -123,6 +123,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		NetworkGrace: cfg.NetworkGrace,
 		Log:          log.With("component", "agent"),
 		Stopping:     proxy.Drain,
+		Pools:        cfg.Pools,
 	}); err != nil {
 		return nil, err
 	}

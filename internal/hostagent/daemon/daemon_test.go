@@ -75,3 +75,16 @@ func TestCapsuleDNS(t *testing.T) {
 		t.Fatalf("name: %v", err)
 	}
 }
+
+func TestParsePools(t *testing.T) {
+	got, err := ParsePools("base=2, minimal=0")
+	if err != nil || len(got) != 2 || got[0].TemplateID != "base" || got[0].Size != 2 || !got[0].AllowInternet ||
+		got[1].TemplateID != "minimal" || got[1].Size != 0 {
+		t.Fatalf("ParsePools = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "base", "base=", "=2", "base=-1", "base=x", "base=65"} {
+		if _, err := ParsePools(bad); err == nil {
+			t.Errorf("ParsePools(%q) accepted", bad)
+		}
+	}
+}

@@ -28,9 +28,10 @@ const (
 	OpDestroy  = "destroy"
 	OpSnapshot = "snapshot"
 	OpFlatten  = "flatten"
+	OpFork     = "fork"
 )
 
-var operations = []string{OpCreate, OpResume, OpPause, OpDestroy, OpSnapshot, OpFlatten}
+var operations = []string{OpCreate, OpResume, OpPause, OpDestroy, OpSnapshot, OpFlatten, OpFork}
 
 // Backend is the agent the decorator wraps (*capsules.Agent).
 type Backend interface {
@@ -59,7 +60,7 @@ func Wrap(b Backend) *Agent {
 		Backend: b,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "operation_duration_seconds",
-			Help:    "Latency of capsule lifecycle operations (create, resume, pause, destroy, snapshot, flatten), failed ones included.",
+			Help:    "Latency of capsule lifecycle operations (create, resume, pause, destroy, snapshot, flatten, fork), failed ones included.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"operation"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -103,6 +104,13 @@ func (a *Agent) Create(ctx context.Context, p capsules.CreateParams) (capsules.I
 	info, err := a.Backend.Create(ctx, p)
 	a.observe(OpCreate, start, err)
 	return info, err
+}
+
+func (a *Agent) Fork(ctx context.Context, id string, targets []capsules.ForkTarget) ([]capsules.Info, error) {
+	start := time.Now()
+	infos, err := a.Backend.Fork(ctx, id, targets)
+	a.observe(OpFork, start, err)
+	return infos, err
 }
 
 func (a *Agent) Resume(ctx context.Context, p capsules.ResumeParams) (capsules.Info, error) {

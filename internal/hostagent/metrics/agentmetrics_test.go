@@ -30,6 +30,10 @@ func (f *fakeBackend) List(context.Context) ([]capsules.Info, []string, error) {
 	return f.infos, auto, nil
 }
 
+func (f *fakeBackend) Pools() []capsules.PoolStat {
+	return []capsules.PoolStat{{TemplateID: "base", Size: 2, Ready: 1, MemoryMB: 512, Hits: 3, Misses: 1, RefillSeconds: 1.5, Refills: 4}}
+}
+
 func (f *fakeBackend) Info(id string) (capsules.Info, error) { return capsules.Info{ID: id}, nil }
 
 func (f *fakeBackend) Pause(_ context.Context, id string) error {
@@ -65,6 +69,13 @@ func TestScrapeKeepsAutoPaused(t *testing.T) {
 	m.Want(t, eq(2), "wrenn_agent_reserved_cpus")
 	m.Want(t, eq(512<<20), "wrenn_agent_reserved_memory_bytes")
 	m.Want(t, eq(3072<<20), "wrenn_agent_reserved_disk_bytes")
+	m.Want(t, eq(2), "wrenn_agent_pool_size", "team", "", "template", "base")
+	m.Want(t, eq(1), "wrenn_agent_pool_ready", "team", "", "template", "base")
+	m.Want(t, eq(512<<20), "wrenn_agent_pool_reserved_memory_bytes", "team", "", "template", "base")
+	m.Want(t, eq(3), "wrenn_agent_pool_hits_total", "team", "", "template", "base")
+	m.Want(t, eq(1), "wrenn_agent_pool_misses_total", "team", "", "template", "base")
+	m.Want(t, eq(4), "wrenn_agent_pool_refill_seconds_count", "team", "", "template", "base")
+	m.Want(t, eq(1.5), "wrenn_agent_pool_refill_seconds_sum", "team", "", "template", "base")
 	for _, n := range []string{"wrenn_agent_host_capacity_cpus", "wrenn_agent_host_capacity_memory_bytes", "wrenn_agent_host_capacity_disk_bytes", "wrenn_agent_host_disk_available_bytes"} {
 		m.Want(t, telemetrytest.AtLeast(1), n)
 	}
@@ -85,7 +96,7 @@ func TestScrapeKeepsAutoPaused(t *testing.T) {
 	m = telemetrytest.Scrape(t, srv.URL, "")
 	m.Want(t, eq(1), "wrenn_agent_operation_errors_total", "operation", "pause", "kind", "not_found")
 	m.Want(t, eq(2), "wrenn_agent_operation_duration_seconds_count", "operation", "pause")
-	if n := len(m["wrenn_agent_operation_duration_seconds_count"]); n != 6 {
+	if n := len(m["wrenn_agent_operation_duration_seconds_count"]); n != 7 {
 		t.Errorf("operation histograms: %d, want one per operation", n)
 	}
 }

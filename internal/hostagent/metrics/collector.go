@@ -31,6 +31,8 @@ type collector struct {
 	dataDir string
 
 	capsules, capCPU, capMem, capDisk, diskAvail, resCPU, resMem, resDisk *prometheus.Desc
+
+	poolSize, poolReady, poolMem, poolHits, poolMisses, poolRefill *prometheus.Desc
 }
 
 func newCollector(a *Agent, dataDir string) *collector {
@@ -48,11 +50,19 @@ func newCollector(a *Agent, dataDir string) *collector {
 		resCPU:    d("reserved_cpus", "vCPUs of the capsules that are not paused."),
 		resMem:    d("reserved_memory_bytes", "Memory limits of the capsules that are not paused."),
 		resDisk:   d("reserved_disk_bytes", "Disk limits of every capsule (paused ones keep their disk)."),
+
+		poolSize:   d("pool_size", "Configured size of a template's warm pool.", "team", "template"),
+		poolReady:  d("pool_ready", "Warm pool capsules ready to hand out.", "team", "template"),
+		poolMem:    d("pool_reserved_memory_bytes", "Memory limits of a template's ready warm pool capsules.", "team", "template"),
+		poolHits:   d("pool_hits_total", "Creates served from a template's warm pool.", "team", "template"),
+		poolMisses: d("pool_misses_total", "Creates for a pooled template that found no ready capsule of their shape.", "team", "template"),
+		poolRefill: d("pool_refill_seconds", "Time to boot or restore one warm pool capsule.", "team", "template"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.capsules, c.capCPU, c.capMem, c.capDisk, c.diskAvail, c.resCPU, c.resMem, c.resDisk} {
+	for _, d := range []*prometheus.Desc{c.capsules, c.capCPU, c.capMem, c.capDisk, c.diskAvail, c.resCPU, c.resMem, c.resDisk,
+		c.poolSize, c.poolReady, c.poolMem, c.poolHits, c.poolMisses, c.poolRefill} {
 		ch <- d
 	}
 }
@@ -85,6 +95,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.resCPU, cpus)
 		gauge(c.resMem, mem)
 		gauge(c.resDisk, disk)
+	}
+
+	for _, p := range c.agent.Pools() {
+		gauge(c.poolSize, float64(p.Size), p.TeamID, p.TemplateID)
+		gauge(c.poolReady, float64(p.Ready), p.TeamID, p.TemplateID)
+		gauge(c.poolMem, float64(p.MemoryMB)*mib, p.TeamID, p.TemplateID)
+		ch <- prometheus.MustNewConstMetric(c.poolHits, prometheus.CounterValue, float64(p.Hits), p.TeamID, p.TemplateID)
+		ch <- prometheus.MustNewConstMetric(c.poolMisses, prometheus.CounterValue, float64(p.Misses), p.TeamID, p.TemplateID)
+		ch <- prometheus.MustNewConstSummary(c.poolRefill, p.Refills, p.RefillSeconds, nil, p.TeamID, p.TemplateID)
 	}
 
 	gauge(c.capCPU, float64(runtime.NumCPU()))

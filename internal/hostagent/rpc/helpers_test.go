@@ -130,6 +130,25 @@ func (f *fakeAgent) DeleteTemplate(_ context.Context, teamID, templateID string)
 	return f.err
 }
 
+func (f *fakeAgent) Fork(_ context.Context, id string, targets []capsules.ForkTarget) ([]capsules.Info, error) {
+	f.record("Fork", id, targets)
+	if f.err != nil {
+		return nil, f.err
+	}
+	out := make([]capsules.Info, len(targets))
+	for i, t := range targets {
+		out[i] = capsules.Info{ID: t.ID, Status: capsules.StatusRunning}
+	}
+	return out, nil
+}
+
+func (f *fakeAgent) SetPool(_ context.Context, s capsules.PoolSpec) error {
+	f.record("SetPool", s)
+	return f.err
+}
+
+func (f *fakeAgent) Pools() []capsules.PoolStat { return nil }
+
 func (f *fakeAgent) Metrics(_ context.Context, id string, r capsules.MetricsRange) ([]capsules.MetricPoint, error) {
 	f.record("Metrics", id, r)
 	return f.points, f.err

@@ -233,3 +233,64 @@ func (s *Server) Terminate(ctx context.Context, _ *connect.Request[v1.TerminateR
 	}
 	return connect.NewResponse(&v1.TerminateResponse{}), nil
 }
+
+// ForkSandbox copies a running capsule into new running capsules.
+func (s *Server) ForkSandbox(ctx context.Context, req *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
+	m := req.Msg
+	if err := checkSandboxID(m.GetSandboxId()); err != nil {
+		return nil, err
+	}
+	if n := len(m.GetTargets()); n < 1 || n > capsules.MaxForks {
+		return nil, invalid("targets: want 1..%d, got %d", capsules.MaxForks, n)
+	}
+	targets := make([]capsules.ForkTarget, len(m.GetTargets()))
+	for i, t := range m.GetTargets() {
+		if err := checkSandboxID(t.GetSandboxId()); err != nil {
+			return nil, err
+		}
+		targets[i] = capsules.ForkTarget{ID: t.GetSandboxId(), EnvdAccessToken: t.GetEnvdAccessToken()}
+	}
+	infos, err := s.agent.Fork(ctx, m.GetSandboxId(), targets)
+	if err != nil {
+		return nil, s.fail(ctx, "fork", m.GetSandboxId(), err)
+	}
+	res := &v1.ForkSandboxResponse{}
+	for _, in := range infos {
+		res.Sandboxes = append(res.Sandboxes, createResponse(in))
+	}
+	return connect.NewResponse(res), nil
+}
+
+// SetTemplatePool sets the warm pool of a template on this host.
+func (s *Server) SetTemplatePool(ctx context.Context, req *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error) {
+	m := req.Msg
+	if err := firstErr(
+		checkName("team_id", m.GetTeamId(), false), checkName("template_id", m.GetTemplateId(), true),
+	); err != nil {
+		return nil, err
+	}
+	if m.GetSize() < 0 || m.GetSize() > capsules.MaxPoolSize {
+		return nil, invalid("size %d out of range 0-%d", m.GetSize(), capsules.MaxPoolSize)
+	}
+	spec := capsules.PoolSpec{TeamID: m.GetTeamId(), TemplateID: m.GetTemplateId(), Size: int(m.GetSize()), AllowInternet: m.GetAllowInternet()}
+	if m.GetVcpus() != 0 || m.GetMemoryMb() != 0 || m.GetDiskSizeMb() != 0 {
+		v, mem, disk, err := resources(m.GetVcpus(), m.GetMemoryMb(), m.GetDiskSizeMb())
+		if err != nil {
+			return nil, err
+		}
+		spec.VCPUs, spec.MemoryMB, spec.DiskMB = v, mem, disk
+		if m.GetDiskSizeMb() == 0 {
+			spec.DiskMB = 0 // the pool's default
+		}
+	}
+	if err := s.agent.SetPool(ctx, spec); err != nil {
+		return nil, s.fail(ctx, "set pool", "", err)
+	}
+	ready := 0
+	for _, p := range s.agent.Pools() {
+		if p.TeamID == spec.TeamID && p.TemplateID == spec.TemplateID {
+			ready = p.Ready
+		}
+	}
+	return connect.NewResponse(&v1.SetTemplatePoolResponse{Ready: int32(ready)}), nil
+}

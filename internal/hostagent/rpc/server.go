@@ -31,6 +31,9 @@ type Agent interface {
 	Snapshot(ctx context.Context, id, teamID, templateID string) (sizeBytes int64, err error)
 	Flatten(ctx context.Context, id, teamID, templateID string) (sizeBytes int64, err error)
 	DeleteTemplate(ctx context.Context, teamID, templateID string) error
+	Fork(ctx context.Context, id string, targets []capsules.ForkTarget) ([]capsules.Info, error)
+	SetPool(ctx context.Context, s capsules.PoolSpec) error
+	Pools() []capsules.PoolStat
 	Metrics(ctx context.Context, id string, r capsules.MetricsRange) ([]capsules.MetricPoint, error)
 	FlushMetrics(ctx context.Context, id string) (tiers [3][]capsules.MetricPoint, err error)
 	Terminate(ctx context.Context) error

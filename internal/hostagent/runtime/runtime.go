@@ -88,3 +88,13 @@ type Flattener interface {
 	// must not exist) and returns it as an Image.
 	Flatten(ctx context.Context, id, dir string) (Image, error)
 }
+
+// Checkpointer is implemented by runtimes that can save a running capsule
+// without stopping it, so that copies can be restored from the snapshot
+// while it runs on (fork).
+type Checkpointer interface {
+	// Checkpoint saves the capsule to snap.Dir (created empty by the
+	// caller) like Runtime.Pause, but the capsule keeps running. The
+	// caller quiesces envd first.
+	Checkpoint(ctx context.Context, id string, snap Snapshot) error
+}

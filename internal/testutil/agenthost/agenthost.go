@@ -216,7 +216,7 @@ func (h *Host) Leftovers() []string {
 			out = append(out, "process "+p)
 		}
 	}
-	for _, d := range []string{"capsules", "runtime"} {
+	for _, d := range []string{"capsules", "runtime", "pool", "forks"} {
 		if ents, _ := os.ReadDir(filepath.Join(h.DataDir, d)); len(ents) > 0 {
 			out = append(out, fmt.Sprintf("%d %s directories", len(ents), d))
 		}
@@ -249,8 +249,10 @@ func (h *Host) AssertClean(t testing.TB) {
 	if procs := processesMentioning(h.DataDir); len(procs) > 0 {
 		t.Errorf("processes left: %v", procs)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(h.DataDir, "capsules")); len(ents) > 0 {
-		t.Errorf("capsule directories left: %d", len(ents))
+	for _, d := range []string{"capsules", "pool", "forks"} {
+		if ents, _ := os.ReadDir(filepath.Join(h.DataDir, d)); len(ents) > 0 {
+			t.Errorf("%s directories left: %d", d, len(ents))
+		}
 	}
 }
 

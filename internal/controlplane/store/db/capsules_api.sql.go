@@ -129,7 +129,7 @@ INSERT INTO templates (id, team_id, name, type, vcpus, memory_mb, size_bytes, de
                        created_by, host_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
         $9, $10, $11, $12)
-RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id
+RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size
 `
 
 type InsertTemplateParams struct {
@@ -179,6 +179,7 @@ func (q *Queries) InsertTemplate(ctx context.Context, arg InsertTemplateParams) 
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }

@@ -277,7 +277,9 @@ func (q *Queries) ListRegisteredPendingHosts(ctx context.Context, arg ListRegist
 const listSchedulableHosts = `-- name: ListSchedulableHosts :many
 SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at,
        coalesce(sum(c.vcpus) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_vcpus,
-       coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_memory_mb,
+       (coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)
+        + (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
+           WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))))::int AS reserved_memory_mb,
        coalesce(sum(c.disk_mb), 0)::bigint AS reserved_disk_mb
 FROM hosts
 LEFT JOIN capsules c ON c.host_id = hosts.id AND c.status NOT IN ('stopped', 'error')
@@ -301,7 +303,8 @@ type ListSchedulableHostsRow struct {
 
 // Online hosts with an address of one type (and, for byoc, one team), with
 // what their capsules reserve: CPU and memory of live capsules, disk of every
-// capsule not stopped (paused ones keep their disk).
+// capsule not stopped (paused ones keep their disk). Warm pools count as memory: each platform
+// template's pool_size capsules on every regular host, a snapshot template's on its host.
 func (q *Queries) ListSchedulableHosts(ctx context.Context, arg ListSchedulableHostsParams) ([]ListSchedulableHostsRow, error) {
 	rows, err := q.db.Query(ctx, listSchedulableHosts, arg.Type, arg.TeamID)
 	if err != nil {

@@ -245,6 +245,7 @@ type Template struct {
 	CreatedBy   *uuid.UUID
 	CreatedAt   time.Time
 	HostID      *uuid.UUID
+	PoolSize    int32
 }
 
 type User struct {

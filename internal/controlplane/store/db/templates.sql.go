@@ -16,7 +16,7 @@ const createTemplate = `-- name: CreateTemplate :one
 INSERT INTO templates (team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
         $9, $10)
-RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id
+RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size
 `
 
 type CreateTemplateParams struct {
@@ -61,12 +61,13 @@ func (q *Queries) CreateTemplate(ctx context.Context, arg CreateTemplateParams) 
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }
 
 const deleteTemplate = `-- name: DeleteTemplate :one
-DELETE FROM templates WHERE team_id = $1 AND name = $2 RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id
+DELETE FROM templates WHERE team_id = $1 AND name = $2 RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size
 `
 
 type DeleteTemplateParams struct {
@@ -92,6 +93,7 @@ func (q *Queries) DeleteTemplate(ctx context.Context, arg DeleteTemplateParams) 
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }
@@ -121,7 +123,7 @@ func (q *Queries) DeleteTemplatesByTeam(ctx context.Context, teamID uuid.UUID) (
 }
 
 const getTemplate = `-- name: GetTemplate :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates WHERE team_id = $1 AND name = $2
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size FROM templates WHERE team_id = $1 AND name = $2
 `
 
 type GetTemplateParams struct {
@@ -148,12 +150,13 @@ func (q *Queries) GetTemplate(ctx context.Context, arg GetTemplateParams) (Templ
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }
 
 const getTemplateByID = `-- name: GetTemplateByID :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates WHERE id = $1
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size FROM templates WHERE id = $1
 `
 
 func (q *Queries) GetTemplateByID(ctx context.Context, id uuid.UUID) (Template, error) {
@@ -174,12 +177,13 @@ func (q *Queries) GetTemplateByID(ctx context.Context, id uuid.UUID) (Template, 
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }
 
 const listAllTemplates = `-- name: ListAllTemplates :many
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates ORDER BY team_id, created_at, id
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size FROM templates ORDER BY team_id, created_at, id
 `
 
 func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
@@ -206,6 +210,7 @@ func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.HostID,
+			&i.PoolSize,
 		); err != nil {
 			return nil, err
 		}
@@ -218,7 +223,7 @@ func (q *Queries) ListAllTemplates(ctx context.Context) ([]Template, error) {
 }
 
 const listTemplatesForTeam = `-- name: ListTemplatesForTeam :many
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size FROM templates
 WHERE team_id IN ($1, '00000000-0000-0000-0000-000000000000'::uuid)
   AND ($2::text IS NULL OR type = $2)
 ORDER BY platform DESC, created_at, id
@@ -254,6 +259,7 @@ func (q *Queries) ListTemplatesForTeam(ctx context.Context, arg ListTemplatesFor
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.HostID,
+			&i.PoolSize,
 		); err != nil {
 			return nil, err
 		}
@@ -266,7 +272,7 @@ func (q *Queries) ListTemplatesForTeam(ctx context.Context, arg ListTemplatesFor
 }
 
 const resolveTemplate = `-- name: ResolveTemplate :one
-SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id FROM templates
+SELECT id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size FROM templates
 WHERE name = $1 AND team_id IN ($2, '00000000-0000-0000-0000-000000000000'::uuid)
 ORDER BY platform
 LIMIT 1
@@ -296,6 +302,40 @@ func (q *Queries) ResolveTemplate(ctx context.Context, arg ResolveTemplateParams
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.HostID,
+		&i.PoolSize,
+	)
+	return i, err
+}
+
+const setTemplatePoolSize = `-- name: SetTemplatePoolSize :one
+UPDATE templates SET pool_size = $1 WHERE team_id = $2 AND name = $3 RETURNING id, team_id, name, type, vcpus, memory_mb, size_bytes, default_user, default_env, metadata, platform, created_by, created_at, host_id, pool_size
+`
+
+type SetTemplatePoolSizeParams struct {
+	PoolSize int32
+	TeamID   uuid.UUID
+	Name     string
+}
+
+func (q *Queries) SetTemplatePoolSize(ctx context.Context, arg SetTemplatePoolSizeParams) (Template, error) {
+	row := q.db.QueryRow(ctx, setTemplatePoolSize, arg.PoolSize, arg.TeamID, arg.Name)
+	var i Template
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Type,
+		&i.VCPUs,
+		&i.MemoryMB,
+		&i.SizeBytes,
+		&i.DefaultUser,
+		&i.DefaultEnv,
+		&i.Metadata,
+		&i.Platform,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.HostID,
+		&i.PoolSize,
 	)
 	return i, err
 }

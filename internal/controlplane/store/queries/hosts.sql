@@ -72,10 +72,13 @@ UPDATE hosts SET tags = array_remove(tags, @tag::text) WHERE id = @id AND @tag::
 -- name: ListSchedulableHosts :many
 -- Online hosts with an address of one type (and, for byoc, one team), with
 -- what their capsules reserve: CPU and memory of live capsules, disk of every
--- capsule not stopped (paused ones keep their disk).
+-- capsule not stopped (paused ones keep their disk). Warm pools count as memory: each platform
+-- template's pool_size capsules on every regular host, a snapshot template's on its host.
 SELECT sqlc.embed(hosts),
        coalesce(sum(c.vcpus) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_vcpus,
-       coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_memory_mb,
+       (coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)
+        + (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
+           WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))))::int AS reserved_memory_mb,
        coalesce(sum(c.disk_mb), 0)::bigint AS reserved_disk_mb
 FROM hosts
 LEFT JOIN capsules c ON c.host_id = hosts.id AND c.status NOT IN ('stopped', 'error')

@@ -33,3 +33,6 @@ DELETE FROM templates WHERE team_id = @team_id AND name = @name RETURNING *;
 
 -- name: DeleteTemplatesByTeam :many
 DELETE FROM templates WHERE team_id = @team_id RETURNING id;
+
+-- name: SetTemplatePoolSize :one
+UPDATE templates SET pool_size = @pool_size WHERE team_id = @team_id AND name = @name RETURNING *;

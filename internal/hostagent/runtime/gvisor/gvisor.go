@@ -76,7 +76,10 @@ type Runtime struct {
 	sandboxes sync.Map
 }
 
-var _ runtime.Runtime = (*Runtime)(nil)
+var (
+	_ runtime.Runtime      = (*Runtime)(nil)
+	_ runtime.Checkpointer = (*Runtime)(nil)
+)
 
 // New checks cfg, creates its directories and returns a Runtime.
 func New(cfg Config) (*Runtime, error) {
@@ -279,6 +282,38 @@ func (r *Runtime) Pause(ctx context.Context, id string, snap runtime.Snapshot) e
 		return fmt.Errorf("pause capsule %s: %w", id, err)
 	}
 	r.log.InfoContext(ctx, "capsule paused", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
+	return nil
+}
+
+// Checkpoint saves the running capsule into snap.Dir with `runsc
+// checkpoint -leave-running`: the sandbox stops for the save and carries on
+// (runsc restores it in place, under a new sandbox process).
+func (r *Runtime) Checkpoint(ctx context.Context, id string, snap runtime.Snapshot) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := checkSnapshotDir(snap); err != nil {
+		return fmt.Errorf("checkpoint capsule %s: %w", id, err)
+	}
+	unlock, err := r.locks.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	start := time.Now()
+	if _, err := os.Stat(r.capsuleDir(id)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("checkpoint capsule %s: %w", id, runtime.ErrNotFound)
+	}
+	r.sandboxes.Delete(id)
+	if _, err := r.runsc(ctx, id, "checkpoint", "-leave-running", "-image-path", snap.Dir, id); err != nil {
+		if c, ok, lerr := r.lookup(ctx, id); lerr == nil && !ok {
+			return fmt.Errorf("checkpoint capsule %s: %w", id, runtime.ErrNotFound)
+		} else if lerr == nil && !c.alive() {
+			return fmt.Errorf("checkpoint capsule %s: container is %s: %w", id, c.Status, runtime.ErrState)
+		}
+		return fmt.Errorf("checkpoint capsule %s: %w", id, err)
+	}
+	r.log.InfoContext(ctx, "capsule checkpointed", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
 	return nil
 }
 

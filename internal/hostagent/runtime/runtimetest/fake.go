@@ -25,13 +25,14 @@ type Op string
 
 // The operations of a Runtime (and a Flattener).
 const (
-	OpCreate  Op = "create"
-	OpRestore Op = "restore"
-	OpPause   Op = "pause"
-	OpDestroy Op = "destroy"
-	OpStats   Op = "stats"
-	OpList    Op = "list"
-	OpFlatten Op = "flatten"
+	OpCreate     Op = "create"
+	OpRestore    Op = "restore"
+	OpPause      Op = "pause"
+	OpDestroy    Op = "destroy"
+	OpStats      Op = "stats"
+	OpList       Op = "list"
+	OpFlatten    Op = "flatten"
+	OpCheckpoint Op = "checkpoint"
 )
 
 // State is what the fake knows of a capsule.
@@ -247,6 +248,27 @@ func (f *Fake) Pause(_ context.Context, id string, snap runtime.Snapshot) error 
 		return fmt.Errorf("fake pause %s: %w", id, err)
 	}
 	c.state = StatePaused
+	return nil
+}
+
+// Checkpoint writes CheckpointFile into snap.Dir, which must exist; the
+// capsule keeps running.
+func (f *Fake) Checkpoint(_ context.Context, id string, snap runtime.Snapshot) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpCheckpoint, id, snap.Dir); err != nil {
+		return err
+	}
+	c, ok := f.capsules[id]
+	if !ok {
+		return fmt.Errorf("fake checkpoint %s: %w", id, runtime.ErrNotFound)
+	}
+	if c.state != StateRunning {
+		return fmt.Errorf("fake checkpoint %s: capsule is %s: %w", id, c.state, runtime.ErrState)
+	}
+	if err := os.WriteFile(filepath.Join(snap.Dir, CheckpointFile), []byte(id), 0o600); err != nil {
+		return fmt.Errorf("fake checkpoint %s: %w", id, err)
+	}
 	return nil
 }
 

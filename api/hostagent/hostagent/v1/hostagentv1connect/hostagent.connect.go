@@ -55,6 +55,9 @@ const (
 	// HostAgentServiceListSandboxesProcedure is the fully-qualified name of the HostAgentService's
 	// ListSandboxes RPC.
 	HostAgentServiceListSandboxesProcedure = "/hostagent.v1.HostAgentService/ListSandboxes"
+	// HostAgentServiceForkSandboxProcedure is the fully-qualified name of the HostAgentService's
+	// ForkSandbox RPC.
+	HostAgentServiceForkSandboxProcedure = "/hostagent.v1.HostAgentService/ForkSandbox"
 	// HostAgentServiceExecProcedure is the fully-qualified name of the HostAgentService's Exec RPC.
 	HostAgentServiceExecProcedure = "/hostagent.v1.HostAgentService/Exec"
 	// HostAgentServiceExecStreamProcedure is the fully-qualified name of the HostAgentService's
@@ -114,6 +117,9 @@ const (
 	// HostAgentServiceDeleteSnapshotProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteSnapshot RPC.
 	HostAgentServiceDeleteSnapshotProcedure = "/hostagent.v1.HostAgentService/DeleteSnapshot"
+	// HostAgentServiceSetTemplatePoolProcedure is the fully-qualified name of the HostAgentService's
+	// SetTemplatePool RPC.
+	HostAgentServiceSetTemplatePoolProcedure = "/hostagent.v1.HostAgentService/SetTemplatePool"
 	// HostAgentServiceGetSandboxMetricsProcedure is the fully-qualified name of the HostAgentService's
 	// GetSandboxMetrics RPC.
 	HostAgentServiceGetSandboxMetricsProcedure = "/hostagent.v1.HostAgentService/GetSandboxMetrics"
@@ -134,6 +140,8 @@ type HostAgentServiceClient interface {
 	DestroySandbox(context.Context, *connect.Request[v1.DestroySandboxRequest]) (*connect.Response[v1.DestroySandboxResponse], error)
 	PingSandbox(context.Context, *connect.Request[v1.PingSandboxRequest]) (*connect.Response[v1.PingSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
+	// Copies a running capsule into new running capsules (docs/agent.md, "Fork").
+	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
 	// Processes.
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecStreamResponse], error)
@@ -158,6 +166,8 @@ type HostAgentServiceClient interface {
 	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	FlattenRootfs(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// Sets the warm pool of a template (docs/agent.md, "Warm pools").
+	SetTemplatePool(context.Context, *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error)
 	// Metrics.
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	FlushSandboxMetrics(context.Context, *connect.Request[v1.FlushSandboxMetricsRequest]) (*connect.Response[v1.FlushSandboxMetricsResponse], error)
@@ -210,6 +220,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+HostAgentServiceListSandboxesProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("ListSandboxes")),
+			connect.WithClientOptions(opts...),
+		),
+		forkSandbox: connect.NewClient[v1.ForkSandboxRequest, v1.ForkSandboxResponse](
+			httpClient,
+			baseURL+HostAgentServiceForkSandboxProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
 			connect.WithClientOptions(opts...),
 		),
 		exec: connect.NewClient[v1.ExecRequest, v1.ExecResponse](
@@ -332,6 +348,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		setTemplatePool: connect.NewClient[v1.SetTemplatePoolRequest, v1.SetTemplatePoolResponse](
+			httpClient,
+			baseURL+HostAgentServiceSetTemplatePoolProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("SetTemplatePool")),
+			connect.WithClientOptions(opts...),
+		),
 		getSandboxMetrics: connect.NewClient[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse](
 			httpClient,
 			baseURL+HostAgentServiceGetSandboxMetricsProcedure,
@@ -361,6 +383,7 @@ type hostAgentServiceClient struct {
 	destroySandbox      *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
 	pingSandbox         *connect.Client[v1.PingSandboxRequest, v1.PingSandboxResponse]
 	listSandboxes       *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	forkSandbox         *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
 	exec                *connect.Client[v1.ExecRequest, v1.ExecResponse]
 	execStream          *connect.Client[v1.ExecRequest, v1.ExecStreamResponse]
 	startBackground     *connect.Client[v1.StartBackgroundRequest, v1.StartBackgroundResponse]
@@ -381,6 +404,7 @@ type hostAgentServiceClient struct {
 	createSnapshot      *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	flattenRootfs       *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	deleteSnapshot      *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	setTemplatePool     *connect.Client[v1.SetTemplatePoolRequest, v1.SetTemplatePoolResponse]
 	getSandboxMetrics   *connect.Client[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse]
 	flushSandboxMetrics *connect.Client[v1.FlushSandboxMetricsRequest, v1.FlushSandboxMetricsResponse]
 	terminate           *connect.Client[v1.TerminateRequest, v1.TerminateResponse]
@@ -414,6 +438,11 @@ func (c *hostAgentServiceClient) PingSandbox(ctx context.Context, req *connect.R
 // ListSandboxes calls hostagent.v1.HostAgentService.ListSandboxes.
 func (c *hostAgentServiceClient) ListSandboxes(ctx context.Context, req *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error) {
 	return c.listSandboxes.CallUnary(ctx, req)
+}
+
+// ForkSandbox calls hostagent.v1.HostAgentService.ForkSandbox.
+func (c *hostAgentServiceClient) ForkSandbox(ctx context.Context, req *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
+	return c.forkSandbox.CallUnary(ctx, req)
 }
 
 // Exec calls hostagent.v1.HostAgentService.Exec.
@@ -516,6 +545,11 @@ func (c *hostAgentServiceClient) DeleteSnapshot(ctx context.Context, req *connec
 	return c.deleteSnapshot.CallUnary(ctx, req)
 }
 
+// SetTemplatePool calls hostagent.v1.HostAgentService.SetTemplatePool.
+func (c *hostAgentServiceClient) SetTemplatePool(ctx context.Context, req *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error) {
+	return c.setTemplatePool.CallUnary(ctx, req)
+}
+
 // GetSandboxMetrics calls hostagent.v1.HostAgentService.GetSandboxMetrics.
 func (c *hostAgentServiceClient) GetSandboxMetrics(ctx context.Context, req *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
 	return c.getSandboxMetrics.CallUnary(ctx, req)
@@ -540,6 +574,8 @@ type HostAgentServiceHandler interface {
 	DestroySandbox(context.Context, *connect.Request[v1.DestroySandboxRequest]) (*connect.Response[v1.DestroySandboxResponse], error)
 	PingSandbox(context.Context, *connect.Request[v1.PingSandboxRequest]) (*connect.Response[v1.PingSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
+	// Copies a running capsule into new running capsules (docs/agent.md, "Fork").
+	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
 	// Processes.
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecStreamResponse]) error
@@ -564,6 +600,8 @@ type HostAgentServiceHandler interface {
 	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	FlattenRootfs(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// Sets the warm pool of a template (docs/agent.md, "Warm pools").
+	SetTemplatePool(context.Context, *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error)
 	// Metrics.
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	FlushSandboxMetrics(context.Context, *connect.Request[v1.FlushSandboxMetricsRequest]) (*connect.Response[v1.FlushSandboxMetricsResponse], error)
@@ -612,6 +650,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		HostAgentServiceListSandboxesProcedure,
 		svc.ListSandboxes,
 		connect.WithSchema(hostAgentServiceMethods.ByName("ListSandboxes")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceForkSandboxHandler := connect.NewUnaryHandler(
+		HostAgentServiceForkSandboxProcedure,
+		svc.ForkSandbox,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hostAgentServiceExecHandler := connect.NewUnaryHandler(
@@ -734,6 +778,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceSetTemplatePoolHandler := connect.NewUnaryHandler(
+		HostAgentServiceSetTemplatePoolProcedure,
+		svc.SetTemplatePool,
+		connect.WithSchema(hostAgentServiceMethods.ByName("SetTemplatePool")),
+		connect.WithHandlerOptions(opts...),
+	)
 	hostAgentServiceGetSandboxMetricsHandler := connect.NewUnaryHandler(
 		HostAgentServiceGetSandboxMetricsProcedure,
 		svc.GetSandboxMetrics,
@@ -766,6 +816,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServicePingSandboxHandler.ServeHTTP(w, r)
 		case HostAgentServiceListSandboxesProcedure:
 			hostAgentServiceListSandboxesHandler.ServeHTTP(w, r)
+		case HostAgentServiceForkSandboxProcedure:
+			hostAgentServiceForkSandboxHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecProcedure:
 			hostAgentServiceExecHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecStreamProcedure:
@@ -806,6 +858,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceFlattenRootfsHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteSnapshotProcedure:
 			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
+		case HostAgentServiceSetTemplatePoolProcedure:
+			hostAgentServiceSetTemplatePoolHandler.ServeHTTP(w, r)
 		case HostAgentServiceGetSandboxMetricsProcedure:
 			hostAgentServiceGetSandboxMetricsHandler.ServeHTTP(w, r)
 		case HostAgentServiceFlushSandboxMetricsProcedure:
@@ -843,6 +897,10 @@ func (UnimplementedHostAgentServiceHandler) PingSandbox(context.Context, *connec
 
 func (UnimplementedHostAgentServiceHandler) ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ListSandboxes is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ForkSandbox is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error) {
@@ -923,6 +981,10 @@ func (UnimplementedHostAgentServiceHandler) FlattenRootfs(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteSnapshot is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) SetTemplatePool(context.Context, *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SetTemplatePool is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {

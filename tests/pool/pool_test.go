@@ -1,0 +1,132 @@
+package pool_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wrenn/wrenn/internal/testutil"
+	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/platform"
+)
+
+type template struct {
+	Name string `json:"name"`
+	Pool struct {
+		Size  int  `json:"size"`
+		Ready *int `json:"ready"`
+	} `json:"pool"`
+}
+
+func setPool(t *testing.T, p *platform.Platform, name string, size int) (int, template) {
+	t.Helper()
+	res := cptest.Call(t, p.URL(), "PUT", "/v1/admin/templates/"+name+"/pool", cptest.Bearer(p.Admin), map[string]int{"size": size})
+	var tpl template
+	if res.Status == 200 {
+		res.JSON(t, &tpl)
+	}
+	return res.Status, tpl
+}
+
+func execOut(t *testing.T, p *platform.Platform, id, script string) string {
+	t.Helper()
+	res := cptest.Call(t, p.URL(), "POST", "/v1/capsules/"+id+"/exec", cptest.Key(p.Key),
+		map[string]any{"cmd": "/bin/sh", "args": []string{"-c", script}, "timeout_sec": 30})
+	if res.Status != 200 {
+		t.Fatalf("exec in %s: %d %s", id, res.Status, res.Body)
+	}
+	var out struct {
+		Stdout   string `json:"stdout"`
+		ExitCode int    `json:"exit_code"`
+	}
+	res.JSON(t, &out)
+	return out.Stdout
+}
+
+func destroy(t *testing.T, p *platform.Platform, id string) {
+	t.Helper()
+	if res := cptest.Call(t, p.URL(), "DELETE", "/v1/capsules/"+id, cptest.Key(p.Key), nil); res.Status != 204 {
+		t.Fatalf("destroy %s: %d %s", id, res.Status, res.Body)
+	}
+}
+
+func TestPoolAndForkThroughAPI(t *testing.T) {
+	testutil.Integration(t)
+	p := platform.New(t, 1)
+	p.AddHost(t, false)
+
+	for name, c := range map[string]struct {
+		tpl  string
+		size int
+		want int
+	}{
+		"too big":  {"minimal", 65, 400},
+		"negative": {"minimal", -1, 400},
+		"unknown":  {"no-such-template", 1, 404},
+	} {
+		if st, _ := setPool(t, p, c.tpl, c.size); st != c.want {
+			t.Errorf("%s: status %d, want %d", name, st, c.want)
+		}
+	}
+	if res := cptest.Call(t, p.URL(), "PUT", "/v1/admin/templates/minimal/pool", cptest.Key(p.Key), map[string]int{"size": 1}); res.Status != 401 && res.Status != 403 {
+		t.Errorf("team API key set a pool: %d", res.Status)
+	}
+
+	st, tpl := setPool(t, p, "minimal", 1)
+	if st != 200 || tpl.Pool.Size != 1 || tpl.Pool.Ready == nil {
+		t.Fatalf("set pool: %d %+v", st, tpl)
+	}
+	platform.Eventually(t, 120*time.Second, "pool ready", func() error {
+		if _, tpl := setPool(t, p, "minimal", 1); tpl.Pool.Ready == nil || *tpl.Pool.Ready < 1 {
+			return fmt.Errorf("not ready: %+v", tpl.Pool)
+		}
+		return nil
+	})
+	res := cptest.Call(t, p.URL(), "GET", "/v1/admin/templates", cptest.Bearer(p.Admin), nil)
+	if !strings.Contains(string(res.Body), `"name":"minimal"`) || !strings.Contains(string(res.Body), `"pool":{"size":1}`) {
+		t.Fatalf("template listing without the pool: %s", res.Body)
+	}
+
+	// A create of the default shape takes the warm capsule and answers with its own identity.
+	res = cptest.Call(t, p.URL(), "POST", "/v1/capsules", cptest.Key(p.Key), map[string]any{"template": "minimal"})
+	if res.Status != 201 {
+		t.Fatalf("create: %d %s", res.Status, res.Body)
+	}
+	var c platform.Capsule
+	res.JSON(t, &c)
+	if got := strings.TrimSpace(execOut(t, p, c.ID, "echo $WRENN_SANDBOX_ID")); got != c.ID {
+		t.Fatalf("WRENN_SANDBOX_ID %q, want %s", got, c.ID)
+	}
+
+	// Fork it into two.
+	execOut(t, p, c.ID, "echo before-fork > /tmp/state")
+	res = cptest.Call(t, p.URL(), "POST", "/v1/capsules/"+c.ID+"/fork", cptest.Key(p.Key), map[string]int{"count": 2})
+	if res.Status != 201 {
+		t.Fatalf("fork: %d %s", res.Status, res.Body)
+	}
+	var forks []platform.Capsule
+	res.JSON(t, &forks)
+	if len(forks) != 2 {
+		t.Fatalf("fork answered %d capsules", len(forks))
+	}
+	for _, f := range forks {
+		if f.Status != "running" || f.ID == c.ID || f.HostID != c.HostID {
+			t.Fatalf("fork %+v of %+v", f, c)
+		}
+		if got := execOut(t, p, f.ID, `cat /tmp/state; echo $WRENN_SANDBOX_ID`); got != "before-fork\n"+f.ID+"\n" {
+			t.Fatalf("fork %s: %q", f.ID, got)
+		}
+	}
+	for name, body := range map[string]any{"zero": map[string]int{"count": 0}, "too many": map[string]int{"count": 17}} {
+		if res := cptest.Call(t, p.URL(), "POST", "/v1/capsules/"+c.ID+"/fork", cptest.Key(p.Key), body); res.Status != 400 {
+			t.Errorf("fork %s: %d %s", name, res.Status, res.Body)
+		}
+	}
+	for _, id := range []string{c.ID, forks[0].ID, forks[1].ID} {
+		destroy(t, p, id)
+	}
+	if st, tpl := setPool(t, p, "minimal", 0); st != 200 || tpl.Pool.Size != 0 {
+		t.Fatalf("pool off: %d %+v", st, tpl)
+	}
+}
