@@ -415,7 +415,7 @@ func TestConstraintsRejectBadData(t *testing.T) {
 		{"running job without lock", exec(`INSERT INTO jobs (queue, status) VALUES ('q', 'running')`), check},
 		{"done job without finished_at", exec(`INSERT INTO jobs (queue, status) VALUES ('q', 'done')`), check},
 		{"build step past total", exec(`INSERT INTO builds (name, recipe, total_steps, current_step) VALUES ('b', '{RUN true}', 1, 2)`), check},
-		{"archive of a missing build", exec(`INSERT INTO build_archives (build_id, data) VALUES ($1, 'x')`, uuid.New()), fk},
+		{"archive of a missing build", exec(`INSERT INTO build_archives (build_id, seq, data) VALUES ($1, 0, 'x')`, uuid.New()), fk},
 	}
 	for _, tc := range tests {
 		if !tc.kind(tc.err) {
