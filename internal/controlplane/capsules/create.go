@@ -3,7 +3,9 @@ package capsules
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -43,6 +45,30 @@ type CreateParams struct {
 	MemoryMB      int32
 	TimeoutSec    int32
 	AllowInternet bool
+	// Env is added to the template's default environment, overriding it key by key; like the template's
+	// it is applied again on every resume (E2B envVars, docs/e2b.md).
+	Env map[string]string
+	// FallbackUser, when set, replaces a template default user that no build chose (the schema's
+	// "root"): the E2B-compatible API's "user" (docs/e2b.md).
+	FallbackUser string
+}
+
+// templateUserUnset is the default_user of a template no build gave one (the schema default).
+const templateUserUnset = "root"
+
+// userAndEnv returns the default user and environment of a capsule of p made from tpl.
+func (p CreateParams) userAndEnv(tpl db.Template) (string, map[string]string) {
+	user := tpl.DefaultUser
+	if p.FallbackUser != "" && (user == "" || user == templateUserUnset) {
+		user = p.FallbackUser
+	}
+	if len(p.Env) == 0 {
+		return user, tpl.DefaultEnv
+	}
+	env := make(map[string]string, len(tpl.DefaultEnv)+len(p.Env))
+	maps.Copy(env, tpl.DefaultEnv)
+	maps.Copy(env, p.Env)
+	return user, env
 }
 
 // createRequest is the body of POST /v1/capsules; omitted fields take docs/api.md defaults.
@@ -84,6 +110,11 @@ func (p CreateParams) Validate() error {
 	case p.TimeoutSec < 0:
 		return apierr.InvalidRequest("timeout_sec must not be negative")
 	}
+	for k := range p.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return apierr.InvalidRequestf("invalid environment variable name %q", k)
+		}
+	}
 	return nil
 }
 
@@ -114,6 +145,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, err
 	}
+	user, env := p.userAndEnv(tpl)
 	id := uuid.New()
 	token, err := newEnvdToken()
 	if err != nil {
@@ -129,7 +161,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		c, err = q.CreateCapsule(ctx, db.CreateCapsuleParams{
 			ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
 			VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
-			AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
+			AllowInternet: p.AllowInternet, DefaultUser: user, DefaultEnv: env,
 		})
 		if err != nil {
 			return apierr.Internal(fmt.Errorf("insert capsule: %w", err))
@@ -159,7 +191,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	req := &hav1.CreateSandboxRequest{
 		SandboxId: publicID, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, TimeoutSec: p.TimeoutSec,
 		DiskSizeMb: DiskMB, TeamId: teamArg, TemplateId: templateArg,
-		DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv, AllowInternet: p.AllowInternet,
+		DefaultUser: user, DefaultEnv: env, AllowInternet: p.AllowInternet,
 		EnvdAccessToken: token,
 	}
 	// A host's agent may not take the call (it is restarting, or went away since its last heartbeat):

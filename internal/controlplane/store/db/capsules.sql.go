@@ -19,7 +19,7 @@ INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, m
 VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4,
         $5, $6, $7, $8, $9, $10, $11,
         $12, $13)
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout
 `
 
 type CreateCapsuleParams struct {
@@ -80,12 +80,15 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }
 
 const getCapsule = `-- name: GetCapsule :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE team_id = $1 AND id = $2
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout FROM capsules WHERE team_id = $1 AND id = $2
 `
 
 type GetCapsuleParams struct {
@@ -120,12 +123,15 @@ func (q *Queries) GetCapsule(ctx context.Context, arg GetCapsuleParams) (Capsule
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }
 
 const getCapsuleByID = `-- name: GetCapsuleByID :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE id = $1
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout FROM capsules WHERE id = $1
 `
 
 func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, error) {
@@ -154,12 +160,15 @@ func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, er
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }
 
 const listCapsulesByHost = `-- name: ListCapsulesByHost :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout FROM capsules
 WHERE host_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
@@ -197,6 +206,9 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
 		); err != nil {
 			return nil, err
 		}
@@ -209,7 +221,7 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 }
 
 const listCapsulesByTeam = `-- name: ListCapsulesByTeam :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout FROM capsules
 WHERE team_id = $1 AND status NOT IN ('stopped', 'error')
 ORDER BY created_at DESC, id
 `
@@ -247,6 +259,9 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
 		); err != nil {
 			return nil, err
 		}
@@ -259,7 +274,7 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 }
 
 const listCapsulesForTemplate = `-- name: ListCapsulesForTemplate :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
 
@@ -295,6 +310,9 @@ func (q *Queries) ListCapsulesForTemplate(ctx context.Context, templateID uuid.U
 			&i.StoppedAt,
 			&i.UpdatedAt,
 			&i.EnvdToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
 		); err != nil {
 			return nil, err
 		}
@@ -353,7 +371,7 @@ func (q *Queries) MoveCapsuleHost(ctx context.Context, arg MoveCapsuleHostParams
 }
 
 const setCapsuleHost = `-- name: SetCapsuleHost :one
-UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout
 `
 
 type SetCapsuleHostParams struct {
@@ -387,6 +405,9 @@ func (q *Queries) SetCapsuleHost(ctx context.Context, arg SetCapsuleHostParams) 
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }
@@ -400,7 +421,7 @@ SET status = 'running',
     started_at = now(),
     last_active_at = now()
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout
 `
 
 type SetCapsuleRunningParams struct {
@@ -444,6 +465,9 @@ func (q *Queries) SetCapsuleRunning(ctx context.Context, arg SetCapsuleRunningPa
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }
@@ -488,7 +512,7 @@ SET status = $1,
     started_at = CASE WHEN $1::text = 'running' AND status <> 'running' THEN now() ELSE started_at END,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $2 AND status = ANY ($3::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, user_metadata, end_at, on_timeout
 `
 
 type UpdateCapsuleStatusParams struct {
@@ -526,6 +550,9 @@ func (q *Queries) UpdateCapsuleStatus(ctx context.Context, arg UpdateCapsuleStat
 		&i.StoppedAt,
 		&i.UpdatedAt,
 		&i.EnvdToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
 	)
 	return i, err
 }

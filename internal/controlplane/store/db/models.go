@@ -92,6 +92,9 @@ type Capsule struct {
 	StoppedAt     *time.Time
 	UpdatedAt     time.Time
 	EnvdToken     []byte
+	UserMetadata  strmap.Map
+	EndAt         *time.Time
+	OnTimeout     string
 }
 
 type CapsuleMetric struct {
