@@ -140,9 +140,11 @@ func TestNewSandboxCheck(t *testing.T) {
 		"network":      {Network: json.RawMessage(`{"denyOut":["0.0.0.0/0"]}`)},
 		"mcp":          {MCP: json.RawMessage(`{"x":{}}`)},
 		"volumeMounts": {VolumeMounts: json.RawMessage(`[{"name":"v","path":"/v"}]`)},
-		"autoResume":   {AutoResume: &struct{ Enabled bool `json:"enabled"` }{true}},
-		"keepMemory":   {AutoPause: &tr, AutoPauseMemory: &f},
-		"empty key":    {Metadata: map[string]string{"": "x"}},
+		"autoResume": {AutoResume: &struct {
+			Enabled bool `json:"enabled"`
+		}{true}},
+		"keepMemory": {AutoPause: &tr, AutoPauseMemory: &f},
+		"empty key":  {Metadata: map[string]string{"": "x"}},
 	} {
 		if err := b.check(); apierr.From(err).Status != http.StatusBadRequest {
 			t.Errorf("%s: %v, want 400", name, err)
