@@ -191,6 +191,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// routes get a deadline per request (httpapi.Router).
 	srv := &http.Server{
 		Handler:           s.handler,
+		Protocols:         serverProtocols(),
 		ReadHeaderTimeout: orDefault(s.cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 		IdleTimeout:       orDefault(s.cfg.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -226,6 +227,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	})
 	return g.Wait()
+}
+
+// serverProtocols are HTTP/1.1 and cleartext HTTP/2 with prior knowledge
+// (h2c): the control plane listens without TLS (a TLS-terminating proxy in
+// front speaks h2 to clients), and the E2B SDKs' Connect clients may talk
+// h2c to envd through the port proxy (docs/api.md, Port proxy).
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -106,6 +106,18 @@ func TestServe(t *testing.T) {
 	if status, _, body := get("PUT", "/health"); status != 405 || !json.Valid([]byte(body)) {
 		t.Fatalf("wrong method: %d %s", status, body)
 	}
+	// Cleartext HTTP/2 with prior knowledge (h2c) is served too (docs/api.md, Port proxy).
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	defer h2c.CloseIdleConnections()
+	res, err := (&http.Client{Transport: h2c}).Get(base + "/health")
+	if err != nil {
+		t.Fatalf("h2c: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.ProtoMajor != 2 {
+		t.Fatalf("h2c /health: %d %s", res.StatusCode, res.Proto)
+	}
 	cancel()
 	select {
 	case err := <-done:

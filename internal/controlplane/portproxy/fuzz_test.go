@@ -2,6 +2,7 @@ package portproxy
 
 import (
 	"encoding/binary"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,9 @@ func FuzzCapsuleHost(f *testing.F) {
 		"99999999999999999999-cl-0k4xq2m9d8e7r6t5y4u3i2o1p." + fuzzDomain,
 		"80-CL-0K4XQ2M9D8E7R6T5Y4U3I2O1P." + strings.ToUpper(fuzzDomain) + ".",
 		"80-cl-zzzzzzzzzzzzzzzzzzzzzzzzz." + fuzzDomain,
+		"80-cl0k4xq2m9d8e7r6t5y4u3i2o1p." + fuzzDomain,
+		"80-cl--0k4xq2m9d8e7r6t5y4u3i2o1p." + fuzzDomain,
+		"80-clown." + fuzzDomain,
 		"a.80-cl-0k4xq2m9d8e7r6t5y4u3i2o1p." + fuzzDomain,
 		"[::1]:80", fuzzDomain, "." + fuzzDomain, "",
 	} {
@@ -53,8 +57,9 @@ func FuzzCapsuleHost(f *testing.F) {
 		if port < 1 || port > 65535 {
 			t.Fatalf("parseLabel(%q) accepted port %d", label, port)
 		}
-		if want := strconv.Itoa(port) + "-" + ids.Capsule.Format(id); label != want {
-			t.Fatalf("parseLabel(%q) = %d, %s: not the canonical %q", label, port, id, want)
+		want := strconv.Itoa(port) + "-" + ids.Capsule.Format(id)
+		if label != want && label != strings.Replace(want, "-cl-", "-cl", 1) {
+			t.Fatalf("parseLabel(%q) = %d, %s: not the canonical %q or its dash-free form", label, port, id, want)
 		}
 	})
 }
@@ -99,6 +104,61 @@ func FuzzCapsuleHostRoundTrip(f *testing.F) {
 			t.Fatalf("parseLabel(%q) accepted port %d", label, gotPort)
 		case valid && (gotPort != port || gotID != id):
 			t.Fatalf("parseLabel(%q) = %d, %s; want %d, %s", label, gotPort, gotID, port, id)
+		}
+	})
+}
+
+// FuzzE2BHeaders feeds arbitrary E2b-Sandbox-Id / E2b-Sandbox-Port values
+// (and an arbitrary Host) to the proxy's router: it must not panic, must
+// answer 4xx for what it refuses, and what it accepts is a port in 1-65535
+// (49983 without a port header) of an id written in the API form or the
+// dash-free form.
+func FuzzE2BHeaders(f *testing.F) {
+	f.Add("cl-0k4xq2m9d8e7r6t5y4u3i2o1p", "8080", true, "localhost:8080")
+	f.Add("cl0k4xq2m9d8e7r6t5y4u3i2o1p", "49983", true, "127.0.0.1")
+	f.Add("cl0k4xq2m9d8e7r6t5y4u3i2o1p", "", false, "")
+	f.Add("cl--0k4xq2m9d8e7r6t5y4u3i2o1p", "08080", true, "x")
+	f.Add(" cl-0k4xq2m9d8e7r6t5y4u3i2o1p ", " 80 ", true, "sandbox.example")
+	f.Add("debug_sandbox_id", "-1", true, "localhost")
+	f.Add("CL-0K4XQ2M9D8E7R6T5Y4U3I2O1P", "65536", true, "8080-cl-0k4xq2m9d8e7r6t5y4u3i2o1p."+fuzzDomain)
+	f.Fuzz(func(t *testing.T, rawID, rawPort string, withPort bool, host string) {
+		r, err := http.NewRequest("GET", "http://localhost/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Host = host
+		r.Header[sandboxIDHeader] = []string{rawID}
+		if withPort {
+			r.Header[sandboxPortHeader] = []string{rawPort}
+		}
+		tg, ok, ae := fuzzProxy().route(r)
+		if _, byHost := fuzzProxy().capsuleLabel(host); byHost {
+			return // FuzzCapsuleHost covers Host routing
+		}
+		if rawID == "" {
+			if ok {
+				t.Fatalf("no id header routed to %+v", tg)
+			}
+			return
+		}
+		if !ok {
+			t.Fatalf("id header %q not routed", rawID)
+		}
+		if ae != nil {
+			if ae.Status < 400 || ae.Status >= 500 {
+				t.Fatalf("status %d, want 4xx", ae.Status)
+			}
+			return
+		}
+		if tg.port < 1 || tg.port > 65535 || (!withPort && tg.port != EnvdPort) {
+			t.Fatalf("port %d from %q (header present: %v)", tg.port, rawPort, withPort)
+		}
+		if withPort && strconv.Itoa(tg.port) != strings.TrimSpace(rawPort) {
+			t.Fatalf("port %d from %q", tg.port, rawPort)
+		}
+		id := strings.TrimSpace(rawID)
+		if want := ids.Capsule.Format(tg.id); id != want && id != strings.Replace(want, "-", "", 1) {
+			t.Fatalf("id %s from %q", want, rawID)
 		}
 	})
 }

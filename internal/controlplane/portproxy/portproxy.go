@@ -1,8 +1,9 @@
-// Package portproxy is the control plane's port proxy (docs/api.md):
-// a request whose Host is {port}-{capsule_id}.{domain} — any method,
-// WebSocket upgrades included — goes to TCP port of the capsule, through
-// its host agent's /proxy/{capsule_id}/{port}/{path…} route. Port 49983
-// (envd) needs the capsule's envd access token in X-Access-Token
+// Package portproxy is the control plane's port proxy (docs/api.md): a
+// request whose Host is {port}-{capsule_id}.{domain}, or, on any host, that
+// carries E2B's E2b-Sandbox-Id (and E2b-Sandbox-Port) headers — any method,
+// WebSocket upgrades included — goes to TCP port of the capsule, through its
+// host agent's /proxy/{capsule_id}/{port}/{path…} route. Port 49983 (envd)
+// needs the capsule's envd access token in X-Access-Token
 // (docs/security.md); other ports are open: capsule ids are unguessable.
 package portproxy
 
@@ -87,24 +88,61 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Middleware serves requests for {port}-{capsule_id}.{Domain} and hands
-// every other request to next. Put it in front of authentication.
+// Middleware serves the requests route assigns to a capsule port and
+// hands every other request to next. Put it in front of authentication.
 func (p *Proxy) Middleware(next http.Handler) http.Handler {
 	if p.suffix == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		label, ok := p.capsuleLabel(r.Host)
-		if !ok {
+		t, ok, ae := p.route(r)
+		switch {
+		case !ok:
 			next.ServeHTTP(w, r)
-			return
+		case ae != nil:
+			writeError(w, ae)
+		default:
+			p.serve(w, r, t)
 		}
-		p.serve(w, r, label)
 	})
 }
 
+// E2B's routing headers (docs/api.md, Port proxy): the E2B SDKs send them on
+// every request to envd, whatever the URL, so that E2B_SANDBOX_URL can point
+// at a single address.
+const (
+	sandboxIDHeader   = "E2b-Sandbox-Id"
+	sandboxPortHeader = "E2b-Sandbox-Port"
+)
+
+// target is where a proxied request goes: port of capsule id.
+type target struct {
+	port int
+	id   uuid.UUID
+}
+
+// route resolves which capsule port r is for (docs/api.md, Port proxy):
+//  1. Host {port}-{capsule_id}.{domain} (a port in Host is ignored);
+//  2. else an E2b-Sandbox-Id header (any Host): that capsule, port from
+//     E2b-Sandbox-Port, envd's port when absent.
+//
+// ok is false when r is for neither (the API's request). ae is set when r
+// is for the proxy but names no valid port or capsule id.
+func (p *Proxy) route(r *http.Request) (t target, ok bool, ae *apierr.Error) {
+	if label, ok := p.capsuleLabel(r.Host); ok {
+		t.port, t.id, ae = parseLabel(label)
+		return t, true, ae
+	}
+	rawID := r.Header.Get(sandboxIDHeader)
+	if rawID == "" {
+		return target{}, false, nil
+	}
+	t.port, t.id, ae = parseHeaders(rawID, r.Header.Values(sandboxPortHeader))
+	return t, true, ae
+}
+
 // capsuleLabel returns the first label of host when host is
-// <label>.<domain> and the label has the shape <port>-cl-….
+// <label>.<domain> and the label has the shape <port>-cl….
 func (p *Proxy) capsuleLabel(host string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -115,35 +153,74 @@ func (p *Proxy) capsuleLabel(host string) (string, bool) {
 		return "", false
 	}
 	_, id, ok := strings.Cut(label, "-")
-	return label, ok && strings.HasPrefix(id, string(ids.Capsule))
+	return label, ok && strings.HasPrefix(id, dashFreePrefix)
 }
 
-// parseLabel splits a capsule label, <port>-<capsule_id>, into a port in
-// 1-65535 (decimal, no sign, no leading zero) and the capsule's id.
+// dashFreePrefix starts a capsule id in the dash-free form E2B host names
+// need (cl0k4x… for cl-0k4x…; docs/e2b.md).
+var dashFreePrefix = strings.TrimSuffix(string(ids.Capsule), "-")
+
+// parseSandboxID accepts a capsule id in its API form (cl-…) or in the
+// dash-free form (cl…), both lower case.
+func parseSandboxID(s string) (uuid.UUID, error) {
+	if rest, ok := strings.CutPrefix(s, dashFreePrefix); ok && !strings.HasPrefix(rest, "-") {
+		s = string(ids.Capsule) + rest
+	}
+	return ids.Capsule.Parse(s)
+}
+
+// parsePort accepts 1-65535 in decimal, no sign, no leading zero.
+func parsePort(s string) (int, *apierr.Error) {
+	port, err := strconv.Atoi(s)
+	if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != s {
+		return 0, apierr.InvalidRequestf("invalid port %q: want 1-65535", s)
+	}
+	return port, nil
+}
+
+// parseLabel splits a capsule label, <port>-<capsule_id>, into a port and
+// the capsule's id.
 func parseLabel(label string) (int, uuid.UUID, *apierr.Error) {
 	portStr, rawID, _ := strings.Cut(label, "-")
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != portStr {
-		return 0, uuid.UUID{}, apierr.InvalidRequestf("invalid port %q: want 1-65535", portStr)
+	port, ae := parsePort(portStr)
+	if ae != nil {
+		return 0, uuid.UUID{}, ae
 	}
-	id, err := ids.Capsule.Parse(rawID)
+	id, err := parseSandboxID(rawID)
 	if err != nil {
 		return 0, uuid.UUID{}, apierr.InvalidRequest("invalid sandbox ID")
 	}
 	return port, id, nil
 }
 
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, label string) {
-	port, id, ae := parseLabel(label)
-	if ae != nil {
-		writeError(w, ae)
-		return
+// parseHeaders reads E2B's routing headers: the sandbox id and the values of
+// E2b-Sandbox-Port (none: envd's port; more than one: refused).
+func parseHeaders(rawID string, ports []string) (int, uuid.UUID, *apierr.Error) {
+	id, err := parseSandboxID(strings.TrimSpace(rawID))
+	if err != nil {
+		return 0, uuid.UUID{}, apierr.InvalidRequest("invalid sandbox ID in " + sandboxIDHeader)
 	}
+	port := EnvdPort
+	switch len(ports) {
+	case 0:
+	case 1:
+		var ae *apierr.Error
+		if port, ae = parsePort(strings.TrimSpace(ports[0])); ae != nil {
+			return 0, uuid.UUID{}, ae
+		}
+	default:
+		return 0, uuid.UUID{}, apierr.InvalidRequest("more than one " + sandboxPortHeader + " header")
+	}
+	return port, id, nil
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t target) {
+	port, id := t.port, t.id
 	portStr, rawID := strconv.Itoa(port), ids.Capsule.Format(id)
 	c, err := p.cfg.Store.GetCapsuleByID(r.Context(), id)
 	switch {
 	case store.IsNotFound(err):
-		writeError(w, apierr.HostUnavailable("sandbox not found"))
+		writeError(w, apierr.NotFound("sandbox not found"))
 		return
 	case err != nil:
 		p.log.Error("port proxy: read capsule", "capsule_id", rawID, "error", err)

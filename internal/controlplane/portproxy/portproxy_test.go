@@ -211,7 +211,9 @@ func TestRefusals(t *testing.T) {
 		{"080-" + f.running, 400, apierr.CodeInvalidRequest},
 		{"-" + f.running, 400, apierr.CodeInvalidRequest},
 		{"8080-cl-short", 400, apierr.CodeInvalidRequest},
-		{"8080-" + ids.Capsule.Format(uuid.New()), 503, apierr.CodeHostUnavailable},
+		{"8080-cl" + strings.Repeat("z", ids.Len), 400, apierr.CodeInvalidRequest},
+		{"8080-cl--" + f.running[3:], 400, apierr.CodeInvalidRequest},
+		{"8080-" + ids.Capsule.Format(uuid.New()), 404, apierr.CodeNotFound},
 		{"8080-" + f.paused, 503, apierr.CodeHostUnavailable},
 		{"8080-" + f.offline, 503, apierr.CodeHostUnavailable},
 	} {
@@ -318,4 +320,105 @@ func TestEmptyDomainDisables(t *testing.T) {
 	if rec.Code != 404 {
 		t.Fatalf("%d", rec.Code)
 	}
+}
+
+// dashFree is the form of a capsule id without the dash (cl0k4x… for cl-0k4x…).
+func dashFree(id string) string { return strings.Replace(id, "-", "", 1) }
+
+// TestDashFreeIDInHost: {port}-{id}.{domain} takes the dash-free id too.
+func TestDashFreeIDInHost(t *testing.T) {
+	f := newFixture(t)
+	status, body := f.do(t, "GET", "8080-"+dashFree(f.running)+"."+domain, "/p", "")
+	var got seen
+	_ = json.Unmarshal([]byte(body), &got)
+	if status != 200 || got.Path != "/proxy/"+f.running+"/8080/p" {
+		t.Fatalf("%d %s", status, body)
+	}
+}
+
+// TestE2BHeaders: on any host, E2b-Sandbox-Id and E2b-Sandbox-Port choose the capsule port;
+// the Host routing wins when both are present.
+func TestE2BHeaders(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name, host string
+		hdr        []string
+		wantPath   string
+	}{
+		{"api host", "127.0.0.1:8080", []string{"E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "3000"}, "/proxy/" + f.running + "/3000/x"},
+		{"dash-free id", "localhost", []string{"E2b-Sandbox-Id", dashFree(f.running), "E2b-Sandbox-Port", "8080"}, "/proxy/" + f.running + "/8080/x"},
+		{"other domain", "sandbox.example.org", []string{"e2b-sandbox-id", f.running, "e2b-sandbox-port", "80"}, "/proxy/" + f.running + "/80/x"},
+		{"no port: envd", "localhost", []string{"E2b-Sandbox-Id", f.running, "X-Access-Token", envdToken}, "/proxy/" + f.running + "/49983/x"},
+		{"host wins", "8081-" + f.running + "." + domain, []string{"E2b-Sandbox-Id", f.offline, "E2b-Sandbox-Port", "1"}, "/proxy/" + f.running + "/8081/x"},
+	} {
+		status, body := f.do(t, "GET", tc.host, "/x", "", tc.hdr...)
+		var got seen
+		_ = json.Unmarshal([]byte(body), &got)
+		if status != 200 || got.Path != tc.wantPath || got.Host != tc.host {
+			t.Errorf("%s: %d %s, want path %s", tc.name, status, body, tc.wantPath)
+		}
+	}
+	// Without the id header the port header alone is the API's business.
+	if status, body := f.do(t, "GET", "localhost", "/x", "", "E2b-Sandbox-Port", "8080"); status != 200 || body != "next" {
+		t.Errorf("port header alone: %d %s", status, body)
+	}
+	// envd's port through the headers still needs the token.
+	if status, body := f.do(t, "GET", "localhost", "/health", "", "E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "49983"); status != 401 {
+		t.Errorf("envd port without token: %d %s", status, body)
+	}
+	for _, tc := range []struct {
+		name   string
+		hdr    []string
+		status int
+		code   string
+	}{
+		{"bad id", []string{"E2b-Sandbox-Id", "debug_sandbox_id", "E2b-Sandbox-Port", "8080"}, 400, apierr.CodeInvalidRequest},
+		{"upper-case id", []string{"E2b-Sandbox-Id", strings.ToUpper(f.running), "E2b-Sandbox-Port", "8080"}, 400, apierr.CodeInvalidRequest},
+		{"bad port", []string{"E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "0"}, 400, apierr.CodeInvalidRequest},
+		{"port text", []string{"E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "http"}, 400, apierr.CodeInvalidRequest},
+		{"unknown", []string{"E2b-Sandbox-Id", ids.Capsule.Format(uuid.New()), "E2b-Sandbox-Port", "8080"}, 404, apierr.CodeNotFound},
+		{"paused", []string{"E2b-Sandbox-Id", f.paused, "E2b-Sandbox-Port", "8080"}, 503, apierr.CodeHostUnavailable},
+	} {
+		status, body := f.do(t, "GET", "localhost:8080", "/", "", tc.hdr...)
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if status != tc.status || e.Error.Code != tc.code {
+			t.Errorf("%s: %d %s, want %d %s", tc.name, status, body, tc.status, tc.code)
+		}
+	}
+	// Two port headers are ambiguous.
+	req, _ := http.NewRequest("GET", f.front.URL+"/", nil)
+	req.Header.Set("E2b-Sandbox-Id", f.running)
+	req.Header.Add("E2b-Sandbox-Port", "8080")
+	req.Header.Add("E2b-Sandbox-Port", "8081")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("two port headers: %d", resp.StatusCode)
+	}
+}
+
+// TestWebSocketThroughE2BHeaders: an upgrade routed by the E2B headers.
+func TestWebSocketThroughE2BHeaders(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hdr := http.Header{"E2b-Sandbox-Id": {dashFree(f.running)}, "E2b-Sandbox-Port": {"3000"}}
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.front.URL, "http")+"/ws", &websocket.DialOptions{HTTPHeader: hdr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "echo:hi" {
+		t.Fatalf("%q %v", b, err)
+	}
+	_ = c.Close(websocket.StatusNormalClosure, "")
 }
