@@ -14,6 +14,7 @@ deps: ## install missing OS packages the build and tests need (root)
 	./scripts/install-deps.sh
 	./scripts/install-runsc.sh
 	cd tests/e2bjs && npm ci --no-audit --no-fund
+	cd tests/e2bjs/v250 && npm ci --no-audit --no-fund
 
 build: ## build every binary into bin/ (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
