@@ -385,6 +385,31 @@ test('21 gzip stream write with metadata', async () => {
   assert.deepEqual((await sbx.files.getInfo(path)).metadata, { k: 'v' })
 })
 
+// 21 (ours, docs/envd.md): metadata in list, kept keys, removal by a write without metadata
+test('21b metadata in list; a write without metadata removes it', async () => {
+  const dir = `${DIR}/w21b`
+  const path = `${dir}/m.txt`
+  let info = await sbx.files.write(path, 'one', { metadata: { Owner: 'team-a', k: 'v' } })
+  assert.deepEqual(info.metadata, { owner: 'team-a', k: 'v' })
+  await sbx.files.write(`${dir}/plain.txt`, 'plain')
+  let entries = await sbx.files.list(dir)
+  assert.deepEqual(entries.find((e) => e.name === 'm.txt').metadata, { owner: 'team-a', k: 'v' })
+  assert.equal(entries.find((e) => e.name === 'plain.txt').metadata, undefined)
+  // With metadata: its keys change, the others stay.
+  info = await sbx.files.write(path, 'two', { metadata: { k: 'changed' } })
+  assert.deepEqual(info.metadata, { owner: 'team-a', k: 'changed' })
+  assert.deepEqual((await sbx.files.getInfo(path)).metadata, { owner: 'team-a', k: 'changed' })
+  // Without metadata: none left.
+  info = await sbx.files.write(path, 'three')
+  assert.equal(info.metadata, undefined)
+  assert.equal((await sbx.files.getInfo(path)).metadata, undefined)
+  entries = await sbx.files.list(dir)
+  assert.equal(entries.find((e) => e.name === 'm.txt').metadata, undefined)
+  assert.equal(await sbx.files.read(path), 'three')
+  // Keys the SDK refuses never reach envd.
+  await assert.rejects(sbx.files.write(path, 'x', { metadata: { 'a b': 'c' } }), InvalidArgumentError)
+})
+
 // 22
 test('22 read errors, stream + gzip, Range', async () => {
   await assert.rejects(sbx.files.read(`${DIR}/missing`), FileNotFoundError)

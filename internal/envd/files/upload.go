@@ -203,7 +203,8 @@ func writeFile(path string, src io.Reader, uid, gid int, md map[string]string) e
 }
 
 // replaceFile writes src to a temporary file beside the existing regular
-// file path and renames it over path, keeping path's mode and metadata.
+// file path and renames it over path, keeping path's mode, and its metadata
+// when md is not empty.
 func replaceFile(path string, old fs.FileInfo, src io.Reader, uid, gid int, md map[string]string) error {
 	var (
 		tmp string
@@ -232,8 +233,12 @@ func replaceFile(path string, old fs.FileInfo, src io.Reader, uid, gid int, md m
 	if err := f.Chmod(old.Mode().Perm()); err != nil {
 		return err
 	}
-	if err := envdfs.CopyMetadata(path, tmp); err != nil {
-		return err
+	// With metadata, the keys it does not mention keep their values; without
+	// any, the new content starts without metadata (docs/envd.md).
+	if len(md) > 0 {
+		if err := envdfs.CopyMetadata(path, tmp); err != nil {
+			return err
+		}
 	}
 	if err := f.Chown(uid, gid); err != nil {
 		return fmt.Errorf("chown %s: %w", tmp, err)
@@ -255,7 +260,8 @@ func replaceFile(path string, old fs.FileInfo, src io.Reader, uid, gid int, md m
 }
 
 // writeInPlace truncates and writes path (or the file a symlink at path
-// points at), creating it with mode 0666 minus the umask when missing.
+// points at), creating it with mode 0666 minus the umask when missing. Its
+// metadata: md's keys set, others kept; no md: none.
 func writeInPlace(path string, src io.Reader, uid, gid int, md map[string]string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
 	if err != nil {
@@ -273,6 +279,9 @@ func writeInPlace(path string, src io.Reader, uid, gid int, md map[string]string
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if len(md) == 0 {
+		return envdfs.ClearMetadata(path)
 	}
 	return envdfs.SetMetadata(path, md)
 }

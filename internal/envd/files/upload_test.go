@@ -271,6 +271,31 @@ func TestUploadMetadata(t *testing.T) {
 	if !maps.Equal(entry.GetMetadata(), want) || !maps.Equal(out[0].Metadata, want) {
 		t.Fatalf("metadata after second upload: entry %v, response %v; want %v", entry.GetMetadata(), out[0].Metadata, want)
 	}
+
+	// An upload without metadata overwrites the file with none, through a symlink too.
+	link := filepath.Join(filepath.Dir(dest), "link")
+	must(t, os.Symlink(dest, link))
+	for _, path := range []string{dest, link} {
+		status, _, raw = e.post(t, "application/octet-stream", strings.NewReader("m"), http.Header{"X-Metadata-K": {"v"}}, "path", path)
+		if status != 200 {
+			t.Fatalf("%d %s", status, raw)
+		}
+		if md, err := envdfs.ReadMetadata(dest); err != nil || len(md) == 0 {
+			t.Fatalf("%s: metadata before overwrite %v %v", path, md, err)
+		}
+		status, out, raw = e.post(t, "application/octet-stream", strings.NewReader("plain"), nil, "path", path)
+		if status != 200 {
+			t.Fatalf("%d %s", status, raw)
+		}
+		entry, err = envdfs.Entry(dest)
+		must(t, err)
+		if out[0].Metadata != nil || entry.GetMetadata() != nil {
+			t.Fatalf("%s: metadata after an upload without any: response %v, entry %v", path, out[0].Metadata, entry.GetMetadata())
+		}
+		if got, _ := os.ReadFile(dest); string(got) != "plain" {
+			t.Fatalf("%s: content %q", path, got)
+		}
+	}
 }
 
 func TestUploadDiskFull(t *testing.T) {

@@ -120,6 +120,27 @@ func SetMetadata(path string, md map[string]string) error {
 	return nil
 }
 
+// ClearMetadata removes every user metadata key of path (following
+// symlinks). A filesystem without xattr support has none to remove.
+func ClearMetadata(path string) error {
+	names, err := listxattr(path)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return fmt.Errorf("list metadata of %s: %w", path, err)
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, metadataPrefix) {
+			continue
+		}
+		if err := unix.Removexattr(path, name); err != nil && !errors.Is(err, unix.ENODATA) {
+			return fmt.Errorf("remove metadata %q of %s: %w", strings.TrimPrefix(name, metadataPrefix), path, err)
+		}
+	}
+	return nil
+}
+
 // CopyMetadata copies the user metadata of src onto dst, so that replacing
 // a file keeps the metadata that an upload does not mention.
 func CopyMetadata(src, dst string) error {

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -137,6 +138,7 @@ func TestListDir(t *testing.T) {
 		writeFile(t, filepath.Join(root, "b", "c", "deep.txt"), "d")
 		writeFile(t, filepath.Join(root, "b", "x.txt"), "x")
 		writeFile(t, filepath.Join(root, "a.txt"), "a")
+		must(t, SetMetadata(filepath.Join(root, "b", "x.txt"), map[string]string{"k": "v"}))
 		must(t, os.Symlink("b", filepath.Join(root, "lnk")))
 		must(t, os.Symlink("loop2", filepath.Join(root, "loop1")))
 		must(t, os.Symlink("loop1", filepath.Join(root, "loop2")))
@@ -185,6 +187,14 @@ func TestListDir(t *testing.T) {
 					case "loop1":
 						if en.GetType() != filesystem.FileType_FILE_TYPE_UNSPECIFIED || en.SymlinkTarget != nil {
 							t.Errorf("loop1 entry = %v", en)
+						}
+					case "x.txt":
+						if !maps.Equal(en.GetMetadata(), map[string]string{"k": "v"}) {
+							t.Errorf("x.txt metadata = %v", en.GetMetadata())
+						}
+					case "a.txt":
+						if en.Metadata != nil {
+							t.Errorf("a.txt metadata = %v", en.GetMetadata())
 						}
 					}
 				}
