@@ -49,6 +49,18 @@ func TestE2BJSPlatform(t *testing.T) {
 		}
 	})
 
+	// The first capsule from base builds the Debian image on the agent (minutes, longer than the SDK's
+	// 60 s request timeout): one made and destroyed through /v1 first.
+	res := cptest.Call(t, base, "POST", "/v1/capsules", key, map[string]any{"template": "base"})
+	if res.Status != 201 {
+		t.Fatalf("warm-up capsule from base: %d %s", res.Status, res.Body)
+	}
+	var warm struct{ ID string }
+	res.JSON(t, &warm)
+	if res := cptest.Call(t, base, "DELETE", "/v1/capsules/"+warm.ID, key, nil); res.Status != 204 {
+		t.Fatalf("destroy warm-up capsule: %d %s", res.Status, res.Body)
+	}
+
 	env := append(os.Environ(),
 		"E2B_API_URL="+base,
 		"E2B_SANDBOX_URL="+base,
@@ -58,6 +70,23 @@ func TestE2BJSPlatform(t *testing.T) {
 	)
 	runNode(t, node, dir, "platform.test.mjs", env)
 	runNode(t, node, filepath.Join(dir, "v250"), "v250.test.mjs", env)
+	if os.Getenv("WRENN_E2B_BENCH") == "1" {
+		runScript(t, node, dir, "bench.mjs", env)
+	}
+}
+
+// runScript runs `node file` in dir and logs its output.
+func runScript(t *testing.T, node, dir, file string, env []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, file)
+	cmd.Dir, cmd.Env, cmd.WaitDelay = dir, env, 5*time.Second
+	out, err := cmd.CombinedOutput()
+	t.Logf("node %s:\n%s", file, out)
+	if err != nil {
+		t.Fatalf("node %s: %v", file, err)
+	}
 }
 
 // npmCI installs dir's locked packages when they are missing.
