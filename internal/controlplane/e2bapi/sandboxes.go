@@ -114,6 +114,8 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, c caller)
 	if err != nil {
 		return err
 	}
+	// The capsule exists: its lifetime is recorded even if the caller went away meanwhile.
+	ctx = context.WithoutCancel(ctx)
 	end := time.Now().Add(timeout)
 	capsule, err = s.caps.Store.SetCapsuleLifetime(ctx, db.SetCapsuleLifetimeParams{
 		UserMetadata: b.Metadata, EndAt: &end, OnTimeout: onTimeout, TeamID: c.team, ID: capsule.ID,
