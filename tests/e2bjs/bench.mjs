@@ -55,7 +55,7 @@ for (let i = 0; i < ROUNDS; i++) {
 
 const sbx = await Sandbox.create('base')
 try {
-  const id = `cl-${sbx.sandboxId}`
+  const id = sbx.sandboxId.replace(/^cl/, 'cl-') // the /v1 form of the id
   for (let i = 0; i < TRIPS; i++) {
     sdkTrip.push(await timed(() => sbx.commands.run('echo x')))
     apiTrip.push(await timed(() => v1('POST', `/v1/capsules/${id}/exec`, { cmd: 'echo', args: ['x'] })))

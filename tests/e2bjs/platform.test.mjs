@@ -162,14 +162,16 @@ test('files: 50 MiB upload and download', async () => {
 
 test('the same key and capsules in both APIs; list with a metadata filter and paging', async () => {
   // The E2B sandbox through /v1.
-  const got = await v1('GET', `/v1/capsules/cl-${sbx.sandboxId}`)
+  // Sandbox cl0k4x… is capsule cl-0k4x….
+  assert.match(sbx.sandboxId, /^cl[a-z0-9]+$/)
+  const got = await v1('GET', `/v1/capsules/${sbx.sandboxId.replace(/^cl/, 'cl-')}`)
   assert.equal(got.status, 200)
   assert.equal(got.body.status, 'running')
 
   // A capsule made through /v1, used through the SDK.
   const made = await v1('POST', '/v1/capsules', { template: 'base' })
   assert.equal(made.status, 201, JSON.stringify(made.body))
-  const otherId = made.body.id.replace(/^cl-/, '')
+  const otherId = made.body.id.replace(/^cl-/, 'cl')
   try {
     const other = await Sandbox.connect(otherId)
     assert.equal((await other.commands.run('echo via-sdk')).stdout, 'via-sdk\n')

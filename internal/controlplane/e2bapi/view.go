@@ -15,18 +15,21 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/store/db"
 )
 
-// SandboxID is the E2B form of a capsule id: the capsule id without "cl-", so that
-// {port}-{id}.<domain> parses (docs/e2b.md).
+// sandboxPrefix starts a sandbox id: the capsule id's prefix without its dash.
+var sandboxPrefix = strings.TrimSuffix(string(ids.Capsule), "-")
+
+// SandboxID is the E2B form of a capsule id: the capsule id without its dash (cl0k4x… for cl-0k4x…),
+// so that {port}-{id}.<domain> parses and the port proxy routes it (docs/e2b.md).
 func SandboxID(id uuid.UUID) string {
-	return strings.TrimPrefix(ids.Capsule.Format(id), string(ids.Capsule))
+	return sandboxPrefix + strings.TrimPrefix(ids.Capsule.Format(id), string(ids.Capsule))
 }
 
 // capsuleID returns the capsule id (cl-…) of an E2B sandbox id; the cl- form is accepted too.
 func capsuleID(raw string) string {
-	if strings.HasPrefix(raw, string(ids.Capsule)) {
-		return raw
+	if rest, ok := strings.CutPrefix(raw, sandboxPrefix); ok && !strings.HasPrefix(rest, "-") {
+		return string(ids.Capsule) + rest
 	}
-	return string(ids.Capsule) + raw
+	return raw
 }
 
 // minEnvdVersion is what a sandbox whose envd has not reported its version yet advertises: the lowest
