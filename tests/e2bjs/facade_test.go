@@ -80,4 +80,22 @@ func TestE2BFacadeMinimal(t *testing.T) {
 	if st, body := call("GET", "/sandboxes/"+sbx.SandboxID, api, ""); st != 404 || !strings.Contains(body, `"code":404`) {
 		t.Fatalf("get after kill: %d %s", st, body)
 	}
+
+	// The pre-v2 create route with the body SDK 2.50 sends, and envd at once through the proxy.
+	st, body = call("POST", "/sandboxes", api, `{"templateID":"minimal","timeout":600,"secure":true,"allow_internet_access":true,"metadata":{"sdk":"2.50"},"envVars":{"FROM":"v1 route"}}`)
+	if st != 201 {
+		t.Fatalf("create (v1 route): %d %s", st, body)
+	}
+	var second struct{ SandboxID, EnvdAccessToken string }
+	if err := json.Unmarshal([]byte(body), &second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cptest.Call(t, base, "DELETE", "/v1/capsules/cl-"+strings.TrimPrefix(second.SandboxID, "cl"), cptest.Key(p.Key), nil)
+	})
+	rpc = map[string]string{"E2b-Sandbox-Id": second.SandboxID, "X-Access-Token": second.EnvdAccessToken,
+		"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
+	if st, body := call("POST", "/process.Process/List", rpc, `{}`); st != 200 {
+		t.Fatalf("process.List in the second sandbox: %d %s", st, body)
+	}
 }
