@@ -1,7 +1,8 @@
 // Package proxy_test drives the control plane's port proxy (docs/api.md, Port proxy) end to end: a real
 // wrenn-cp with the proxy domain localhost, a real agent and a real capsule running web servers,
 // reached by host name ({port}-{id}.localhost:<cp port>) and by E2B's E2b-Sandbox-Id/-Port headers,
-// over HTTP/1.1, h2c and WebSocket.
+// over HTTP/1.1, h2c and WebSocket; and the unmodified e2b npm SDK reaching the capsule's envd with
+// E2B_SANDBOX_URL at the control plane (tests/e2bjs/proxy.test.mjs).
 package proxy_test
 
 import (
@@ -13,6 +14,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -78,7 +81,9 @@ func startCapsule(t *testing.T) *capsule {
 			t.Fatalf("exec %s %v: %s", cmd, args, res.Body)
 		}
 	}
-	exec(false, "/bin/sh", "-c", "chmod +x /tmp/echoserver && mkdir -p /tmp/www && echo from-httpd > /tmp/www/index.html")
+	exec(false, "/bin/sh", "-c", "chmod +x /tmp/echoserver && mkdir -p /tmp/www && echo from-httpd > /tmp/www/index.html"+
+		// The SDK runs commands with /bin/bash -l -c; minimal has busybox sh only.
+		` && { [ -e /bin/bash ] || { printf '#!/bin/sh\nexec /bin/sh "$@"\n' >/bin/bash && chmod +x /bin/bash; }; }`)
 	exec(true, "/tmp/echoserver", ":8000")
 	exec(true, "httpd", "-f", "-p", "8001", "-h", "/tmp/www")
 	return &capsule{cp: p.CPs[0], id: c.ID, envdToken: full.EnvdAccessToken}
@@ -173,6 +178,25 @@ func TestPortProxy(t *testing.T) {
 	})
 
 	t.Run("h2c", func(t *testing.T) {
+		// A Connect unary call to envd over h2c, as the SDKs' Connect clients may send it.
+		tr2 := &http.Transport{Protocols: new(http.Protocols)}
+		tr2.Protocols.SetUnencryptedHTTP2(true)
+		defer tr2.CloseIdleConnections()
+		req, _ := http.NewRequest("POST", c.cp.URL+"/filesystem.Filesystem/Stat", strings.NewReader(`{"path":"/tmp/echoserver"}`))
+		byHeaders(dashFree)(req, 49983)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("X-Access-Token", c.envdToken)
+		res, err := (&http.Client{Timeout: 60 * time.Second, Transport: tr2}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || res.ProtoMajor != 2 || !strings.Contains(string(b), `"name":"echoserver"`) {
+			t.Errorf("Connect Stat over h2c: %s %d %s", res.Proto, res.StatusCode, b)
+		}
+
 		tr := &http.Transport{Protocols: new(http.Protocols)}
 		tr.Protocols.SetUnencryptedHTTP2(true)
 		defer tr.CloseIdleConnections()
@@ -259,8 +283,44 @@ func TestPortProxy(t *testing.T) {
 		}
 	})
 
+	// The unmodified E2B SDK with E2B_SANDBOX_URL at the control plane (header routing).
+	t.Run("e2b sdk", func(t *testing.T) {
+		runSDK(t, c, dashFree)
+	})
+
 	// Requests without the headers or a capsule host stay the API's.
 	if code, body, err := c.getBody(h1, func(*http.Request, int) {}, 0, "/health"); err != nil || code != 200 || !strings.Contains(body, `"ok"`) {
 		t.Errorf("API /health: %d %q %v", code, body, err)
+	}
+}
+
+// runSDK runs tests/e2bjs/proxy.test.mjs (the e2b npm SDK) against capsule c, named by id.
+func runSDK(t *testing.T, c *capsule, id string) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		testutil.SkipUnlessCI(t, "node is not installed: %v", err)
+	}
+	dir := filepath.Join(testutil.ModuleRoot(t), "tests", "e2bjs")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "e2b")); err != nil {
+		npm, err := exec.LookPath("npm")
+		if err != nil {
+			testutil.SkipUnlessCI(t, "npm is not installed: %v", err)
+		}
+		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 180*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "proxy.test.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "WRENN_CP_URL="+c.cp.URL, "WRENN_SANDBOX_ID="+id, "WRENN_ENVD_TOKEN="+c.envdToken, "NO_COLOR=1")
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("node --test proxy.test.mjs: %v", err)
 	}
 }
