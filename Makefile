@@ -15,6 +15,7 @@ deps: ## install missing OS packages the build and tests need (root)
 	./scripts/install-runsc.sh
 	cd tests/e2bjs && npm ci --no-audit --no-fund
 	cd web && npm ci --no-audit --no-fund
+	cd tests/e2bjs/v250 && npm ci --no-audit --no-fund
 
 web: ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs `make deps` once)
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }

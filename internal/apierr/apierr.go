@@ -77,6 +77,10 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// RetryAfter is how long a rate-limited client should wait (0: no Retry-After), for transports that
+// write their own error bodies.
+func (e *Error) RetryAfter() time.Duration { return e.retryAfter }
+
 // WithCause returns a copy of e that records err as its cause.
 func (e *Error) WithCause(err error) *Error {
 	c := *e

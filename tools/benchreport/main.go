@@ -269,8 +269,25 @@ func main() {
 	}
 	var sb strings.Builder
 	render(&sb, rs, string(data))
+	if old, err := os.ReadFile(*out); err == nil {
+		sb.WriteString(keptTail(string(old)))
+	}
 	if err := os.WriteFile(*out, []byte(sb.String()), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
+}
+
+// keepMarker starts the part of the report that is not generated (measurements made by other tools,
+// such as the E2B SDK run of tests/e2bjs): benchreport keeps it, from the marker to the end.
+const keepMarker = "<!-- benchreport keeps what follows -->"
+
+// keptTail returns the part of an earlier report from keepMarker on ("" without one), preceded by a
+// blank line.
+func keptTail(old string) string {
+	i := strings.Index(old, keepMarker)
+	if i < 0 {
+		return ""
+	}
+	return "\n" + old[i:]
 }

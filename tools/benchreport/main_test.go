@@ -66,3 +66,13 @@ func TestParseAndRender(t *testing.T) {
 		}
 	}
 }
+
+func TestKeptTail(t *testing.T) {
+	if got := keptTail("# Benchmarks\n\nold tables\n"); got != "" {
+		t.Errorf("no marker: kept %q", got)
+	}
+	old := "# Benchmarks\n\nold\n\n" + keepMarker + "\n\n## E2B\n\nrows\n"
+	if got, want := keptTail(old), "\n"+keepMarker+"\n\n## E2B\n\nrows\n"; got != want {
+		t.Errorf("kept %q, want %q", got, want)
+	}
+}

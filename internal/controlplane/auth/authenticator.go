@@ -144,10 +144,15 @@ const (
 	msgUnknownAuthKind = "unknown authentication kind"
 )
 
-// APIKeyAllowed reports whether an API key may be used on path: only /v1/capsules*, /v1/sandboxes* and
-// /v1/snapshots* (docs/api.md).
+// apiKeyPrefixes are the paths API keys work on: /v1/capsules*, /v1/sandboxes* and /v1/snapshots*
+// (docs/api.md), and the E2B-compatible API's roots (docs/e2b.md).
+var apiKeyPrefixes = []string{"/v1/capsules", "/v1/sandboxes", "/v1/snapshots",
+	"/sandboxes", "/v2/sandboxes", "/snapshots", "/templates", "/v2/templates", "/v3/templates",
+	"/volumes", "/volumecontent", "/secrets"}
+
+// APIKeyAllowed reports whether an API key may be used on path (apiKeyPrefixes).
 func APIKeyAllowed(path string) bool {
-	for _, p := range []string{"/v1/capsules", "/v1/sandboxes", "/v1/snapshots"} {
+	for _, p := range apiKeyPrefixes {
 		if path == p || strings.HasPrefix(path, p+"/") {
 			return true
 		}

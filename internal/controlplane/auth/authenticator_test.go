@@ -286,6 +286,8 @@ func TestAPIKeyAllowed(t *testing.T) {
 		{"/v1/snapshots", true}, {"/v1/snapshots/name", true},
 		{"/v1/capsulesx", false}, {"/v1/api-keys", false}, {"/v1/teams", false}, {"/v1/admin/capsules", false},
 		{"/v1/hosts", false}, {"/capsules", false}, {"", false},
+		{"/sandboxes", true}, {"/v2/sandboxes/x/connect", true}, {"/snapshots", true}, {"/templates/t", true},
+		{"/sandboxesx", false}, {"/v2/teams", false},
 	}
 	for _, tt := range tests {
 		if got := APIKeyAllowed(tt.path); got != tt.want {

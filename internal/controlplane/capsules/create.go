@@ -3,7 +3,9 @@ package capsules
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,6 +47,32 @@ type CreateParams struct {
 	AllowInternet bool
 	// Secure: every proxied port needs the capsule's traffic access token (docs/security.md).
 	Secure bool
+	// Env is added to the template's default environment, overriding it key by key; like the template's
+	// it is applied again on every resume (E2B envVars, docs/e2b.md).
+	Env map[string]string
+	// FallbackUser, when set, replaces a template default user that no build chose (the schema's
+	// "root"): the E2B-compatible API's "user" (docs/e2b.md).
+	FallbackUser string
+}
+
+// templateUserUnset is the default_user of a template no build gave one (the schema default).
+const templateUserUnset = "root"
+
+// defaults returns the default user and environment a capsule starts or resumes with: its template's,
+// with the capsule's own env vars over them key by key and its fallback user in place of a user no build
+// chose (docs/e2b.md).
+func defaults(tplUser string, tplEnv map[string]string, env map[string]string, fallback string) (string, map[string]string) {
+	user := tplUser
+	if fallback != "" && (user == "" || user == templateUserUnset) {
+		user = fallback
+	}
+	if len(env) == 0 {
+		return user, tplEnv
+	}
+	merged := make(map[string]string, len(tplEnv)+len(env))
+	maps.Copy(merged, tplEnv)
+	maps.Copy(merged, env)
+	return user, merged
 }
 
 // createRequest is the body of POST /v1/capsules; omitted fields take docs/api.md defaults.
@@ -90,6 +118,11 @@ func (p CreateParams) Validate() error {
 	case p.TimeoutSec < 0:
 		return apierr.InvalidRequest("timeout_sec must not be negative")
 	}
+	for k := range p.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return apierr.InvalidRequestf("invalid environment variable name %q", k)
+		}
+	}
 	return nil
 }
 
@@ -120,6 +153,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err != nil {
 		return db.Capsule{}, err
 	}
+	user, env := defaults(tpl.DefaultUser, tpl.DefaultEnv, p.Env, p.FallbackUser)
 	id := uuid.New()
 	token, err := newEnvdToken()
 	if err != nil {
@@ -141,8 +175,8 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		c, err = q.CreateCapsule(ctx, db.CreateCapsuleParams{
 			ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: &tpl.ID, TemplateName: tpl.Name, HostID: &host.ID,
 			VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: DiskMB, TimeoutSec: p.TimeoutSec,
-			AllowInternet: p.AllowInternet, DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv,
-			Secure: p.Secure, TrafficToken: sealedTraffic,
+			AllowInternet: p.AllowInternet, DefaultUser: user, DefaultEnv: env,
+			Secure: p.Secure, TrafficToken: sealedTraffic, EnvVars: p.Env, FallbackUser: optional(p.FallbackUser),
 		})
 		if err != nil {
 			return apierr.Internal(fmt.Errorf("insert capsule: %w", err))
@@ -172,7 +206,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	req := &hav1.CreateSandboxRequest{
 		SandboxId: publicID, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, TimeoutSec: p.TimeoutSec,
 		DiskSizeMb: DiskMB, TeamId: teamArg, TemplateId: templateArg,
-		DefaultUser: tpl.DefaultUser, DefaultEnv: tpl.DefaultEnv, AllowInternet: p.AllowInternet,
+		DefaultUser: user, DefaultEnv: env, AllowInternet: p.AllowInternet,
 		EnvdAccessToken: token,
 	}
 	// A host's agent may not take the call (it is restarting, or went away since its last heartbeat):
@@ -324,4 +358,12 @@ func (s *Service) withAuditOn(ctx context.Context, q *db.Queries, entry audit.En
 	c, err := record()
 	<-done
 	return c, err
+}
+
+// optional is s as a nullable column: nil when empty.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

@@ -90,10 +90,18 @@ func (s *Service) Fork(ctx context.Context, actor auth.Identity, team uuid.UUID,
 			if err != nil {
 				return apierr.Internal(err)
 			}
+			// A fork of a secure capsule is secure too, with a traffic token of its own.
+			var sealedTraffic []byte
+			if src.Secure {
+				if sealedTraffic, err = s.newTrafficToken(id); err != nil {
+					return apierr.Internal(err)
+				}
+			}
 			rows[i], err = q.CreateCapsule(ctx, db.CreateCapsuleParams{
 				ID: &id, EnvdToken: sealed, TeamID: team, TemplateID: src.TemplateID, TemplateName: src.TemplateName,
 				HostID: src.HostID, VCPUs: src.VCPUs, MemoryMB: src.MemoryMB, DiskMB: src.DiskMB, TimeoutSec: src.TimeoutSec,
 				AllowInternet: src.AllowInternet, DefaultUser: src.DefaultUser, DefaultEnv: src.DefaultEnv,
+				Secure: src.Secure, TrafficToken: sealedTraffic, EnvVars: src.EnvVars, FallbackUser: src.FallbackUser,
 			})
 			if err != nil {
 				return apierr.Internal(fmt.Errorf("insert capsule: %w", err))

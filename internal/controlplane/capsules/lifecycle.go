@@ -235,7 +235,8 @@ func (s *Service) resume(ctx context.Context, actor auth.Identity, t Target, q *
 }
 
 // currentDefaults returns the default user and env capsule c resumes with: its template's current ones
-// (docs/api.md, "Template defaults"), or the copy taken at creation once the template is deleted.
+// (docs/api.md, "Template defaults") with the capsule's own env vars and fallback user applied, or the
+// copy taken at creation once the template is deleted.
 func (s *Service) currentDefaults(ctx context.Context, c db.Capsule) (string, map[string]string, error) {
 	if c.TemplateID == nil {
 		return c.DefaultUser, c.DefaultEnv, nil
@@ -247,7 +248,12 @@ func (s *Service) currentDefaults(ctx context.Context, c db.Capsule) (string, ma
 	if err != nil {
 		return "", nil, apierr.Internal(fmt.Errorf("read template defaults: %w", err))
 	}
-	return tpl.DefaultUser, tpl.DefaultEnv, nil
+	fallback := ""
+	if c.FallbackUser != nil {
+		fallback = *c.FallbackUser
+	}
+	user, env := defaults(tpl.DefaultUser, tpl.DefaultEnv, c.EnvVars, fallback)
+	return user, env, nil
 }
 
 // Ping marks running capsule rawID of team active on its host and in the database (docs/api.md).

@@ -18,6 +18,7 @@ import (
 	"github.com/wrenn/wrenn/internal/controlplane/builds"
 	"github.com/wrenn/wrenn/internal/controlplane/capsules"
 	"github.com/wrenn/wrenn/internal/controlplane/channels"
+	"github.com/wrenn/wrenn/internal/controlplane/e2bapi"
 	"github.com/wrenn/wrenn/internal/controlplane/fleet"
 	"github.com/wrenn/wrenn/internal/controlplane/guest"
 	"github.com/wrenn/wrenn/internal/controlplane/httpapi"
@@ -141,6 +142,12 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		return nil, err
 	}
 
+	e2b, err := e2bapi.New(e2bapi.Config{Capsules: caps, Authn: rt.Authenticator(), Domain: cfg.ProxyDomain,
+		Log: log.With("component", "e2bapi")})
+	if err != nil {
+		return nil, err
+	}
+
 	rt.Handle(http.MethodGet, "/health", httpapi.KindNone, func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": cfg.Version})
 	})
@@ -154,7 +161,8 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	chs.Register(rt)
 	bld.Register(rt)
 
-	// /metrics and /ready are operational endpoints beside the API (not in openapi.yaml).
+	// /metrics and /ready are operational endpoints beside the API (not in openapi.yaml); so is the
+	// E2B-compatible API (E2B's paths and conventions, docs/e2b.md).
 	ops := http.NewServeMux()
 	ops.Handle("/metrics", telemetry.MetricsHandler(meter.Registry, cfg.MetricsToken))
 	ops.Handle("/ready", telemetry.Ready(telemetry.Check{Name: "database", Fn: st.Pool().Ping}))
@@ -162,6 +170,10 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if telemetry.IsProbe(r, "/metrics", "/ready") {
 			ops.ServeHTTP(w, r)
+			return
+		}
+		if e2bapi.Owns(r.URL.Path) {
+			e2b.ServeHTTP(w, r)
 			return
 		}
 		// The dashboard answers only GETs no API route matches, on its own paths (docs/dashboard.md).
@@ -178,7 +190,7 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		fleet:      fl,
 		router:     rt,
 		handler:    proxy.Middleware(handler),
-		loops:      []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run, bld.Run},
+		loops:      []func(context.Context) error{fl.Run, caps.Run, acc.Run, chs.Run, bld.Run, e2b.Run},
 		websockets: ws,
 	}, nil
 }

@@ -47,6 +47,7 @@ type Capsules interface {
 type Proxy struct {
 	log *slog.Logger
 	rp  *httputil.ReverseProxy
+	tr  *http.Transport
 
 	mu    sync.Mutex
 	conns map[string]map[*context.CancelFunc]struct{}
@@ -59,15 +60,16 @@ func NewProxy(log *slog.Logger) *Proxy {
 	}
 	p := &Proxy{log: log, conns: map[string]map[*context.CancelFunc]struct{}{}}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	p.tr = &http.Transport{
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     60 * time.Second,
+		DisableCompression:  true,
+	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite: rewrite,
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         dialer.DialContext,
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     60 * time.Second,
-			DisableCompression:  true,
-		},
+		Rewrite:   rewrite,
+		Transport: p.tr,
 		// Stream as the capsule writes (server-sent events, long polls).
 		FlushInterval: -1,
 		ErrorHandler:  p.upstreamError,
@@ -274,6 +276,9 @@ func (p *Proxy) Drain(id string) {
 	for stop := range conns {
 		(*stop)()
 	}
+	// Idle kept-alive connections to the capsule's address must go too: the next capsule may get the
+	// same address, and a request sent on such a connection reaches nothing (connection reset).
+	p.tr.CloseIdleConnections()
 	if len(conns) > 0 {
 		p.log.Debug("proxy: drained connections", "capsule_id", id, "count", len(conns))
 	}

@@ -15,11 +15,13 @@ import (
 
 const createCapsule = `-- name: CreateCapsule :one
 INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
-                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token)
+                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token,
+                      env_vars, fallback_user)
 VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4,
         $5, $6, $7, $8, $9, $10, $11,
-        $12, $13, $14, $15)
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+        $12, $13, $14, $15, $16,
+        $17)
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type CreateCapsuleParams struct {
@@ -38,9 +40,12 @@ type CreateCapsuleParams struct {
 	EnvdToken     []byte
 	Secure        bool
 	TrafficToken  []byte
+	EnvVars       strmap.Map
+	FallbackUser  *string
 }
 
-// Inserts a pending capsule; default_user/default_env are copied from its template. id: NULL = a random
+// Inserts a pending capsule; default_user/default_env are what it starts with (its template's, with its own
+// env_vars and fallback_user applied, kept apart for resumes). id: NULL = a random
 // one; envd_token and traffic_token (secure capsules) are sealed with the id (docs/security.md).
 func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (Capsule, error) {
 	row := q.db.QueryRow(ctx, createCapsule,
@@ -59,6 +64,8 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		arg.EnvdToken,
 		arg.Secure,
 		arg.TrafficToken,
+		arg.EnvVars,
+		arg.FallbackUser,
 	)
 	var i Capsule
 	err := row.Scan(
@@ -86,12 +93,17 @@ func (q *Queries) CreateCapsule(ctx context.Context, arg CreateCapsuleParams) (C
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
 
 const getCapsule = `-- name: GetCapsule :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE team_id = $1 AND id = $2
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user FROM capsules WHERE team_id = $1 AND id = $2
 `
 
 type GetCapsuleParams struct {
@@ -128,12 +140,17 @@ func (q *Queries) GetCapsule(ctx context.Context, arg GetCapsuleParams) (Capsule
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
 
 const getCapsuleByID = `-- name: GetCapsuleByID :one
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE id = $1
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user FROM capsules WHERE id = $1
 `
 
 func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, error) {
@@ -164,12 +181,17 @@ func (q *Queries) GetCapsuleByID(ctx context.Context, id uuid.UUID) (Capsule, er
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
 
 const listCapsulesByHost = `-- name: ListCapsulesByHost :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user FROM capsules
 WHERE host_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
@@ -209,6 +231,11 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 			&i.EnvdToken,
 			&i.Secure,
 			&i.TrafficToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
+			&i.EnvVars,
+			&i.FallbackUser,
 		); err != nil {
 			return nil, err
 		}
@@ -221,7 +248,7 @@ func (q *Queries) ListCapsulesByHost(ctx context.Context, hostID uuid.UUID) ([]C
 }
 
 const listCapsulesByTeam = `-- name: ListCapsulesByTeam :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user FROM capsules
 WHERE team_id = $1 AND status NOT IN ('stopped', 'error')
 ORDER BY created_at DESC, id
 `
@@ -261,6 +288,11 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 			&i.EnvdToken,
 			&i.Secure,
 			&i.TrafficToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
+			&i.EnvVars,
+			&i.FallbackUser,
 		); err != nil {
 			return nil, err
 		}
@@ -273,7 +305,7 @@ func (q *Queries) ListCapsulesByTeam(ctx context.Context, teamID uuid.UUID) ([]C
 }
 
 const listCapsulesForTemplate = `-- name: ListCapsulesForTemplate :many
-SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
+SELECT id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user FROM capsules WHERE template_id = $1::uuid AND status NOT IN ('stopped', 'error')
 ORDER BY created_at, id
 `
 
@@ -311,6 +343,11 @@ func (q *Queries) ListCapsulesForTemplate(ctx context.Context, templateID uuid.U
 			&i.EnvdToken,
 			&i.Secure,
 			&i.TrafficToken,
+			&i.UserMetadata,
+			&i.EndAt,
+			&i.OnTimeout,
+			&i.EnvVars,
+			&i.FallbackUser,
 		); err != nil {
 			return nil, err
 		}
@@ -369,7 +406,7 @@ func (q *Queries) MoveCapsuleHost(ctx context.Context, arg MoveCapsuleHostParams
 }
 
 const setCapsuleHost = `-- name: SetCapsuleHost :one
-UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+UPDATE capsules SET host_id = $1 WHERE id = $2 RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type SetCapsuleHostParams struct {
@@ -405,6 +442,11 @@ func (q *Queries) SetCapsuleHost(ctx context.Context, arg SetCapsuleHostParams) 
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
@@ -418,7 +460,7 @@ SET status = 'running',
     started_at = now(),
     last_active_at = now()
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type SetCapsuleRunningParams struct {
@@ -464,6 +506,11 @@ func (q *Queries) SetCapsuleRunning(ctx context.Context, arg SetCapsuleRunningPa
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
@@ -508,7 +555,7 @@ SET status = $1,
     started_at = CASE WHEN $1::text = 'running' AND status <> 'running' THEN now() ELSE started_at END,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $2 AND status = ANY ($3::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type UpdateCapsuleStatusParams struct {
@@ -548,6 +595,11 @@ func (q *Queries) UpdateCapsuleStatus(ctx context.Context, arg UpdateCapsuleStat
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }

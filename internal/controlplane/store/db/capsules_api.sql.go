@@ -14,7 +14,7 @@ import (
 )
 
 const getCapsuleWithHost = `-- name: GetCapsuleWithHost :one
-SELECT capsules.id, capsules.team_id, capsules.template_id, capsules.template_name, capsules.host_id, capsules.status, capsules.vcpus, capsules.memory_mb, capsules.disk_mb, capsules.timeout_sec, capsules.allow_internet, capsules.default_user, capsules.default_env, capsules.host_ip, capsules.guest_ip, capsules.metadata, capsules.created_at, capsules.started_at, capsules.last_active_at, capsules.stopped_at, capsules.updated_at, capsules.envd_token, capsules.secure, capsules.traffic_token, hosts.status AS host_status, hosts.address AS host_address
+SELECT capsules.id, capsules.team_id, capsules.template_id, capsules.template_name, capsules.host_id, capsules.status, capsules.vcpus, capsules.memory_mb, capsules.disk_mb, capsules.timeout_sec, capsules.allow_internet, capsules.default_user, capsules.default_env, capsules.host_ip, capsules.guest_ip, capsules.metadata, capsules.created_at, capsules.started_at, capsules.last_active_at, capsules.stopped_at, capsules.updated_at, capsules.envd_token, capsules.secure, capsules.traffic_token, capsules.user_metadata, capsules.end_at, capsules.on_timeout, capsules.env_vars, capsules.fallback_user, hosts.status AS host_status, hosts.address AS host_address
 FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
 WHERE capsules.team_id = $1 AND capsules.id = $2
 `
@@ -60,6 +60,11 @@ func (q *Queries) GetCapsuleWithHost(ctx context.Context, arg GetCapsuleWithHost
 		&i.Capsule.EnvdToken,
 		&i.Capsule.Secure,
 		&i.Capsule.TrafficToken,
+		&i.Capsule.UserMetadata,
+		&i.Capsule.EndAt,
+		&i.Capsule.OnTimeout,
+		&i.Capsule.EnvVars,
+		&i.Capsule.FallbackUser,
 		&i.HostStatus,
 		&i.HostAddress,
 	)
@@ -72,7 +77,7 @@ WITH touched AS (
     WHERE capsules.team_id = $1 AND capsules.id = $2 AND capsules.status = 'running'
     RETURNING capsules.id
 )
-SELECT capsules.id, capsules.team_id, capsules.template_id, capsules.template_name, capsules.host_id, capsules.status, capsules.vcpus, capsules.memory_mb, capsules.disk_mb, capsules.timeout_sec, capsules.allow_internet, capsules.default_user, capsules.default_env, capsules.host_ip, capsules.guest_ip, capsules.metadata, capsules.created_at, capsules.started_at, capsules.last_active_at, capsules.stopped_at, capsules.updated_at, capsules.envd_token, capsules.secure, capsules.traffic_token, hosts.status AS host_status, hosts.address AS host_address
+SELECT capsules.id, capsules.team_id, capsules.template_id, capsules.template_name, capsules.host_id, capsules.status, capsules.vcpus, capsules.memory_mb, capsules.disk_mb, capsules.timeout_sec, capsules.allow_internet, capsules.default_user, capsules.default_env, capsules.host_ip, capsules.guest_ip, capsules.metadata, capsules.created_at, capsules.started_at, capsules.last_active_at, capsules.stopped_at, capsules.updated_at, capsules.envd_token, capsules.secure, capsules.traffic_token, capsules.user_metadata, capsules.end_at, capsules.on_timeout, capsules.env_vars, capsules.fallback_user, hosts.status AS host_status, hosts.address AS host_address
 FROM capsules LEFT JOIN hosts ON hosts.id = capsules.host_id
 WHERE capsules.team_id = $1 AND capsules.id = $2
 `
@@ -118,6 +123,11 @@ func (q *Queries) GetCapsuleWithHostTouch(ctx context.Context, arg GetCapsuleWit
 		&i.Capsule.EnvdToken,
 		&i.Capsule.Secure,
 		&i.Capsule.TrafficToken,
+		&i.Capsule.UserMetadata,
+		&i.Capsule.EndAt,
+		&i.Capsule.OnTimeout,
+		&i.Capsule.EnvVars,
+		&i.Capsule.FallbackUser,
 		&i.HostStatus,
 		&i.HostAddress,
 	)
@@ -284,7 +294,7 @@ func (q *Queries) ListTeamLiveCapsuleIDs(ctx context.Context, teamID uuid.UUID) 
 const markCapsuleError = `-- name: MarkCapsuleError :one
 UPDATE capsules SET status = 'error', host_ip = NULL, stopped_at = coalesce(stopped_at, now())
 WHERE id = $1 AND status = 'pending'
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 // A pending capsule's creation failed.
@@ -316,6 +326,11 @@ func (q *Queries) MarkCapsuleError(ctx context.Context, id uuid.UUID) (Capsule, 
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
@@ -324,7 +339,7 @@ const markCapsulePaused = `-- name: MarkCapsulePaused :one
 
 UPDATE capsules SET status = 'paused', host_ip = NULL
 WHERE id = $1 AND status = ANY ($2::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type MarkCapsulePausedParams struct {
@@ -362,6 +377,11 @@ func (q *Queries) MarkCapsulePaused(ctx context.Context, arg MarkCapsulePausedPa
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
@@ -369,7 +389,7 @@ func (q *Queries) MarkCapsulePaused(ctx context.Context, arg MarkCapsulePausedPa
 const markCapsuleRunningAgain = `-- name: MarkCapsuleRunningAgain :one
 UPDATE capsules SET status = 'running'
 WHERE id = $1 AND status = 'missing'
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 // A missing capsule's host reports it running: it comes back without a new start.
@@ -401,6 +421,11 @@ func (q *Queries) MarkCapsuleRunningAgain(ctx context.Context, id uuid.UUID) (Ca
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }
@@ -408,7 +433,7 @@ func (q *Queries) MarkCapsuleRunningAgain(ctx context.Context, id uuid.UUID) (Ca
 const markCapsuleStopped = `-- name: MarkCapsuleStopped :one
 UPDATE capsules SET status = 'stopped', host_ip = NULL, stopped_at = coalesce(stopped_at, now())
 WHERE id = $1 AND status = ANY ($2::text[])
-RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token
+RETURNING id, team_id, template_id, template_name, host_id, status, vcpus, memory_mb, disk_mb, timeout_sec, allow_internet, default_user, default_env, host_ip, guest_ip, metadata, created_at, started_at, last_active_at, stopped_at, updated_at, envd_token, secure, traffic_token, user_metadata, end_at, on_timeout, env_vars, fallback_user
 `
 
 type MarkCapsuleStoppedParams struct {
@@ -445,6 +470,11 @@ func (q *Queries) MarkCapsuleStopped(ctx context.Context, arg MarkCapsuleStopped
 		&i.EnvdToken,
 		&i.Secure,
 		&i.TrafficToken,
+		&i.UserMetadata,
+		&i.EndAt,
+		&i.OnTimeout,
+		&i.EnvVars,
+		&i.FallbackUser,
 	)
 	return i, err
 }

@@ -97,6 +97,11 @@ type Capsule struct {
 	EnvdToken     []byte
 	Secure        bool
 	TrafficToken  []byte
+	UserMetadata  strmap.Map
+	EndAt         *time.Time
+	OnTimeout     string
+	EnvVars       strmap.Map
+	FallbackUser  *string
 }
 
 type CapsuleMetric struct {

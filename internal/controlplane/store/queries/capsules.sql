@@ -1,11 +1,14 @@
 -- name: CreateCapsule :one
--- Inserts a pending capsule; default_user/default_env are copied from its template. id: NULL = a random
+-- Inserts a pending capsule; default_user/default_env are what it starts with (its template's, with its own
+-- env_vars and fallback_user applied, kept apart for resumes). id: NULL = a random
 -- one; envd_token and traffic_token (secure capsules) are sealed with the id (docs/security.md).
 INSERT INTO capsules (id, team_id, template_id, template_name, host_id, vcpus, memory_mb, disk_mb,
-                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token)
+                      timeout_sec, allow_internet, default_user, default_env, envd_token, secure, traffic_token,
+                      env_vars, fallback_user)
 VALUES (COALESCE(sqlc.narg(id)::uuid, gen_random_uuid()), @team_id, sqlc.narg(template_id), @template_name,
         sqlc.narg(host_id), @vcpus, @memory_mb, @disk_mb, @timeout_sec, @allow_internet, @default_user,
-        @default_env, sqlc.narg(envd_token), @secure, sqlc.narg(traffic_token))
+        @default_env, sqlc.narg(envd_token), @secure, sqlc.narg(traffic_token), @env_vars,
+        sqlc.narg(fallback_user))
 RETURNING *;
 
 -- name: GetCapsule :one
