@@ -388,7 +388,7 @@ func TestFakeIdleAutoPause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, idA+" is paused", func() bool { return h.status(idA) == StatusPaused })
+	eventually(t, idA+" is paused", func() bool { return h.status(idA) == StatusPaused && h.record(idA).Status == StatusPaused })
 	h.wantCapsule(idA, StatusPaused)
 	_, auto, _ := h.a.List(ctx)
 	if !slices.Equal(auto, []string{idA}) {
@@ -402,7 +402,7 @@ func TestFakeIdleAutoPause(t *testing.T) {
 		t.Fatalf("busy capsule is %s", st)
 	}
 	done()
-	eventually(t, idB+" is paused once idle", func() bool { return h.status(idB) == StatusPaused })
+	eventually(t, idB+" is paused once idle", func() bool { return h.status(idB) == StatusPaused && h.record(idB).Status == StatusPaused })
 	h.wantCapsule(idB, StatusPaused)
 	h.wantCapsule(idC, StatusRunning)
 }
