@@ -217,11 +217,13 @@ test('pause, then connect resumes with files and processes intact', async () => 
   assert.equal(await sbx.pause(), true)
   assert.equal(await sbx.pause(), false)
   assert.equal((await sbx.getInfo()).state, 'paused')
+  assert.equal(await sbx.isRunning(), false)
   const listed = await listAll({ metadata: META, state: ['paused'] }, 10)
   assert.deepEqual(listed.items.map((s) => s.sandboxId), [sbx.sandboxId])
 
   const back = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 })
   assert.equal((await back.getInfo()).state, 'running')
+  assert.equal(await back.isRunning(), true)
   assert.equal(await back.files.read('/home/user/kept.txt'), 'still here')
   assert.ok((await back.commands.list()).some((p) => p.pid === bg.pid), 'background process survived the pause')
   assert.equal(await back.commands.kill(bg.pid), true)
@@ -238,6 +240,7 @@ test('errors: bad key, unsupported settings', async () => {
 
 test('kill', async () => {
   assert.equal(await sbx.kill(), true)
+  assert.equal(await sbx.isRunning(), false)
   assert.equal(await Sandbox.kill(sbx.sandboxId), false)
   await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError)
   sbx = undefined

@@ -124,10 +124,13 @@ const (
 	sandboxPortHeader = "E2b-Sandbox-Port"
 )
 
-// target is where a proxied request goes: port of capsule id.
+// target is where a proxied request goes: port of capsule id. e2b marks a
+// request addressed the E2B way (its headers, or a dash-free id in the host
+// name): it is answered by E2B's conventions where they differ from ours.
 type target struct {
 	port int
 	id   uuid.UUID
+	e2b  bool
 }
 
 // route resolves which capsule port r is for (docs/api.md, Port proxy):
@@ -140,6 +143,8 @@ type target struct {
 func (p *Proxy) route(r *http.Request) (t target, ok bool, ae *apierr.Error) {
 	if label, ok := p.capsuleLabel(r.Host); ok {
 		t.port, t.id, ae = parseLabel(label)
+		_, rawID, _ := strings.Cut(label, "-")
+		t.e2b = !strings.HasPrefix(rawID, string(ids.Capsule))
 		return t, true, ae
 	}
 	rawID := r.Header.Get(sandboxIDHeader)
@@ -147,6 +152,7 @@ func (p *Proxy) route(r *http.Request) (t target, ok bool, ae *apierr.Error) {
 		return target{}, false, nil
 	}
 	t.port, t.id, ae = parseHeaders(rawID, r.Header.Values(sandboxPortHeader))
+	t.e2b = true
 	return t, true, ae
 }
 
@@ -228,6 +234,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t target) {
 	portStr, rawID := strconv.Itoa(port), ids.Capsule.Format(id)
 	c, err := p.cfg.Store.GetCapsuleByID(r.Context(), id)
 	switch {
+	case t.e2b && (store.IsNotFound(err) || err == nil && c.Status != "running"):
+		// E2B's SDKs read a 502 with a plain-text body as "the sandbox is not
+		// running" (isRunning() → false, calls fail as timeouts; docs/e2b.md).
+		http.Error(w, "sandbox "+rawID+" is not running", http.StatusBadGateway)
+		return
 	case store.IsNotFound(err):
 		writeError(w, apierr.NotFound("sandbox not found"))
 		return

@@ -424,8 +424,9 @@ func TestE2BHeaders(t *testing.T) {
 		{"upper-case id", []string{"E2b-Sandbox-Id", strings.ToUpper(f.running), "E2b-Sandbox-Port", "8080"}, 400, apierr.CodeInvalidRequest},
 		{"bad port", []string{"E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "0"}, 400, apierr.CodeInvalidRequest},
 		{"port text", []string{"E2b-Sandbox-Id", f.running, "E2b-Sandbox-Port", "http"}, 400, apierr.CodeInvalidRequest},
-		{"unknown", []string{"E2b-Sandbox-Id", ids.Capsule.Format(uuid.New()), "E2b-Sandbox-Port", "8080"}, 404, apierr.CodeNotFound},
-		{"paused", []string{"E2b-Sandbox-Id", f.paused, "E2b-Sandbox-Port", "8080"}, 503, apierr.CodeHostUnavailable},
+		// E2B's convention: a sandbox that is gone or not running is a 502 with a plain-text body.
+		{"unknown", []string{"E2b-Sandbox-Id", ids.Capsule.Format(uuid.New()), "E2b-Sandbox-Port", "8080"}, 502, ""},
+		{"paused", []string{"E2b-Sandbox-Id", f.paused, "E2b-Sandbox-Port", "8080"}, 502, ""},
 	} {
 		status, body := f.do(t, "GET", "localhost:8080", "/", "", tc.hdr...)
 		var e struct {
@@ -434,6 +435,22 @@ func TestE2BHeaders(t *testing.T) {
 		_ = json.Unmarshal([]byte(body), &e)
 		if status != tc.status || e.Error.Code != tc.code {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, status, body, tc.status, tc.code)
+		}
+	}
+	// In host names the id's form tells the conventions apart: E2B's dash-free id gets E2B's 502, ours
+	// docs/api.md's 404 and 503.
+	unknown := ids.Capsule.Format(uuid.New())
+	for _, tc := range []struct {
+		host   string
+		status int
+	}{
+		{"8080-" + dashFree(unknown) + "." + domain, 502},
+		{"8080-" + dashFree(f.paused) + "." + domain, 502},
+		{"8080-" + unknown + "." + domain, 404},
+		{"8080-" + f.paused + "." + domain, 503},
+	} {
+		if status, body := f.do(t, "GET", tc.host, "/", ""); status != tc.status {
+			t.Errorf("%s: %d %s, want %d", tc.host, status, body, tc.status)
 		}
 	}
 	// Two port headers are ambiguous.
