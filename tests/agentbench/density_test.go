@@ -3,7 +3,6 @@ package agentbench
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,25 +65,50 @@ func densityEnv(b *testing.B) (n int, settle, window time.Duration) {
 	return n, settle, max(window, time.Second)
 }
 
-// cgroupCPU returns the CPU time, in ns, charged to the cgroup parent (the
-// capsules' common parent) and everything below it.
-func cgroupCPU(parent string) (int64, error) {
-	if v, err := readInt(filepath.Join("/sys/fs/cgroup/cpuacct", parent, "cpuacct.usage")); err == nil {
-		return v, nil // v1
-	}
-	for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} { // hybrid, pure v2
-		b, err := os.ReadFile(filepath.Join(root, parent, "cpu.stat"))
+// tasksCPU returns the CPU time, in ns, that the threads of every process
+// in the capsules' cgroups have used so far, by thread (/proc/<pid>/task/<tid>/schedstat,
+// nanosecond precision, unlike the clock ticks of /proc/<pid>/stat).
+func tasksCPU(cgroups []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, cg := range cgroups {
+		dir, _, err := memoryCgroup(cg)
 		if err != nil {
-			continue
+			return nil, err
 		}
-		for l := range strings.Lines(string(b)) {
-			if rest, ok := strings.CutPrefix(l, "usage_usec "); ok {
-				us, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-				return us * 1000, err
+		procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			return nil, err
+		}
+		for _, pid := range strings.Fields(string(procs)) {
+			tasks, _ := os.ReadDir(filepath.Join("/proc", pid, "task"))
+			for _, t := range tasks {
+				b, err := os.ReadFile(filepath.Join("/proc", pid, "task", t.Name(), "schedstat"))
+				if err != nil {
+					continue // exited meanwhile
+				}
+				f := strings.Fields(string(b))
+				if len(f) == 0 {
+					continue
+				}
+				if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					out[pid+"/"+t.Name()] = ns
+				}
 			}
 		}
 	}
-	return 0, fmt.Errorf("no cpu accounting for cgroup %s", parent)
+	return out, nil
+}
+
+// cpuDelta sums, over the threads alive at both reads, the CPU time used
+// between them.
+func cpuDelta(before, after map[string]int64) int64 {
+	var d int64
+	for k, v := range after {
+		if w, ok := before[k]; ok && v >= w {
+			d += v - w
+		}
+	}
+	return d
 }
 
 // selfCPU is the CPU time of this process (the benchmark, which hosts the
@@ -98,11 +122,12 @@ func selfCPU() int64 {
 }
 
 // idleCPU runs the benchmark's loop, one window per iteration, and reports
-// the CPU the capsules under parent used (and, with agent set, this
+// the CPU the processes in the capsules' cgroups used (and, with agent set, this
 // process) per capsule, in % of one core.
-func idleCPU(b *testing.B, parent string, n int, window time.Duration, agent bool) {
+func idleCPU(b *testing.B, cgroups []string, window time.Duration, agent bool) {
 	b.Helper()
-	cg0, err := cgroupCPU(parent)
+	n := len(cgroups)
+	cg0, err := tasksCPU(cgroups)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,13 +136,13 @@ func idleCPU(b *testing.B, parent string, n int, window time.Duration, agent boo
 		time.Sleep(window)
 	}
 	wall := time.Since(start)
-	cg1, err := cgroupCPU(parent)
+	cg1, err := tasksCPU(cgroups)
 	if err != nil {
 		b.Fatal(err)
 	}
 	self1 := selfCPU()
 	pct := func(ns int64) float64 { return float64(ns) / float64(wall.Nanoseconds()) * 100 / float64(n) }
-	sandboxes := pct(cg1 - cg0)
+	sandboxes := pct(cpuDelta(cg0, cg1))
 	if !agent {
 		b.ReportMetric(sandboxes, "cpu-%/capsule")
 		return
@@ -144,13 +169,22 @@ func densityMemory(b *testing.B, cgroups []string) {
 	b.ReportMetric(float64(total.cgroup)/per, "cgroup-MiB/capsule")
 }
 
-// execP50 runs `true` densityExecs times through envd, round robin over
-// addrs, and returns the median in ms.
-func execP50(ctx context.Context, addrs []string) (float64, error) {
+// execP50 runs `true` densityExecs times in the capsules ids, round robin,
+// through the agent's envd client (as the agent's Exec does), and returns
+// the median in ms.
+func execP50(ctx context.Context, h *agentHost, ids []string) (float64, error) {
 	var lat latencies
 	for i := range densityExecs {
 		var err error
-		lat.time(func() { err = shell(ctx, addrs[i%len(addrs)], "true") })
+		lat.time(func() {
+			c, _, done, e := h.Envd(ctx, ids[i%len(ids)])
+			if e != nil {
+				err = e
+				return
+			}
+			defer done()
+			err = shellWith(ctx, c, "true")
+		})
 		if err != nil {
 			return 0, err
 		}
@@ -164,10 +198,10 @@ func BenchmarkAgentDensity(b *testing.B) {
 	h := newAgentHost(b, newSetup(b))
 	ctx := ctxFor(b)
 	first := h.mustCreate(b, densityMemMB)
-	if _, err := execP50(ctx, []string{first.HostIP}); err != nil { // warm-up
+	if _, err := execP50(ctx, h, []string{first.ID}); err != nil { // warm-up
 		b.Fatalf("exec: %v", err)
 	}
-	one, err := execP50(ctx, []string{first.HostIP})
+	one, err := execP50(ctx, h, []string{first.ID})
 	if err != nil {
 		b.Fatalf("exec: %v", err)
 	}
@@ -179,15 +213,15 @@ func BenchmarkAgentDensity(b *testing.B) {
 		}
 		infos = append(infos, info)
 	}
-	time.Sleep(settle)
-	idleCPU(b, h.cgroup, n, window, true)
-	var cgroups, addrs []string
+	var cgroups, ids []string
 	for _, info := range infos {
 		cgroups = append(cgroups, filepath.Join(h.cgroup, info.ID))
-		addrs = append(addrs, info.HostIP)
+		ids = append(ids, info.ID)
 	}
+	time.Sleep(settle)
+	idleCPU(b, cgroups, window, true)
 	densityMemory(b, cgroups)
-	all, err := execP50(ctx, addrs)
+	all, err := execP50(ctx, h, ids)
 	if err != nil {
 		b.Fatalf("exec with %d alive: %v", n, err)
 	}
@@ -209,7 +243,7 @@ func BenchmarkRawRunscDensity(b *testing.B) {
 		cgroups = append(cgroups, filepath.Join(h.cgroup, c.id))
 	}
 	time.Sleep(settle)
-	idleCPU(b, h.cgroup, n, window, false)
+	idleCPU(b, cgroups, window, false)
 	densityMemory(b, cgroups)
 	b.ReportMetric(float64(n), "capsules")
 }
