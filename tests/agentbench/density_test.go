@@ -33,6 +33,8 @@ import (
 //	                      scanner and the agent's sampling stay at their fast rate for ~45 s after
 //	                      a start)
 //	WRENN_DENSITY_WINDOW  length of one CPU window, one per loop iteration (default 5s)
+//	WRENN_DENSITY_SAMPLE_ALL=1  the agent samples every capsule every 500 ms, idle or not (the
+//	                      behaviour before -metrics-idle-interval), for comparison
 
 const (
 	densityExecs   = 40  // execs per exec p50
@@ -195,7 +197,11 @@ func execP50(ctx context.Context, h *agentHost, ids []string) (float64, error) {
 
 func BenchmarkAgentDensity(b *testing.B) {
 	n, settle, window := densityEnv(b)
-	h := newAgentHost(b, newSetup(b))
+	var opts []func(*capsules.Config)
+	if os.Getenv("WRENN_DENSITY_SAMPLE_ALL") == "1" {
+		opts = append(opts, func(c *capsules.Config) { c.MetricsIdleEvery = capsules.DefaultMetricsEvery })
+	}
+	h := newAgentHost(b, newSetup(b), opts...)
 	ctx := ctxFor(b)
 	first := h.mustCreate(b, densityMemMB)
 	if _, err := execP50(ctx, h, []string{first.ID}); err != nil { // warm-up

@@ -147,7 +147,8 @@ type agentHost struct {
 	mu     sync.Mutex
 }
 
-func newAgentHost(b *testing.B, s setup) *agentHost {
+// newAgentHost starts an agent; opts adjust its configuration.
+func newAgentHost(b *testing.B, s setup, opts ...func(*capsules.Config)) *agentHost {
 	b.Helper()
 	ctx := ctxFor(b)
 	prefix := testutil.RandomName("wb", 4)
@@ -173,14 +174,18 @@ func newAgentHost(b *testing.B, s setup) *agentHost {
 	if err != nil {
 		b.Fatalf("gvisor: %v", err)
 	}
-	ag, err := capsules.New(ctx, capsules.Config{
+	cfg := capsules.Config{
 		DataDir: dataDir,
 		Runtime: rt,
 		Network: nets,
 		Images:  s.images,
 		Envd:    s.envd,
 		Log:     quietLog(),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ag, err := capsules.New(ctx, cfg)
 	if err != nil {
 		b.Fatalf("agent: %v", err)
 	}
