@@ -45,8 +45,8 @@ type Config struct {
 	// MetricsIdleInterval is the sampling interval of idle capsules, up to 5m (raised to
 	// MetricsInterval when below it); 0: 10 s.
 	MetricsIdleInterval time.Duration
-	MetricsListen   string        // plain-HTTP address of /metrics, /health and /ready; empty: off
-	OnShutdown      suspend.Mode  // what running capsules do when the agent stops
+	MetricsListen       string       // plain-HTTP address of /metrics, /health and /ready; empty: off
+	OnShutdown          suspend.Mode // what running capsules do when the agent stops
 
 	Version string
 	Log     *slog.Logger
