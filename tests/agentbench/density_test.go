@@ -32,7 +32,8 @@ import (
 //	WRENN_DENSITY_SETTLE  wait after the last start before measuring (default 60s: envd's port
 //	                      scanner and the agent's sampling stay at their fast rate for ~45 s after
 //	                      a start)
-//	WRENN_DENSITY_WINDOW  length of one CPU window, one per loop iteration (default 5s)
+//	WRENN_DENSITY_WINDOW  length of one CPU window, one per loop iteration (default 10s: an idle
+//	                      sandbox wakes so rarely that short windows often see none of it)
 //	WRENN_DENSITY_SAMPLE_ALL=1  the agent samples every capsule every 500 ms, idle or not (the
 //	                      behaviour before -metrics-idle-interval), for comparison
 
@@ -44,7 +45,7 @@ const (
 
 func densityEnv(b *testing.B) (n int, settle, window time.Duration) {
 	b.Helper()
-	n, settle, window = densityDefault, time.Minute, 5*time.Second
+	n, settle, window = densityDefault, time.Minute, 10*time.Second
 	if v := os.Getenv("WRENN_DENSITY_N"); v != "" {
 		i, err := strconv.Atoi(v)
 		if err != nil || i < 1 {
