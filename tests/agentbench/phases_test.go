@@ -2,6 +2,7 @@ package agentbench
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,8 +23,9 @@ import (
 // `runsc restore`, which returns once memory is loaded) and the rest (envd
 // ready, /init, records). BenchmarkRawRunscPhases splits the raw side
 // finer (bundle, runsc, envd ready, /init) and tries the restore options of
-// the pinned runsc: -background (pages load after restore returns),
-// -direct (O_DIRECT reads) and the checkpoint on tmpfs instead of disk.
+// the pinned runsc, idle and with 256 MiB dirty: -background (pages load
+// after restore returns), -direct (O_DIRECT reads) and the checkpoint on
+// tmpfs instead of disk.
 // docs/benchmarks.md, "Where create and restore time goes", holds the
 // results.
 
@@ -50,13 +52,16 @@ func (p *phaseTimes) timed(name string, f func() error) error {
 }
 
 // report adds each phase's median as "<phase>-ms/p50".
-func (p *phaseTimes) report(b *testing.B) {
+func (p *phaseTimes) report(b *testing.B) { p.reportAs(b, "") }
+
+// reportAs is report with prefix before each phase's name.
+func (p *phaseTimes) reportAs(b *testing.B, prefix string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for name, ds := range p.d {
 		s := slices.Clone(ds)
 		slices.Sort(s)
-		b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, name+"-ms/p50")
+		b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, prefix+name+"-ms/p50")
 	}
 }
 
@@ -174,54 +179,80 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 		p.reset()
 	})
 
-	// One checkpoint on disk (the benchmark's temporary directory, where
-	// the agent keeps its snapshots too) and a copy on tmpfs.
-	src := h.capsule(h.netns(b), memoryMB)
-	if err := h.run(ctx, src); err != nil {
-		b.Fatalf("run: %v", err)
-	}
-	disk := filepath.Join(b.TempDir(), "checkpoint")
-	if err := os.Mkdir(disk, 0o700); err != nil {
-		b.Fatal(err)
-	}
-	if err := h.checkpoint(ctx, src, disk); err != nil {
-		b.Fatalf("checkpoint: %v", err)
-	}
-	shm, err := os.MkdirTemp("/dev/shm", "wrenn-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = os.RemoveAll(shm) })
-	if err := os.CopyFS(shm, os.DirFS(disk)); err != nil {
-		b.Fatal(err)
-	}
-	for _, v := range []struct {
+	// Restore options, on an idle capsule and on one holding 256 MiB of
+	// dirty tmpfs pages: one checkpoint on disk (the benchmark's temporary
+	// directory, where the agent keeps its snapshots too) and a copy on
+	// tmpfs. Every iteration restores with each option in turn (the order
+	// rotating), so a machine whose load drifts affects all of them alike.
+	type variant struct {
 		name  string
-		image string
+		disk  bool
 		flags []string
-	}{
-		{"restore", disk, nil},
-		{"restore-background", disk, []string{"-background"}},
-		{"restore-direct", disk, []string{"-direct"}},
-		{"restore-tmpfs", shm, nil},
-	} {
-		b.Run(v.name, func(b *testing.B) {
-			round := func() {
-				c := h.capsule(ns, memoryMB)
-				if err := h.restorePhased(ctx, c, v.image, v.flags, p); err != nil {
-					b.Fatalf("restore: %v", err)
-				}
-				if err := h.destroy(ctx, c); err != nil {
-					b.Fatalf("destroy: %v", err)
+	}
+	variants := []variant{
+		{"default", true, nil},
+		{"background", true, []string{"-background"}},
+		{"direct", true, []string{"-direct"}},
+		{"tmpfs", false, nil},
+	}
+	for _, dirty := range dirtyCases {
+		b.Run(fmt.Sprintf("restore/dirty=%dMiB", dirty), func(b *testing.B) {
+			src := h.capsule(h.netns(b), dirtyMemoryMB)
+			if err := h.run(ctx, src); err != nil {
+				b.Fatalf("run: %v", err)
+			}
+			if dirty > 0 {
+				if err := shell(ctx, src.addr(), dirtyScript(dirty)); err != nil {
+					b.Fatalf("dirty memory: %v", err)
 				}
 			}
+			disk := filepath.Join(b.TempDir(), "checkpoint")
+			if err := os.Mkdir(disk, 0o700); err != nil {
+				b.Fatal(err)
+			}
+			if err := h.checkpoint(ctx, src, disk); err != nil {
+				b.Fatalf("checkpoint: %v", err)
+			}
+			shm, err := os.MkdirTemp("/dev/shm", "wrenn-bench-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = os.RemoveAll(shm) })
+			if err := os.CopyFS(shm, os.DirFS(disk)); err != nil {
+				b.Fatal(err)
+			}
+			per := map[string]*phaseTimes{}
+			for _, v := range variants {
+				per[v.name] = &phaseTimes{}
+			}
+			rot := 0
+			round := func() {
+				for i := range variants {
+					v := variants[(i+rot)%len(variants)]
+					img := shm
+					if v.disk {
+						img = disk
+					}
+					c := h.capsule(ns, dirtyMemoryMB)
+					if err := h.restorePhased(ctx, c, img, v.flags, per[v.name]); err != nil {
+						b.Fatalf("restore %s: %v", v.name, err)
+					}
+					if err := h.destroy(ctx, c); err != nil {
+						b.Fatalf("destroy: %v", err)
+					}
+				}
+				rot++
+			}
 			round()
-			p.reset()
+			for _, p := range per {
+				p.reset()
+			}
 			for b.Loop() {
 				round()
 			}
-			p.report(b)
-			p.reset()
+			for _, v := range variants {
+				per[v.name].reportAs(b, v.name+"-")
+			}
 		})
 	}
 }
