@@ -10,9 +10,11 @@
 // interval adapts (docs/envd.md#port-forwarding): every Interval while the
 // subsystem is hot — for Hot after Start, after a change of the listening set
 // and after Poke (envd pokes when it starts a process) — then doubling per
-// unchanged scan up to MaxInterval. Proxying is done in-process with Go TCP connections: no
-// socat or other child processes are started, so stopping the subsystem
-// needs no process-group cleanup.
+// unchanged scan up to MaxInterval.
+//
+// Proxying is done in-process with Go TCP connections: no socat or other
+// child processes are started, so stopping the subsystem needs no
+// process-group cleanup.
 package ports
 
 import (
