@@ -5,7 +5,7 @@ BIN   := bin
 RELEASE ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.release=$(RELEASE)
 
-.PHONY: help deps web web-test build envd generate check-generate lint test test-loaded test-short bench run run-envd clean
+.PHONY: help deps web web-test build envd generate check-generate lint test test-loaded test-short bench bench-density run run-envd clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ UP_FLAGS ?=
 run: build ## set up and run the whole platform on this machine (root): `bin/wrenn up $(UP_FLAGS)`
 	@test "$$(id -u)" = 0 || { echo "wrenn up runs the host agent, which runs capsules: run as root"; exit 1; }
 	$(BIN)/wrenn up $(UP_FLAGS)
+
+bench-density: envd ## the density benchmarks alone; WRENN_DENSITY_N=200 for the 200-capsule target (docs/benchmarks.md)
+	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench 'Density' -benchtime 1x -timeout 60m ./tests/agentbench/... | tee $(BIN)/bench-density.txt
 
 run-envd: envd ## run envd alone on this host for local use (loopback, port 49983)
 	@test "$$(id -u)" = 0 || { echo "envd runs processes as other users: run as root"; exit 1; }

@@ -37,6 +37,7 @@ type config struct {
 	runDir       string
 	forwardPorts bool
 	scanInterval time.Duration
+	scanMax      time.Duration
 	logFormat    string
 	logLevel     string
 	version      bool
@@ -51,7 +52,8 @@ func parseFlags(args []string) (config, error) {
 	fl.StringVar(&c.runDir, "run-dir", "/run/wrenn", "directory where capsule identity files are published")
 	fl.BoolVar(&c.forwardPorts, "forward-ports", true,
 		"expose ports bound only to loopback on the capsule's external addresses")
-	fl.DurationVar(&c.scanInterval, "port-scan-interval", time.Second, "how often listening sockets are scanned")
+	fl.DurationVar(&c.scanInterval, "port-scan-interval", time.Second, "how often listening sockets are scanned while something changes")
+	fl.DurationVar(&c.scanMax, "port-scan-max-interval", 8*time.Second, "the longest scan interval while the listening sockets stay unchanged")
 	fl.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.BoolVar(&c.version, "version", false, "print the version and exit")
@@ -101,7 +103,16 @@ func run(args []string) error {
 
 	store := defaults.New(map[string]string{"PATH": envOr("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")})
 
-	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store})
+	var portSub *ports.Subsystem
+	var started func()
+	if c.forwardPorts {
+		portSub = ports.New(ports.Config{Log: log.With("component", "ports"), Interval: c.scanInterval, MaxInterval: c.scanMax})
+		portSub.Start()
+		defer portSub.Stop()
+		started = portSub.Poke // a new process may bind a port soon
+	}
+
+	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store, Started: started})
 	if err != nil {
 		return fmt.Errorf("start process service: %w", err)
 	}
@@ -109,13 +120,6 @@ func run(args []string) error {
 
 	fsys := fs.New(log.With("component", "filesystem"), store)
 	defer fsys.Close()
-
-	var portSub *ports.Subsystem
-	if c.forwardPorts {
-		portSub = ports.New(ports.Config{Log: log.With("component", "ports"), Interval: c.scanInterval})
-		portSub.Start()
-		defer portSub.Stop()
-	}
 
 	host := hostapi.New(hostapi.Config{
 		Log:      log.With("component", "host"),

@@ -77,6 +77,7 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	fs.StringVar(&c.NetPrefix, "net-prefix", "wrn", "prefix of every network namespace, link and nftables table the agent creates")
 	fs.StringVar(&subnet, "subnet", "10.11.0.0/16", "capsule address pool, split into /30s")
 	fs.DurationVar(&c.MetricsInterval, "metrics-interval", capsules.DefaultMetricsEvery, "how often each capsule's CPU, memory and disk are sampled (10ms to 30s); the 10-minute metrics tier keeps every sample")
+	fs.DurationVar(&c.MetricsIdleInterval, "metrics-idle-interval", capsules.DefaultMetricsIdleEvery, "how often idle capsules (no calls, no CPU use, metrics not read) are sampled (up to 5m; never more often than -metrics-interval)")
 	fs.DurationVar(&c.NetworkGrace, "network-grace", 30*time.Second, "how long a paused capsule keeps its network for a quick resume")
 	fs.StringVar(&c.DNS, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
 	fs.StringVar(&egressAllow, "egress-allow", os.Getenv("WRENN_EGRESS_ALLOW"), "comma-separated IPv4 CIDRs (or addresses) of private or LAN services capsules with internet access may reach; everything private is closed otherwise (docs/security.md)")

@@ -115,8 +115,9 @@ func removeCgroup(b *testing.B, parent string) {
 	}
 }
 
-// freeSubnet picks a /24 in 10.160.0.0–10.199.255.0 that no host address
-// is in, for one benchmark's capsule networks.
+// freeSubnet picks a /22 in 10.160.0.0–10.199.252.0 that no host address
+// is in, for one benchmark's capsule networks: 256 capsules of a /30 each,
+// enough for the density benchmark's 200.
 func freeSubnet(b *testing.B) netip.Prefix {
 	b.Helper()
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
@@ -125,7 +126,7 @@ func freeSubnet(b *testing.B) netip.Prefix {
 	}
 next:
 	for range 64 {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(160 + rand.IntN(40)), byte(rand.IntN(256)), 0}), 24)
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(160 + rand.IntN(40)), byte(rand.IntN(64) * 4), 0}), 22)
 		for _, a := range addrs {
 			if ip, ok := netip.AddrFromSlice(a.IP); ok && p.Contains(ip.Unmap()) {
 				continue next
@@ -133,7 +134,7 @@ next:
 		}
 		return p
 	}
-	b.Fatal("no free /24 for capsule networks")
+	b.Fatal("no free /22 for capsule networks")
 	return netip.Prefix{}
 }
 
@@ -147,7 +148,8 @@ type agentHost struct {
 	mu     sync.Mutex
 }
 
-func newAgentHost(b *testing.B, s setup) *agentHost {
+// newAgentHost starts an agent; opts adjust its configuration.
+func newAgentHost(b *testing.B, s setup, opts ...func(*capsules.Config)) *agentHost {
 	b.Helper()
 	ctx := ctxFor(b)
 	prefix := testutil.RandomName("wb", 4)
@@ -173,14 +175,18 @@ func newAgentHost(b *testing.B, s setup) *agentHost {
 	if err != nil {
 		b.Fatalf("gvisor: %v", err)
 	}
-	ag, err := capsules.New(ctx, capsules.Config{
+	cfg := capsules.Config{
 		DataDir: dataDir,
 		Runtime: rt,
 		Network: nets,
 		Images:  s.images,
 		Envd:    s.envd,
 		Log:     quietLog(),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ag, err := capsules.New(ctx, cfg)
 	if err != nil {
 		b.Fatalf("agent: %v", err)
 	}

@@ -29,21 +29,9 @@ func (m *hostMemory) add(o hostMemory) { m.pss += o.pss; m.cgroup += o.cgroup }
 // memoryOf measures the capsule whose cgroup is cgroupPath (the OCI
 // cgroupsPath, e.g. /parent/id).
 func memoryOf(cgroupPath string) (hostMemory, error) {
-	type hierarchy struct{ dir, usage string }
-	var dir, usageFile string
-	for _, h := range []hierarchy{
-		{"/sys/fs/cgroup/memory", "memory.usage_in_bytes"}, // v1
-		{"/sys/fs/cgroup/unified", "memory.current"},       // hybrid v2
-		{"/sys/fs/cgroup", "memory.current"},               // pure v2
-	} {
-		d := filepath.Join(h.dir, cgroupPath)
-		if _, err := os.Stat(filepath.Join(d, h.usage)); err == nil {
-			dir, usageFile = d, h.usage
-			break
-		}
-	}
-	if dir == "" {
-		return hostMemory{}, fmt.Errorf("no memory cgroup %s", cgroupPath)
+	dir, usageFile, err := memoryCgroup(cgroupPath)
+	if err != nil {
+		return hostMemory{}, err
 	}
 	var m hostMemory
 	usage, err := readInt(filepath.Join(dir, usageFile))
@@ -66,6 +54,23 @@ func memoryOf(cgroupPath string) (hostMemory, error) {
 		return hostMemory{}, fmt.Errorf("cgroup %s has no processes", cgroupPath)
 	}
 	return m, nil
+}
+
+// memoryCgroup returns the directory of the memory cgroup at cgroupPath
+// and the name of its usage file.
+func memoryCgroup(cgroupPath string) (dir, usageFile string, err error) {
+	type hierarchy struct{ dir, usage string }
+	for _, h := range []hierarchy{
+		{"/sys/fs/cgroup/memory", "memory.usage_in_bytes"}, // v1
+		{"/sys/fs/cgroup/unified", "memory.current"},       // hybrid v2
+		{"/sys/fs/cgroup", "memory.current"},               // pure v2
+	} {
+		d := filepath.Join(h.dir, cgroupPath)
+		if _, err := os.Stat(filepath.Join(d, h.usage)); err == nil {
+			return d, h.usage, nil
+		}
+	}
+	return "", "", fmt.Errorf("no memory cgroup %s", cgroupPath)
 }
 
 func readInt(path string) (int64, error) {
@@ -107,7 +112,11 @@ func dirtyScript(mib int) string {
 // end; a non-zero exit is an error carrying its output.
 func shell(ctx context.Context, addr, script string) error {
 	defer envdclient.CloseIdle()
-	c := envdclient.New(addr)
+	return shellWith(ctx, envdclient.New(addr), script)
+}
+
+// shellWith is shell through the envd client c.
+func shellWith(ctx context.Context, c *envdclient.Client, script string) error {
 	st, err := c.Process.Start(ctx, connect.NewRequest(&process.StartRequest{
 		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", script}},
 	}))

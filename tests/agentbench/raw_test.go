@@ -190,11 +190,16 @@ func (h *rawHost) bundle(c rawCapsule) (string, error) {
 	if err := os.WriteFile(filepath.Join(meta, "metadata.json"), md, 0o644); err != nil {
 		return "", err
 	}
-	cfg, err := json.Marshal(h.spec(c, meta))
+	return bundle, writeSpec(bundle, h.spec(c, meta))
+}
+
+// writeSpec writes the OCI configuration of a bundle.
+func writeSpec(bundle string, spec *specs.Spec) error {
+	cfg, err := json.Marshal(spec)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return bundle, os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600)
+	return os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600)
 }
 
 // runsc runs a runsc command that exits on its own.

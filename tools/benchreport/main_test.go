@@ -48,7 +48,7 @@ func TestParseAndRender(t *testing.T) {
 		t.Errorf("pkg = %q", exec.pkg)
 	}
 	var sb strings.Builder
-	render(&sb, rs, sample)
+	render(&sb, rs, sample, "2 cores, 24 GiB", "")
 	out := sb.String()
 	for _, want := range []string{
 		"| exec `true` round trip | 2.5ms | 1ms | +1.5ms |",
@@ -74,5 +74,56 @@ func TestKeptTail(t *testing.T) {
 	old := "# Benchmarks\n\nold\n\n" + keepMarker + "\n\n## E2B\n\nrows\n"
 	if got, want := keptTail(old), "\n"+keepMarker+"\n\n## E2B\n\nrows\n"; got != want {
 		t.Errorf("kept %q, want %q", got, want)
+	}
+}
+
+func TestKeepHandWritten(t *testing.T) {
+	hand := keepStart + "\n## Notes\n\nmeasured by hand\n" + keepEnd
+	old := "# Benchmarks\n\nold table\n\n" + hand + "\n\n## All benchmarks\n"
+	if got := kept(old); got != hand {
+		t.Fatalf("kept = %q, want %q", got, hand)
+	}
+	if kept("# Benchmarks\n"+keepStart+"\nno end") != "" || kept("") != "" {
+		t.Fatal("kept returned something without both markers")
+	}
+	rs, err := parse(strings.NewReader("cpu: Some CPU\n" + sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	render(&sb, rs, "cpu: Some CPU\n"+sample, "2 cores, 24 GiB", hand)
+	out := sb.String()
+	if !strings.Contains(out, "same machine (Some CPU, 2 cores, 24 GiB)") {
+		t.Errorf("no machine line in\n%s", out)
+	}
+	i, j := strings.Index(out, hand), strings.Index(out, "## All benchmarks")
+	if i < 0 || j < 0 || i > j {
+		t.Errorf("hand-written part missing or after the benchmark table:\n%s", out)
+	}
+	if kept(out) != hand {
+		t.Error("the new report does not keep the hand-written part for the next one")
+	}
+}
+
+func TestDensityRows(t *testing.T) {
+	const density = `pkg: github.com/wrenn/wrenn/tests/agentbench
+BenchmarkAgentDensity-2      	       1	2003397026 ns/op	        37.66 MiB/capsule	         0.09843 agent-cpu-%/capsule	         3.000 capsules	        20.31 cgroup-MiB/capsule	         0.1200 cpu-%/capsule	        80.00 exec1-ms/p50	        100.0 execN-ms/p50	         0.02 sandbox-cpu-%/capsule
+BenchmarkRawRunscDensity-2   	       1	2003963526 ns/op	        20.29 MiB/capsule	         3.000 capsules	        15.16 cgroup-MiB/capsule	         0.08000 cpu-%/capsule
+`
+	rs, err := parse(strings.NewReader(density))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	render(&sb, rs, density, "2 cores", "")
+	out := sb.String()
+	for _, want := range []string{
+		"| idle CPU per capsule | 0.12 % of a core | 0.08 % of a core | +0.04 % of a core (+50 %) |",
+		"| exec p50, N alive vs 1 alive | 100 ms | 80.0 ms | +20.0 ms (+25 %) |",
+		"| idle memory per capsule, N alive | 37.7 MiB | 20.3 MiB |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
 	}
 }

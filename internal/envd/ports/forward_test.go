@@ -1,6 +1,7 @@
 package ports
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -290,4 +291,100 @@ func TestScanErrorKeepsForwarders(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopWithin(t, s)
+}
+
+func TestNextInterval(t *testing.T) {
+	s := New(Config{Interval: time.Second, MaxInterval: 8 * time.Second})
+	for _, c := range []struct {
+		prev time.Duration
+		hot  bool
+		want time.Duration
+	}{
+		{time.Second, true, time.Second},
+		{8 * time.Second, true, time.Second},
+		{time.Second, false, 2 * time.Second},
+		{4 * time.Second, false, 8 * time.Second},
+		{8 * time.Second, false, 8 * time.Second},
+	} {
+		if got := s.next(c.prev, c.hot); got != c.want {
+			t.Errorf("next(%v, hot=%v) = %v, want %v", c.prev, c.hot, got, c.want)
+		}
+	}
+	d := New(Config{Interval: 2 * time.Second})
+	if d.maxInterval != 16*time.Second || d.hot != time.Minute {
+		t.Errorf("defaults for a 2s interval: max %v hot %v, want 16s and 1m", d.maxInterval, d.hot)
+	}
+	if c := New(Config{Interval: time.Second, MaxInterval: time.Millisecond}); c.maxInterval != time.Second {
+		t.Errorf("MaxInterval below Interval = %v, want clamped to Interval", c.maxInterval)
+	}
+}
+
+// TestSyncReportsChange: sync reports a change of the listening set (which
+// makes the loop scan at the short interval again) and nothing else.
+func TestSyncReportsChange(t *testing.T) {
+	leakCheck(t)
+	fp := newFakeProc(t)
+	s := New(Config{ProcNet: fp.dir, Addrs: func() ([]netip.Addr, error) { return []netip.Addr{fakeExt}, nil }})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{cancel: cancel}
+	st := &loopState{fw: map[netip.AddrPort]*forwarder{}, failing: map[netip.AddrPort]bool{}}
+	t.Cleanup(func() {
+		for _, f := range st.fw {
+			f.stop()
+		}
+		cancel()
+		r.wg.Wait()
+	})
+	if !s.sync(ctx, r, st) {
+		t.Error("first scan: no change reported")
+	}
+	if s.sync(ctx, r, st) {
+		t.Error("unchanged table: change reported")
+	}
+	fp.add(netip.MustParseAddrPort("0.0.0.0:1")) // a wildcard listener: nothing to forward
+	if !s.sync(ctx, r, st) {
+		t.Error("new listener: no change reported")
+	}
+	if s.sync(ctx, r, st) {
+		t.Error("unchanged table after a change: change reported")
+	}
+	_, ap := echoOnLoopback(t, fp)
+	if !s.sync(ctx, r, st) {
+		t.Error("new loopback listener: no change reported")
+	}
+	if !slices.Contains(s.Forwarded(), ap.Port()) {
+		t.Fatalf("loopback listener not forwarded: %v", s.Forwarded())
+	}
+	// The forwarder's own listener is not in the fake table: no change.
+	if s.sync(ctx, r, st) {
+		t.Error("unchanged table with a forwarder: change reported")
+	}
+}
+
+// TestPokeScans: with an interval far beyond the test's deadline, only Poke
+// can make the subsystem notice a new loopback listener.
+func TestPokeScans(t *testing.T) {
+	leakCheck(t)
+	fp := newFakeProc(t)
+	s := New(Config{
+		Interval: time.Hour,
+		ProcNet:  fp.dir,
+		Addrs:    func() ([]netip.Addr, error) { return []netip.Addr{fakeExt}, nil },
+	})
+	t.Cleanup(func() { stopWithin(t, s) })
+	s.Poke() // while stopped: dropped, Start scans anyway
+	_, first := echoOnLoopback(t, fp)
+	s.Start()
+	waitForwarded(t, s, first.Port(), true) // the scan at Start ran
+	_, ap := echoOnLoopback(t, fp)
+	// A negative check: a slow machine can only make it pass.
+	time.Sleep(50 * time.Millisecond)
+	if slices.Contains(s.Forwarded(), ap.Port()) {
+		t.Fatal("a listener was forwarded before the next scan was due")
+	}
+	s.Poke()
+	waitForwarded(t, s, ap.Port(), true)
+	if err := portstest.Ping(extAddr(ap.Port()), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }

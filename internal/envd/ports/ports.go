@@ -2,12 +2,19 @@
 // loopback on the capsule's external IPv4 addresses, so the sandbox proxy can
 // reach a dev server started on 127.0.0.1.
 //
-// A scanner reads the listening sockets from /proc/net/tcp and tcp6 every
-// Interval; for each port bound only to loopback a forwarder listens on every
-// external address at the same port and proxies each connection to the
-// loopback listener. Proxying is done in-process with Go TCP connections: no
-// socat or other child processes are started, so stopping the subsystem
-// needs no process-group cleanup.
+// A scanner reads the listening sockets from /proc/net/tcp and tcp6; for each
+// port bound only to loopback a forwarder listens on every external address at
+// the same port and proxies each connection to the loopback listener.
+//
+// Scanning costs the sandbox a wake-up per scan even when nothing runs, so the
+// interval adapts (docs/envd.md#port-forwarding): every Interval while the
+// subsystem is hot — for Hot after Start, after a change of the listening set
+// and after Poke (envd pokes when it starts a process) — then doubling per
+// unchanged scan up to MaxInterval.
+//
+// Proxying is done in-process with Go TCP connections: no socat or other
+// child processes are started, so stopping the subsystem needs no
+// process-group cleanup.
 package ports
 
 import (
@@ -24,8 +31,10 @@ const DefaultProcNet = "/proc/net"
 
 // Config configures a Subsystem. Zero fields take the documented defaults.
 type Config struct {
-	Log      *slog.Logger
-	Interval time.Duration // 0 → 1 s
+	Log         *slog.Logger
+	Interval    time.Duration // scan interval while hot; 0 → 1 s
+	MaxInterval time.Duration // longest interval while nothing changes; 0 → 8 × Interval
+	Hot         time.Duration // how long Interval holds after a change or Poke; 0 → 30 × Interval
 
 	// ProcNet is the directory holding the kernel's tcp and tcp6 socket
 	// tables; "" → DefaultProcNet.
@@ -37,10 +46,16 @@ type Config struct {
 // Subsystem is the port scanner plus forwarder. It can be started and stopped
 // any number of times (a snapshot stops it, the next /init starts it again).
 type Subsystem struct {
-	log      *slog.Logger
-	interval time.Duration
-	procNet  string
-	addrs    func() ([]netip.Addr, error)
+	log         *slog.Logger
+	interval    time.Duration
+	maxInterval time.Duration
+	hot         time.Duration
+	procNet     string
+	addrs       func() ([]netip.Addr, error)
+
+	// poke wakes the running loop for an immediate scan and a new hot period;
+	// buffered, so Poke never blocks and pokes coalesce.
+	poke chan struct{}
 
 	// life serializes Start and Stop, so a new run never overlaps the
 	// teardown of the previous one; it guards cur.
@@ -60,16 +75,26 @@ type run struct {
 // New returns a stopped subsystem.
 func New(cfg Config) *Subsystem {
 	s := &Subsystem{
-		log:      cfg.Log,
-		interval: cfg.Interval,
-		procNet:  cfg.ProcNet,
-		addrs:    cfg.Addrs,
+		log:         cfg.Log,
+		interval:    cfg.Interval,
+		maxInterval: cfg.MaxInterval,
+		hot:         cfg.Hot,
+		procNet:     cfg.ProcNet,
+		addrs:       cfg.Addrs,
+		poke:        make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.interval <= 0 {
 		s.interval = time.Second
+	}
+	if s.maxInterval <= 0 {
+		s.maxInterval = 8 * s.interval
+	}
+	s.maxInterval = max(s.maxInterval, s.interval)
+	if s.hot <= 0 {
+		s.hot = 30 * s.interval
 	}
 	if s.procNet == "" {
 		s.procNet = DefaultProcNet
@@ -112,6 +137,16 @@ func (s *Subsystem) Stop() {
 	s.cur = nil
 	s.publish(nil)
 	s.log.Debug("port subsystem stopped")
+}
+
+// Poke makes a running subsystem scan now and then every Interval for the
+// hot period: something (a process start) may be about to bind a port. It
+// never blocks; pokes while stopped are dropped at the next Start.
+func (s *Subsystem) Poke() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // Restart stops and starts the subsystem.
@@ -160,16 +195,38 @@ func (s *Subsystem) loop(ctx context.Context, r *run) {
 		}
 		s.publish(nil)
 	}()
-	t := time.NewTicker(s.interval)
+	// Drop a poke left from before this run: Start scans at once anyway.
+	select {
+	case <-s.poke:
+	default:
+	}
+	hotUntil := time.Now().Add(s.hot)
+	wait := s.interval
+	t := time.NewTimer(s.interval)
 	defer t.Stop()
 	for {
-		s.sync(ctx, r, st)
+		if s.sync(ctx, r, st) {
+			hotUntil = time.Now().Add(s.hot)
+		}
+		wait = s.next(wait, time.Now().Before(hotUntil))
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.poke:
+			hotUntil = time.Now().Add(s.hot)
 		}
 	}
+}
+
+// next returns the wait before the next scan after one that waited prev:
+// Interval while hot, else double prev up to MaxInterval.
+func (s *Subsystem) next(prev time.Duration, hot bool) time.Duration {
+	if hot {
+		return s.interval
+	}
+	return min(2*prev, s.maxInterval)
 }
 
 // loopState is owned by the loop goroutine.
@@ -177,21 +234,33 @@ type loopState struct {
 	fw      map[netip.AddrPort]*forwarder // by listen address
 	failing map[netip.AddrPort]bool       // listen addresses whose bind failed last time
 	scanErr bool                          // the last scan failed (log once, not every tick)
+	last    []netip.AddrPort              // the listening set of the last good scan, sorted
+	scanned bool                          // last is set
 }
 
-// sync makes the forwarders match one scan of the socket tables.
-func (s *Subsystem) sync(ctx context.Context, r *run, st *loopState) {
+// sync makes the forwarders match one scan of the socket tables. It reports
+// whether the listening set changed since the previous scan (the first scan
+// counts as a change) or a forwarder failed to start and will be retried.
+func (s *Subsystem) sync(ctx context.Context, r *run, st *loopState) bool {
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	socks, err := scan(s.procNet)
 	if err == nil {
+		slices.SortFunc(socks, netip.AddrPort.Compare)
+		socks = slices.Compact(socks)
+		changed := !st.scanned || !slices.Equal(socks, st.last)
+		st.last, st.scanned = socks, true
+		// The interfaces are only read when a port needs forwarding: an idle
+		// capsule with no loopback-only listener costs one table read.
 		var ext []netip.Addr
-		ext, err = s.addrs()
+		if anyLoopback(socks) {
+			ext, err = s.addrs()
+		}
 		if err == nil {
 			st.scanErr = false
 			s.apply(ctx, r, st, plan(socks, ext, st.fw))
-			return
+			return changed || len(st.failing) > 0
 		}
 	}
 	// Keep the current forwarders: a transient read error is no reason to
@@ -200,6 +269,11 @@ func (s *Subsystem) sync(ctx context.Context, r *run, st *loopState) {
 		s.log.Warn("port scan failed", "err", err)
 	}
 	st.scanErr = true
+	return true // retry at the short interval
+}
+
+func anyLoopback(socks []netip.AddrPort) bool {
+	return slices.ContainsFunc(socks, func(a netip.AddrPort) bool { return a.Addr().Unmap().IsLoopback() })
 }
 
 func (s *Subsystem) apply(ctx context.Context, r *run, st *loopState, want map[netip.AddrPort]netip.AddrPort) {

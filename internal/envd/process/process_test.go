@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -737,4 +738,35 @@ func TestCloseKillsEverything(t *testing.T) {
 	for st.Receive() {
 	}
 	wantCode(t, st.Err(), connect.CodeUnavailable, "shutting down")
+}
+
+// TestStartedHook: every successful start calls Config.Started (envd pokes
+// the port scanner with it); a failed start does not.
+func TestStartedHook(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	h := newHarness(t, Config{Started: func() { mu.Lock(); n++; mu.Unlock() }})
+	for _, c := range h.clients() {
+		w := start(t, c, &process.StartRequest{Process: sh("true"), Stdin: ptr(false)}, nil)
+		w.wait(t)
+	}
+	mu.Lock()
+	got := n
+	mu.Unlock()
+	if got != len(h.clients()) {
+		t.Fatalf("Started called %d times for %d starts", got, len(h.clients()))
+	}
+	st, err := h.bin.Start(context.Background(), connect.NewRequest(&process.StartRequest{Process: cmd("/etc/passwd")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for st.Receive() {
+	}
+	st.Close()
+	mu.Lock()
+	got = n
+	mu.Unlock()
+	if got != len(h.clients()) {
+		t.Fatalf("Started called %d times after a failed start, want %d", got, len(h.clients()))
+	}
 }

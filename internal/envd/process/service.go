@@ -37,6 +37,7 @@ type Config struct {
 	OutputLimit   int           // bytes of output history kept per process; 0 → 1 MiB
 	Retention     time.Duration // how long exited records stay; 0 → 10 min
 	TotalRetained int           // cap on retained output of exited records; 0 → 64 MiB (evict oldest exited first)
+	Started       func()        // called after each process starts, outside any lock; nil: nothing
 }
 
 // Service is the process.Process handler. It owns every process it spawns,

@@ -180,6 +180,9 @@ func (s *Service) spawn(r spawnRequest) (*proc, error) {
 		p.mu.Unlock()
 	}
 	go s.supervise(p)
+	if s.cfg.Started != nil {
+		s.cfg.Started()
+	}
 	return p, nil
 }
 

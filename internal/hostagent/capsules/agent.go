@@ -54,6 +54,9 @@ type Config struct {
 	// MetricsEvery is the metrics sampling interval (500 ms). The 10m tier
 	// keeps the samples themselves; the 2h and 24h tiers average them.
 	MetricsEvery time.Duration
+	// MetricsIdleEvery is the sampling interval of idle capsules (10 s; at
+	// most MetricsEvery: every capsule every MetricsEvery).
+	MetricsIdleEvery time.Duration
 	// Versions are reported in every capsule's metadata: agent_version and
 	// the backend's version (runsc_version or firecracker_version). The
 	// agent adds kernel_version (the host kernel release, unless set here)
@@ -137,6 +140,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.MetricsEvery <= 0 {
 		cfg.MetricsEvery = DefaultMetricsEvery
 	}
+	if cfg.MetricsIdleEvery <= 0 {
+		cfg.MetricsIdleEvery = DefaultMetricsIdleEvery
+	}
+	cfg.MetricsIdleEvery = max(cfg.MetricsIdleEvery, cfg.MetricsEvery)
 	if cfg.NetworkGrace == 0 {
 		cfg.NetworkGrace = 30 * time.Second
 	}

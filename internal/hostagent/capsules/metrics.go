@@ -9,6 +9,19 @@ import (
 // DefaultMetricsEvery is the default sampling interval.
 const DefaultMetricsEvery = 500 * time.Millisecond
 
+// DefaultMetricsIdleEvery is the default sampling interval of idle capsules
+// (docs/agent.md#metrics).
+const DefaultMetricsIdleEvery = 10 * time.Second
+
+const (
+	// idleCPUPct is the CPU share (% of the capsule's vCPUs) below which a
+	// sample counts as idle; an idle gVisor sandbox uses well under 1 %.
+	idleCPUPct = 2.0
+	// readKeepsFast is how long reading a capsule's metrics keeps it sampled
+	// every MetricsEvery, so a dashboard polling them sees full resolution.
+	readKeepsFast = 2 * time.Minute
+)
+
 // Metrics tiers (docs/api.md): every sample of the last 10 minutes,
 // 30 s averages over 2 hours and 5 min averages over 24 hours. Averages
 // are taken over the samples that fall into wall-clock-aligned buckets, so
@@ -137,10 +150,12 @@ func (t *tier) points() []MetricPoint {
 
 // series holds one capsule's tiers and what is needed to derive CPU %.
 type series struct {
-	tiers    [3]tier
-	lastCPU  uint64
-	lastAt   time.Time
-	haveLast bool
+	tiers      [3]tier
+	lastCPU    uint64
+	lastAt     time.Time
+	haveLast   bool
+	lastCPUPct float64   // CPU % of the newest sample
+	readUntil  time.Time // sampled at full rate until then: someone reads the metrics
 }
 
 func newSeries(every time.Duration) *series {
@@ -172,12 +187,13 @@ func (a *Agent) metricsLoop() {
 	}
 }
 
-// sample records one point for every running capsule.
+// sample records one point for every running capsule that is due.
 func (a *Agent) sample() {
+	now := time.Now()
 	a.mu.Lock()
 	var ids, rids []string
 	for id, e := range a.capsules {
-		if e.rec.Status == StatusRunning {
+		if e.rec.Status == StatusRunning && a.dueLocked(id, e, now) {
 			ids, rids = append(ids, id), append(rids, e.rec.rid())
 		}
 	}
@@ -206,13 +222,33 @@ func (a *Agent) sample() {
 			// 0–100 of the capsule's vCPUs (the sandbox's own overhead can push the raw share past it).
 			p.CPUPct = min(float64(st.CPUNanos-s.lastCPU)/float64(wall)/float64(max(e.rec.VCPUs, 1))*100, 100)
 		}
-		s.lastCPU, s.lastAt, s.haveLast = st.CPUNanos, st.At, true
+		s.lastCPU, s.lastAt, s.haveLast, s.lastCPUPct = st.CPUNanos, st.At, true, p.CPUPct
 		s.add(p)
 		a.mu.Unlock()
 	}
 }
 
-// Metrics returns one tier of a capsule's samples, oldest first.
+// dueLocked reports whether capsule id is sampled in the round at now: every
+// round while it has open calls, was active since its last sample, used CPU
+// at its last sample or has its metrics read; otherwise every
+// MetricsIdleEvery (docs/agent.md#metrics). The caller holds a.mu.
+func (a *Agent) dueLocked(id string, e *entry, now time.Time) bool {
+	s := a.metrics[id]
+	switch {
+	case s == nil || !s.haveLast,
+		e.busy > 0,
+		e.rec.LastActiveAt.After(s.lastAt),
+		s.lastCPUPct >= idleCPUPct,
+		now.Before(s.readUntil):
+		return true
+	}
+	// Half a round of slack, so ticker jitter does not push a sample a
+	// whole round late.
+	return now.Sub(s.lastAt) >= a.cfg.MetricsIdleEvery-a.cfg.MetricsEvery/2
+}
+
+// Metrics returns one tier of a capsule's samples, oldest first. Reading
+// keeps the capsule sampled at full rate for a while.
 func (a *Agent) Metrics(_ context.Context, id string, r MetricsRange) ([]MetricPoint, error) {
 	if r < Range10m || r > Range24h {
 		return nil, fmt.Errorf("%w: metrics range %d", ErrInvalid, r)
@@ -226,6 +262,7 @@ func (a *Agent) Metrics(_ context.Context, id string, r MetricsRange) ([]MetricP
 	if s == nil {
 		return nil, nil
 	}
+	s.readUntil = time.Now().Add(readKeepsFast)
 	return s.tiers[r].points(), nil
 }
 

@@ -187,3 +187,41 @@ func TestLinkTree(t *testing.T) {
 		}
 	}
 }
+
+// Idle capsules are sampled every MetricsIdleEvery; open calls, activity
+// since the last sample, CPU use at the last sample or a recent read of the
+// metrics bring back every round.
+func TestMetricsDue(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	a := &Agent{cfg: Config{MetricsEvery: 500 * time.Millisecond, MetricsIdleEvery: 10 * time.Second}, metrics: map[string]*series{}}
+	idle := func() (*entry, *series) {
+		s := newSeries(a.cfg.MetricsEvery)
+		s.haveLast, s.lastAt, s.lastCPUPct = true, now.Add(-time.Second), 0.3
+		return &entry{rec: &record{LastActiveAt: now.Add(-time.Minute)}}, s
+	}
+	for _, c := range []struct {
+		name   string
+		change func(e *entry, s *series)
+		want   bool
+	}{
+		{"idle, sampled a second ago", func(*entry, *series) {}, false},
+		{"idle, interval nearly passed", func(_ *entry, s *series) { s.lastAt = now.Add(-9800 * time.Millisecond) }, true},
+		{"never sampled", func(_ *entry, s *series) { s.haveLast = false }, true},
+		{"open call", func(e *entry, _ *series) { e.busy = 1 }, true},
+		{"active since the last sample", func(e *entry, _ *series) { e.rec.LastActiveAt = now.Add(-100 * time.Millisecond) }, true},
+		{"busy at the last sample", func(_ *entry, s *series) { s.lastCPUPct = 40 }, true},
+		{"metrics read recently", func(_ *entry, s *series) { s.readUntil = now.Add(time.Minute) }, true},
+		{"metrics read long ago", func(_ *entry, s *series) { s.readUntil = now.Add(-time.Second) }, false},
+	} {
+		e, s := idle()
+		c.change(e, s)
+		a.metrics["c"] = s
+		if got := a.dueLocked("c", e, now); got != c.want {
+			t.Errorf("%s: due = %v, want %v", c.name, got, c.want)
+		}
+	}
+	delete(a.metrics, "c")
+	if e, _ := idle(); !a.dueLocked("c", e, now) {
+		t.Error("no series yet: not due")
+	}
+}

@@ -44,8 +44,11 @@ type Config struct {
 	EgressAllow []netip.Prefix
 
 	MetricsInterval time.Duration // per-capsule sampling, 10ms to 30s
-	MetricsListen   string        // plain-HTTP address of /metrics, /health and /ready; empty: off
-	OnShutdown      suspend.Mode  // what running capsules do when the agent stops
+	// MetricsIdleInterval is the sampling interval of idle capsules, up to 5m (raised to
+	// MetricsInterval when below it); 0: 10 s.
+	MetricsIdleInterval time.Duration
+	MetricsListen       string       // plain-HTTP address of /metrics, /health and /ready; empty: off
+	OnShutdown          suspend.Mode // what running capsules do when the agent stops
 	// Pools are the warm pools kept from the start (-pool); the control plane may change them.
 	Pools []capsules.PoolSpec
 
@@ -60,6 +63,9 @@ func (c Config) check() error {
 	}
 	if c.MetricsInterval < 10*time.Millisecond || c.MetricsInterval > 30*time.Second {
 		return fmt.Errorf("-metrics-interval: %v is outside 10ms..30s", c.MetricsInterval)
+	}
+	if c.MetricsIdleInterval < 0 || c.MetricsIdleInterval > 5*time.Minute {
+		return fmt.Errorf("-metrics-idle-interval: %v is outside 0..5m", c.MetricsIdleInterval)
 	}
 	if !c.Subnet.IsValid() {
 		return errors.New("-subnet: not set")

@@ -113,17 +113,18 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers.add("image store", func(context.Context) error { return imageStore.Close() })
 	proxy := rpc.NewProxy(log.With("component", "proxy"))
 	if s.capsules, err = capsules.New(ctx, capsules.Config{
-		DataDir:      cfg.DataDir,
-		Runtime:      rt,
-		Network:      s.nets,
-		Images:       imageStore,
-		Envd:         cfg.Envd,
-		MetricsEvery: cfg.MetricsInterval,
-		Versions:     versions,
-		NetworkGrace: cfg.NetworkGrace,
-		Log:          log.With("component", "agent"),
-		Stopping:     proxy.Drain,
-		Pools:        cfg.Pools,
+		DataDir:          cfg.DataDir,
+		Runtime:          rt,
+		Network:          s.nets,
+		Images:           imageStore,
+		Envd:             cfg.Envd,
+		MetricsEvery:     cfg.MetricsInterval,
+		MetricsIdleEvery: cfg.MetricsIdleInterval,
+		Versions:         versions,
+		NetworkGrace:     cfg.NetworkGrace,
+		Log:              log.With("component", "agent"),
+		Stopping:         proxy.Drain,
+		Pools:            cfg.Pools,
 	}); err != nil {
 		return nil, err
 	}

@@ -49,6 +49,8 @@ func TestConfigCheck(t *testing.T) {
 		{func(c *Config) { c.Advertise = "10.0.0.1:1" }, "need -control-plane"},
 		{func(c *Config) { c.MetricsInterval = time.Millisecond }, "-metrics-interval"},
 		{func(c *Config) { c.MetricsInterval = time.Minute }, "-metrics-interval"},
+		{func(c *Config) { c.MetricsIdleInterval = -time.Second }, "-metrics-idle-interval"},
+		{func(c *Config) { c.MetricsIdleInterval = time.Hour }, "-metrics-idle-interval"},
 		{func(c *Config) { c.Subnet = netip.Prefix{} }, "-subnet"},
 	} {
 		c := ok

@@ -1,0 +1,303 @@
+package agentbench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wrenn/wrenn/internal/hostagent/capsules"
+	"github.com/wrenn/wrenn/internal/hostagent/runtime"
+	"github.com/wrenn/wrenn/internal/testutil"
+)
+
+// --- 7. where create and restore time goes ---------------------------------
+//
+// BenchmarkAgentPhases times the agent's create from an image and from a
+// snapshot template with its network and runtime wrapped in timers:
+// network (namespace, veth, nftables), runtime (bundle, `runsc run` or
+// `runsc restore`, which returns once memory is loaded) and the rest (envd
+// ready, /init, records). BenchmarkRawRunscPhases splits the raw side
+// finer (bundle, runsc, envd ready, /init) and tries the restore options of
+// the pinned runsc, idle and with 256 MiB dirty: -background (pages load
+// after restore returns), -direct (O_DIRECT reads) and the checkpoint on
+// tmpfs instead of disk.
+// docs/benchmarks.md, "Where create and restore time goes", holds the
+// results.
+
+// phaseTimes collects durations by phase name.
+type phaseTimes struct {
+	mu sync.Mutex
+	d  map[string][]time.Duration
+}
+
+func (p *phaseTimes) add(name string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.d == nil {
+		p.d = map[string][]time.Duration{}
+	}
+	p.d[name] = append(p.d[name], d)
+}
+
+func (p *phaseTimes) timed(name string, f func() error) error {
+	start := time.Now()
+	err := f()
+	p.add(name, time.Since(start))
+	return err
+}
+
+// report adds each phase's median as "<phase>-ms/p50".
+func (p *phaseTimes) report(b *testing.B) { p.reportAs(b, "") }
+
+// reportAs is report with prefix before each phase's name.
+func (p *phaseTimes) reportAs(b *testing.B, prefix string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, ds := range p.d {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, prefix+name+"-ms/p50")
+	}
+}
+
+func (p *phaseTimes) reset() {
+	p.mu.Lock()
+	p.d = nil
+	p.mu.Unlock()
+}
+
+// timedNetwork times the agent's network setup.
+type timedNetwork struct {
+	capsules.Network
+	p *phaseTimes
+}
+
+func (n timedNetwork) Setup(ctx context.Context, id string, allowInternet bool) (rn runtime.Network, ip string, err error) {
+	err = n.p.timed("network", func() error {
+		var e error
+		rn, ip, e = n.Network.Setup(ctx, id, allowInternet)
+		return e
+	})
+	return rn, ip, err
+}
+
+// timedRuntime times the runtime's create and restore; the other methods
+// (and Flatten) pass through.
+type timedRuntime struct {
+	runtime.Runtime
+	runtime.Flattener
+	p *phaseTimes
+}
+
+func (r timedRuntime) Create(ctx context.Context, spec runtime.Spec) error {
+	return r.p.timed("runtime", func() error { return r.Runtime.Create(ctx, spec) })
+}
+
+func (r timedRuntime) Restore(ctx context.Context, spec runtime.Spec, snap runtime.Snapshot) error {
+	return r.p.timed("runtime", func() error { return r.Runtime.Restore(ctx, spec, snap) })
+}
+
+func BenchmarkAgentPhases(b *testing.B) {
+	p := &phaseTimes{}
+	h := newAgentHost(b, newSetup(b), func(c *capsules.Config) {
+		c.Network = timedNetwork{Network: c.Network, p: p}
+		fl, _ := c.Runtime.(runtime.Flattener)
+		c.Runtime = timedRuntime{Runtime: c.Runtime, Flattener: fl, p: p}
+	})
+	ctx := ctxFor(b)
+	src := h.mustCreate(b, memoryMB)
+	tpl := testutil.RandomName("tpl-", 8)
+	if _, err := h.Snapshot(ctx, src.ID, "", tpl); err != nil {
+		b.Fatalf("snapshot: %v", err)
+	}
+	for _, c := range []struct {
+		name   string
+		params func(id string) capsules.CreateParams
+	}{
+		{"image", func(id string) capsules.CreateParams {
+			return capsules.CreateParams{ID: id, VCPUs: 1, MemoryMB: memoryMB, TemplateID: imageName}
+		}},
+		{"template", func(id string) capsules.CreateParams { return capsules.CreateParams{ID: id, TemplateID: tpl} }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			round := func() {
+				id := h.newID()
+				start := time.Now()
+				if _, err := h.Create(ctx, c.params(id)); err != nil {
+					b.Fatalf("create: %v", err)
+				}
+				p.add("total", time.Since(start))
+				if err := h.Destroy(ctx, id); err != nil {
+					b.Fatalf("destroy: %v", err)
+				}
+			}
+			round()
+			p.reset()
+			for b.Loop() {
+				round()
+			}
+			p.mu.Lock()
+			for i, t := range p.d["total"] {
+				if i < len(p.d["network"]) && i < len(p.d["runtime"]) {
+					p.d["rest"] = append(p.d["rest"], t-p.d["network"][i]-p.d["runtime"][i])
+				}
+			}
+			p.mu.Unlock()
+			p.report(b)
+			p.reset()
+		})
+	}
+}
+
+func BenchmarkRawRunscPhases(b *testing.B) {
+	h := newRawHost(b, newSetup(b))
+	ctx := ctxFor(b)
+	p := &phaseTimes{}
+	ns := h.netns(b)
+
+	b.Run("create", func(b *testing.B) {
+		round := func() {
+			c := h.capsule(ns, memoryMB)
+			if err := h.runPhased(ctx, c, p); err != nil {
+				b.Fatalf("run: %v", err)
+			}
+			if err := h.destroy(ctx, c); err != nil {
+				b.Fatalf("destroy: %v", err)
+			}
+		}
+		round()
+		p.reset()
+		for b.Loop() {
+			round()
+		}
+		p.report(b)
+		p.reset()
+	})
+
+	// Restore options, on an idle capsule and on one holding 256 MiB of
+	// dirty tmpfs pages: one checkpoint on disk (the benchmark's temporary
+	// directory, where the agent keeps its snapshots too) and a copy on
+	// tmpfs. Every iteration restores with each option in turn (the order
+	// rotating), so a machine whose load drifts affects all of them alike.
+	type variant struct {
+		name  string
+		disk  bool
+		flags []string
+	}
+	variants := []variant{
+		{"default", true, nil},
+		{"background", true, []string{"-background"}},
+		{"direct", true, []string{"-direct"}},
+		{"tmpfs", false, nil},
+	}
+	for _, dirty := range dirtyCases {
+		b.Run(fmt.Sprintf("restore/dirty=%dMiB", dirty), func(b *testing.B) {
+			src := h.capsule(h.netns(b), dirtyMemoryMB)
+			if err := h.run(ctx, src); err != nil {
+				b.Fatalf("run: %v", err)
+			}
+			if dirty > 0 {
+				if err := shell(ctx, src.addr(), dirtyScript(dirty)); err != nil {
+					b.Fatalf("dirty memory: %v", err)
+				}
+			}
+			disk := filepath.Join(b.TempDir(), "checkpoint")
+			if err := os.Mkdir(disk, 0o700); err != nil {
+				b.Fatal(err)
+			}
+			if err := h.checkpoint(ctx, src, disk); err != nil {
+				b.Fatalf("checkpoint: %v", err)
+			}
+			shm, err := os.MkdirTemp("/dev/shm", "wrenn-bench-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = os.RemoveAll(shm) })
+			if err := os.CopyFS(shm, os.DirFS(disk)); err != nil {
+				b.Fatal(err)
+			}
+			per := map[string]*phaseTimes{}
+			for _, v := range variants {
+				per[v.name] = &phaseTimes{}
+			}
+			rot := 0
+			round := func() {
+				for i := range variants {
+					v := variants[(i+rot)%len(variants)]
+					img := shm
+					if v.disk {
+						img = disk
+					}
+					c := h.capsule(ns, dirtyMemoryMB)
+					if err := h.restorePhased(ctx, c, img, v.flags, per[v.name]); err != nil {
+						b.Fatalf("restore %s: %v", v.name, err)
+					}
+					if err := h.destroy(ctx, c); err != nil {
+						b.Fatalf("destroy: %v", err)
+					}
+				}
+				rot++
+			}
+			round()
+			for _, p := range per {
+				p.reset()
+			}
+			for b.Loop() {
+				round()
+			}
+			for _, v := range variants {
+				per[v.name].reportAs(b, v.name+"-")
+			}
+		})
+	}
+}
+
+// runPhased is run with each step timed.
+func (h *rawHost) runPhased(ctx context.Context, c rawCapsule, p *phaseTimes) error {
+	start := time.Now()
+	defer func() { p.add("total", time.Since(start)) }()
+	if err := readdress(c.ns); err != nil {
+		return err
+	}
+	var bundle string
+	if err := p.timed("bundle", func() (err error) { bundle, err = h.bundle(c); return err }); err != nil {
+		return err
+	}
+	if err := p.timed("runsc", func() error {
+		return h.detached(ctx, c.id, "run", "-detach", "--bundle", bundle, c.id)
+	}); err != nil {
+		return err
+	}
+	if err := p.timed("ready", func() error { return h.waitHealthy(ctx, c) }); err != nil {
+		return err
+	}
+	return p.timed("init", func() error { return h.envdPost(ctx, c, "/init") })
+}
+
+// restorePhased restores the checkpoint in dir into the new container c
+// with extra restore flags, each step timed.
+func (h *rawHost) restorePhased(ctx context.Context, c rawCapsule, dir string, flags []string, p *phaseTimes) error {
+	start := time.Now()
+	defer func() { p.add("total", time.Since(start)) }()
+	if err := readdress(c.ns); err != nil {
+		return err
+	}
+	var bundle string
+	if err := p.timed("bundle", func() (err error) { bundle, err = h.bundle(c); return err }); err != nil {
+		return err
+	}
+	args := append([]string{"restore", "-detach"}, flags...)
+	args = append(args, "-image-path", dir, "--bundle", bundle, c.id)
+	if err := p.timed("runsc", func() error { return h.detached(ctx, c.id, args...) }); err != nil {
+		return err
+	}
+	if err := p.timed("ready", func() error { return h.waitHealthy(ctx, c) }); err != nil {
+		return err
+	}
+	return p.timed("init", func() error { return h.envdPost(ctx, c, "/init") })
+}
