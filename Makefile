@@ -17,9 +17,19 @@ deps: ## install missing OS packages the build and tests need (root)
 	cd web && npm ci --no-audit --no-fund
 	cd tests/e2bjs/v250 && npm ci --no-audit --no-fund
 
-web: ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs `make deps` once)
+# The dashboard is rebuilt only when its sources changed: a rebuild replaces web/build/app, which the
+# Go package web embeds, so a needless one would race every `go build` of wrenn-cp running meanwhile
+# (tests build it while tests/up runs `make run`).
+WEB_SRC := $(shell find web/src web/static -type f 2>/dev/null) web/package.json web/package-lock.json \
+	web/svelte.config.js web/vite.config.ts web/tsconfig.json
+WEB_OUT := web/build/app/index.html
+
+web: $(WEB_OUT) ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs `make deps` once)
+
+$(WEB_OUT): $(WEB_SRC)
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
 	cd web && npm run build
+	@touch $@
 
 web-test: ## the dashboard's type check (svelte-check) and unit tests (vitest: PTY client, recipe highlighter)
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
