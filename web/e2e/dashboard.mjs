@@ -202,12 +202,6 @@ try {
 	if (selected !== 'Browser Team') throw new Error('team switcher shows ' + selected);
 	await shot('team-switched');
 
-	step('API reference');
-	await page.goto(base + '/docs');
-	await page.locator('.swagger-ui .info .title').waitFor();
-	await page.locator('.opblock-summary-path', { hasText: '/v1/capsules/{id}/pty' }).first().waitFor();
-	await shot('docs');
-
 	step('admin: recipe editor colours');
 	await page.goto(base + '/admin/templates');
 	for (const kw of ['run', 'env', 'workdir', 'copy', 'start']) await page.locator(`.recipe .kw-${kw}`).first().waitFor();
@@ -257,6 +251,18 @@ try {
 	await ghPage.locator('.who', { hasText: 'Octo Cat' }).waitFor();
 	await shot('github-signed-in', ghPage);
 	await gh.close();
+	step('API reference');
+	await page.goto(base + '/docs');
+	await page.locator('.swagger-ui .info .title').waitFor();
+	// Swagger UI renders the operations further down as the page scrolls to them.
+	const ptyOp = page.locator('.opblock-summary-path', { hasText: '/v1/capsules/{id}/pty' }).first();
+	for (let deadline = Date.now() + WAIT; (await ptyOp.count()) === 0 && Date.now() < deadline; ) {
+		await page.mouse.wheel(0, 1500);
+		await page.waitForTimeout(100);
+	}
+	await ptyOp.waitFor();
+	await shot('docs');
+
 	console.log('all steps passed');
 } catch (e) {
 	console.error('FAILED:', e?.stack ?? e);
