@@ -6,8 +6,12 @@
 package web_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +23,7 @@ import (
 
 	"github.com/wrenn/wrenn/internal/testutil"
 	"github.com/wrenn/wrenn/internal/testutil/cptest"
+	"github.com/wrenn/wrenn/internal/testutil/fakegithub"
 	"github.com/wrenn/wrenn/internal/testutil/platform"
 )
 
@@ -38,8 +43,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := platform.New(t, 1, "--proxy-domain", "localhost")
+	// GitHub sign-in goes to a local fake GitHub. The callback URL must be known before the control
+	// planes start, so the browser signs in with GitHub on a second control plane started on that port.
+	gh := fakegithub.New(t)
+	gh.As(fakegithub.User{ID: 4242, Login: "octo", Name: "Octo Cat", Email: "octo@example.test", Verified: true})
+	port := testutil.FreePort(t)
+	public := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p := platform.New(t, 1, "--proxy-domain", "localhost", "--dashboard-url", public, "--public-url", public,
+		"--github-client-id", fakegithub.ClientID, "--github-client-secret", fakegithub.ClientSecret,
+		"--github-auth-url", gh.AuthURL(), "--github-token-url", gh.TokenURL(), "--github-api-url", gh.APIURL())
+	oauthCP := p.StartCP(port)
 	p.AddHost(t, false)
+	archive := filepath.Join(t.TempDir(), "hello-site.tar.gz")
+	writeTarGz(t, archive, map[string]string{"hello.txt": "hello from the archive\n"})
 	// Whatever the browser left (a failed run), the team's capsules are destroyed.
 	t.Cleanup(func() { destroyAll(t, p) })
 
@@ -51,13 +67,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "e2e/dashboard.mjs")
 	cmd.Dir = webDir
 	cmd.Env = append(os.Environ(),
 		"WRENN_URL="+p.URL(), "WRENN_EMAIL=admin@example.test", "WRENN_PASSWORD=admin-password",
-		"WRENN_KEY="+p.Key, "WRENN_OUT="+out, "CHROMIUM="+chromium)
+		"WRENN_KEY="+p.Key, "WRENN_OUT="+out, "CHROMIUM="+chromium,
+		"WRENN_BUILD_ARCHIVE="+archive, "WRENN_OAUTH_URL="+oauthCP.URL)
 	output, err := cmd.CombinedOutput()
 	t.Logf("browser run:\n%s", output)
 	if err != nil {
@@ -83,6 +100,31 @@ func buildDashboard(t *testing.T, webDir string) {
 		run("ci", "--no-audit", "--no-fund")
 	}
 	run("run", "build")
+}
+
+// writeTarGz writes a .tar.gz of files (name → content) at path.
+func writeTarGz(t *testing.T, path string, files map[string]string) {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func destroyAll(t *testing.T, p *platform.Platform) {

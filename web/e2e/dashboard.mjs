@@ -202,16 +202,67 @@ try {
 	if (selected !== 'Browser Team') throw new Error('team switcher shows ' + selected);
 	await shot('team-switched');
 
-	step('API reference');
-	await page.goto(base + '/docs');
-	await page.locator('.swagger-ui .info .title').waitFor();
-	await page.locator('.opblock-summary-path', { hasText: '/v1/capsules/{id}/pty' }).first().waitFor();
-	await shot('docs');
-
 	step('admin: recipe editor colours');
 	await page.goto(base + '/admin/templates');
 	for (const kw of ['run', 'env', 'workdir', 'copy', 'start']) await page.locator(`.recipe .kw-${kw}`).first().waitFor();
 	await shot('admin-templates');
+
+	step('admin: build a template from a recipe and an uploaded archive, every step turns green');
+	const recipe = ['RUN echo hello', 'WORKDIR /opt/app', 'COPY hello.txt .', 'RUN cat hello.txt && pwd'];
+	await page.fill('input[name=name]', 'web-hello');
+	await page.selectOption('select[name=base_template]', 'minimal');
+	await page.fill('input[name=memory_mb]', '256');
+	await page.check('input[name=skip_pre_post]');
+	await page.fill('textarea[name=recipe]', recipe.join('\n'));
+	await page.setInputFiles('input[data-archive]', env('WRENN_BUILD_ARCHIVE'));
+	await page.getByText('hello-site.tar.gz').waitFor();
+	await page.getByRole('button', { name: 'Start build' }).click();
+	await page.waitForURL('**/admin/builds/bld-*');
+	await page.locator('[data-build-status]', { hasText: /^(success|failed|cancelled)$/ }).waitFor({ timeout: 600_000 });
+	const status = (await page.locator('[data-build-status]').innerText()).trim();
+	const steps = page.locator('li.step');
+	const states = await steps.evaluateAll((ls) => ls.map((l) => l.dataset.state));
+	if (status !== 'success' || states.length !== recipe.length || states.some((s) => s !== 'ok')) {
+		await shot('build-failed');
+		throw new Error(`build ${status}, steps ${JSON.stringify(states)}: ${await page.locator('main').innerText()}`);
+	}
+	const outputOf = (i) => steps.nth(i).locator('[data-output]').innerText();
+	for (const [i, want] of [[0, /^hello\s*$/], [3, /^hello from the archive\n\/opt\/app\s*$/]]) {
+		const text = await outputOf(i);
+		if (!want.test(text)) throw new Error(`step ${i + 1} shows output ${JSON.stringify(text)}, want ${want}`);
+	}
+	for (let i = 0; i < recipe.length; i++) {
+		const cmd = (await steps.nth(i).locator('.cmd').innerText()).trim();
+		if (cmd !== recipe[i]) throw new Error(`step ${i + 1} shows ${JSON.stringify(cmd)}, want ${recipe[i]}`);
+	}
+	await shot('build-success');
+	await page.goto(base + '/admin/templates');
+	await page.locator('td.mono', { hasText: /^web-hello$/ }).waitFor();
+
+	step('Sign in with GitHub (a local fake GitHub)');
+	const oauthURL = env('WRENN_OAUTH_URL');
+	const gh = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+	const ghPage = await gh.newPage();
+	ghPage.setDefaultTimeout(WAIT);
+	await ghPage.goto(oauthURL + '/login');
+	await ghPage.getByRole('link', { name: 'Sign in with GitHub' }).click();
+	await ghPage.waitForURL('**/dashboard/capsules');
+	await ghPage.getByText('No capsules yet').waitFor();
+	await ghPage.locator('.who', { hasText: 'Octo Cat' }).waitFor();
+	await shot('github-signed-in', ghPage);
+	await gh.close();
+	step('API reference');
+	await page.goto(base + '/docs');
+	await page.locator('.swagger-ui .info .title').waitFor();
+	// Swagger UI renders the operations further down as the page scrolls to them.
+	const ptyOp = page.locator('.opblock-summary-path', { hasText: '/v1/capsules/{id}/pty' }).first();
+	for (let deadline = Date.now() + WAIT; (await ptyOp.count()) === 0 && Date.now() < deadline; ) {
+		await page.mouse.wheel(0, 1500);
+		await page.waitForTimeout(100);
+	}
+	await ptyOp.waitFor();
+	await shot('docs');
+
 	console.log('all steps passed');
 } catch (e) {
 	console.error('FAILED:', e?.stack ?? e);

@@ -122,6 +122,10 @@ export interface Build {
 	total_steps: number;
 	logs: LogEntry[] | null;
 	error?: string;
+	capsule_id?: string;
+	host_id?: string;
+	default_user: string;
+	default_env: Record<string, string>;
 	created_at: string;
 	started_at?: string;
 	completed_at?: string;
