@@ -251,35 +251,15 @@ func (r *Runtime) cleanupFailed(ctx context.Context, id string, removeDir bool) 
 // Pause checkpoints the capsule into snap.Dir (the sandbox exits) and
 // deletes the container. The capsule directory stays for Restore.
 func (r *Runtime) Pause(ctx context.Context, id string, snap runtime.Snapshot) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	if err := checkSnapshotDir(snap); err != nil {
-		return fmt.Errorf("pause capsule %s: %w", id, err)
-	}
-	unlock, err := r.locks.lock(ctx, id)
+	start := time.Now()
+	err := r.checkpoint(ctx, "pause", id, snap, func() error {
+		if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
+			return fmt.Errorf("pause capsule %s: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	defer unlock()
-
-	start := time.Now()
-	if _, err := os.Stat(r.capsuleDir(id)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("pause capsule %s: %w", id, runtime.ErrNotFound)
-	}
-	r.sandboxes.Delete(id)
-	if _, err := r.runsc(ctx, id, "checkpoint", "-image-path", snap.Dir, id); err != nil {
-		// Only now ask runsc what the container is (the common path
-		// saves that call): gone, or not running.
-		if c, ok, lerr := r.lookup(ctx, id); lerr == nil && !ok {
-			return fmt.Errorf("pause capsule %s: %w", id, runtime.ErrNotFound)
-		} else if lerr == nil && !c.alive() {
-			return fmt.Errorf("pause capsule %s: container is %s: %w", id, c.Status, runtime.ErrState)
-		}
-		return fmt.Errorf("pause capsule %s: %w", id, err)
-	}
-	if _, err := r.runsc(ctx, id, "delete", "-force", id); err != nil {
-		return fmt.Errorf("pause capsule %s: %w", id, err)
 	}
 	r.log.InfoContext(ctx, "capsule paused", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
 	return nil
@@ -289,31 +269,47 @@ func (r *Runtime) Pause(ctx context.Context, id string, snap runtime.Snapshot) e
 // checkpoint -leave-running`: the sandbox stops for the save and carries on
 // (runsc restores it in place, under a new sandbox process).
 func (r *Runtime) Checkpoint(ctx context.Context, id string, snap runtime.Snapshot) error {
+	start := time.Now()
+	if err := r.checkpoint(ctx, "checkpoint", id, snap, nil, "-leave-running"); err != nil {
+		return err
+	}
+	r.log.InfoContext(ctx, "capsule checkpointed", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
+	return nil
+}
+
+// checkpoint runs `runsc checkpoint` of capsule id into snap.Dir with flags,
+// under the capsule's lock, then after (when set) still under the lock. op
+// names the operation in errors.
+func (r *Runtime) checkpoint(ctx context.Context, op, id string, snap runtime.Snapshot, after func() error, flags ...string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
 	if err := checkSnapshotDir(snap); err != nil {
-		return fmt.Errorf("checkpoint capsule %s: %w", id, err)
+		return fmt.Errorf("%s capsule %s: %w", op, id, err)
 	}
 	unlock, err := r.locks.lock(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	start := time.Now()
 	if _, err := os.Stat(r.capsuleDir(id)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("checkpoint capsule %s: %w", id, runtime.ErrNotFound)
+		return fmt.Errorf("%s capsule %s: %w", op, id, runtime.ErrNotFound)
 	}
 	r.sandboxes.Delete(id)
-	if _, err := r.runsc(ctx, id, "checkpoint", "-leave-running", "-image-path", snap.Dir, id); err != nil {
+	args := append([]string{"checkpoint"}, flags...)
+	if _, err := r.runsc(ctx, id, append(args, "-image-path", snap.Dir, id)...); err != nil {
+		// Only now ask runsc what the container is (the common path
+		// saves that call): gone, or not running.
 		if c, ok, lerr := r.lookup(ctx, id); lerr == nil && !ok {
-			return fmt.Errorf("checkpoint capsule %s: %w", id, runtime.ErrNotFound)
+			return fmt.Errorf("%s capsule %s: %w", op, id, runtime.ErrNotFound)
 		} else if lerr == nil && !c.alive() {
-			return fmt.Errorf("checkpoint capsule %s: container is %s: %w", id, c.Status, runtime.ErrState)
+			return fmt.Errorf("%s capsule %s: container is %s: %w", op, id, c.Status, runtime.ErrState)
 		}
-		return fmt.Errorf("checkpoint capsule %s: %w", id, err)
+		return fmt.Errorf("%s capsule %s: %w", op, id, err)
 	}
-	r.log.InfoContext(ctx, "capsule checkpointed", "capsule_id", id, "snapshot", snap.Dir, "took", time.Since(start))
+	if after != nil {
+		return after()
+	}
 	return nil
 }
 
