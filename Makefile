@@ -27,6 +27,7 @@ WEB_OUT := web/build/app/index.html
 web: $(WEB_OUT) ## build the web dashboard into web/build/app (embedded by wrenn-cp; needs `make deps` once)
 
 $(WEB_OUT): $(WEB_SRC)
+	@command -v npm >/dev/null || ./scripts/install-deps.sh
 	@test -d web/node_modules || { cd web && npm ci --no-audit --no-fund; }
 	cd web && npm run build
 	@touch $@
