@@ -170,11 +170,16 @@ func TestWarmPoolDrainsOnTemplateDelete(t *testing.T) {
 // forkCounter appends "<n> <capsule id>" every 100 ms; the id is what envd published at the last /init.
 const forkCounter = `i=0; while :; do i=$((i+1)); echo "$i $(cat /run/wrenn/sandbox_id)" >> /tmp/log; sleep 0.1; done`
 
-// counterLog reads the capsule's /tmp/log as (value, capsule id) lines.
+// counterLog reads the capsule's /tmp/log as (value, capsule id) lines; none before the counter's first
+// line (the file does not exist yet).
 func (h *host) counterLog(t *testing.T, id string) [][2]string {
 	t.Helper()
 	var out [][2]string
-	for _, l := range strings.Split(strings.TrimSpace(h.exec(t, id, "cat /tmp/log")), "\n") {
+	text := strings.TrimSpace(h.exec(t, id, "cat /tmp/log 2>/dev/null; true"))
+	if text == "" {
+		return nil
+	}
+	for _, l := range strings.Split(text, "\n") {
 		n, who, _ := strings.Cut(l, " ")
 		out = append(out, [2]string{n, who})
 	}
@@ -212,6 +217,9 @@ func TestFork(t *testing.T) {
 	for _, id := range ids {
 		eventually(t, 60*time.Second, "counter of "+id+" advancing", func() error {
 			l := h.counterLog(t, id)
+			if len(l) == 0 {
+				return fmt.Errorf("no counter log yet")
+			}
 			if last := l[len(l)-1]; last[1] != id {
 				return fmt.Errorf("last line %v", last)
 			}
