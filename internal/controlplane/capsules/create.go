@@ -149,7 +149,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	if err := s.checkQuota(ctx, s.Store.Queries, team, need); err != nil {
 		return db.Capsule{}, err
 	}
-	host, err := s.place(ctx, team, tpl, p.MemoryMB)
+	host, err := s.place(ctx, team, tpl, p)
 	if err != nil {
 		return db.Capsule{}, err
 	}
@@ -228,7 +228,7 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 		}
 		log.Warn("host did not take the capsule; placing it again", "err", err)
 		avoid = append(avoid, host.ID)
-		next, perr := s.placeAgain(ctx, team, tpl, p.MemoryMB, avoid)
+		next, perr := s.placeAgain(ctx, team, tpl, p, avoid)
 		if perr != nil {
 			// No other host: the same one again after a pause.
 			next = host
@@ -268,11 +268,12 @@ func (s *Service) Create(ctx context.Context, actor auth.Identity, team uuid.UUI
 	return c, nil
 }
 
-// place picks the host of a new capsule: the host holding a snapshot template's files (checked for
-// memory and disk headroom by a HostScheduler, fleet's), else the scheduler's choice.
-func (s *Service) place(ctx context.Context, team uuid.UUID, tpl db.Template, memoryMB int32) (db.Host, error) {
+// place picks the host of a new capsule of p: the host holding a snapshot template's files (checked
+// for memory and disk headroom by a HostScheduler, fleet's), else the scheduler's choice (pick).
+func (s *Service) place(ctx context.Context, team uuid.UUID, tpl db.Template, p CreateParams) (db.Host, error) {
+	memoryMB := p.MemoryMB
 	if tpl.HostID == nil {
-		return s.sched.Pick(ctx, team, memoryMB, DiskMB)
+		return s.pick(ctx, team, tpl, p, nil)
 	}
 	if hs, ok := s.sched.(HostScheduler); ok {
 		return hs.PickHost(ctx, *tpl.HostID, team, memoryMB, DiskMB)
@@ -306,11 +307,24 @@ func (s *Service) createOn(ctx context.Context, host db.Host, req *hav1.CreateSa
 
 // placeAgain picks another host for a capsule whose host did not take it, avoiding the hosts that
 // failed. A template whose files live on one host has no other.
-func (s *Service) placeAgain(ctx context.Context, team uuid.UUID, tpl db.Template, memoryMB int32, avoid []uuid.UUID) (db.Host, error) {
+func (s *Service) placeAgain(ctx context.Context, team uuid.UUID, tpl db.Template, p CreateParams, avoid []uuid.UUID) (db.Host, error) {
 	if tpl.HostID != nil {
 		return db.Host{}, apierr.NoCapacity("the template's files are on one host")
 	}
-	return s.sched.Pick(ctx, team, memoryMB, DiskMB, avoid...)
+	return s.pick(ctx, team, tpl, p, avoid)
+}
+
+// pick asks the scheduler for a host of a capsule of p from tpl. When the capsule has the shape of
+// tpl's warm pool (DesiredPool) and the scheduler knows pools (a PoolScheduler), a host with a ready
+// member of that pool comes first, so the create takes it (docs/api.md, "Warm pools"); an agent's own
+// -pool flag pools have the same default shape.
+func (s *Service) pick(ctx context.Context, team uuid.UUID, tpl db.Template, p CreateParams, avoid []uuid.UUID) (db.Host, error) {
+	if ps, ok := s.sched.(PoolScheduler); ok {
+		if d := DesiredPool(tpl); p.VCPUs == d.VCPUs && p.MemoryMB == d.MemoryMB && p.AllowInternet == d.AllowInternet {
+			return ps.PickPooled(ctx, team, d.PoolShape, p.MemoryMB, DiskMB, avoid...)
+		}
+	}
+	return s.sched.Pick(ctx, team, p.MemoryMB, DiskMB, avoid...)
 }
 
 // agentTemplate returns the team_id and template_id CreateSandbox gets for tpl: the built-in platform

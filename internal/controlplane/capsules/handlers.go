@@ -228,7 +228,7 @@ func (s *Service) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, TemplateView(tpl, false))
+	httpapi.WriteJSON(w, http.StatusCreated, s.templateView(r.Context(), tpl, false))
 }
 
 func (s *Service) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +244,7 @@ func (s *Service) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, TemplateView(tpl, true))
+	httpapi.WriteJSON(w, http.StatusCreated, s.templateView(r.Context(), tpl, true))
 }
 
 func (s *Service) handleListTemplates(w http.ResponseWriter, r *http.Request) {
@@ -258,7 +258,7 @@ func (s *Service) handleListTemplates(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, err)
 		return
 	}
-	writeTemplates(w, ts, false)
+	httpapi.WriteJSON(w, http.StatusOK, s.templateViews(r.Context(), ts, false))
 }
 
 func (s *Service) handleListAllTemplates(w http.ResponseWriter, r *http.Request) {
@@ -267,15 +267,7 @@ func (s *Service) handleListAllTemplates(w http.ResponseWriter, r *http.Request)
 		apierr.Write(w, r, err)
 		return
 	}
-	writeTemplates(w, ts, true)
-}
-
-func writeTemplates(w http.ResponseWriter, ts []db.Template, withTeam bool) {
-	out := make([]Template, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, TemplateView(t, withTeam))
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, s.templateViews(r.Context(), ts, true))
 }
 
 func (s *Service) handleDeleteTemplate(teamOf teamOfRequest) http.HandlerFunc {

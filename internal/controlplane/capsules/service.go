@@ -31,6 +31,12 @@ type HostScheduler interface {
 	PickHost(ctx context.Context, host, team uuid.UUID, memoryMB, diskMB int32) (db.Host, error)
 }
 
+// PoolScheduler is implemented by schedulers that prefer, among the hosts that fit, one with a ready
+// warm pool member of the create's template and shape (fleet's PickPooled).
+type PoolScheduler interface {
+	PickPooled(ctx context.Context, team uuid.UUID, pool fleet.PoolShape, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error)
+}
+
 // Defaults of Config.
 const (
 	DefaultReconcileInterval = 10 * time.Second
@@ -50,6 +56,9 @@ type Config struct {
 	// Secret is the 32-byte key sealing capsules' envd access tokens in the database (docs/security.md).
 	// Nil: a random key of this process (tests; tokens sealed by another process then do not open).
 	Secret []byte
+	// PoolReportMaxAge is the age past which a host's warm pool report no longer counts in the
+	// template JSON's pool.ready (default fleet.DefaultHeartbeatTimeout: the fleet's heartbeat timeout).
+	PoolReportMaxAge time.Duration
 	// Quota is the platform default of every team's quota (docs/security.md, "Quotas"); admins
 	// override it per team. Zero limits are unlimited.
 	Quota Quota
@@ -64,6 +73,7 @@ type Service struct {
 	quota             Quota
 	reconcileInterval time.Duration
 	statsInterval     time.Duration
+	poolReportMaxAge  time.Duration
 }
 
 // New returns a Service; Store, Agents and Scheduler are required.
@@ -87,6 +97,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = DefaultStatsInterval
 	}
+	if cfg.PoolReportMaxAge <= 0 {
+		cfg.PoolReportMaxAge = fleet.DefaultHeartbeatTimeout
+	}
 	if cfg.Secret == nil {
 		cfg.Secret = make([]byte, 32)
 		if _, err := rand.Read(cfg.Secret); err != nil {
@@ -103,6 +116,7 @@ func New(cfg Config) (*Service, error) {
 		quota:             cfg.Quota,
 		reconcileInterval: cfg.ReconcileInterval,
 		statsInterval:     cfg.StatsInterval,
+		poolReportMaxAge:  cfg.PoolReportMaxAge,
 	}, nil
 }
 

@@ -89,13 +89,14 @@ func build(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	fl, err := fleet.New(ctx, fleet.Config{
 		Store: st, Signer: signer, Log: log.With("component", "fleet"),
 		HeartbeatTimeout: cfg.HeartbeatTimeout, MonitorInterval: cfg.MonitorInterval,
+		Pool: capsules.DesiredPool,
 	})
 	if err != nil {
 		return nil, err
 	}
 	caps, err := capsules.New(capsules.Config{
 		Store: st, Agents: meter.Agents(fl), Scheduler: fl, Log: log.With("component", "capsules"),
-		ReconcileInterval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
+		ReconcileInterval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval, PoolReportMaxAge: cfg.HeartbeatTimeout,
 		Secret: derivedKey(secret, "capsules.envd-token"), Quota: cfg.Quota,
 	})
 	if err != nil {

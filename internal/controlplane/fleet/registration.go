@@ -209,20 +209,25 @@ func checkAddress(a string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// heartbeat records a heartbeat of hostID (the caller's host): an unreachable host comes back online,
-// and a registered pending host goes online once its agent answers a probe over mutual TLS (the agent
-// sends its first heartbeat once it serves).
-func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw string) error {
+// heartbeat records a heartbeat of hostID (the caller's host) and its pool report (docs/api.md,
+// "Warm pools"), and answers the pools the control plane wants on the host (nil without
+// Config.Pool). An unreachable host comes back online, and a registered pending host goes online once
+// its agent answers a probe over mutual TLS (the agent sends its first heartbeat once it serves).
+func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw string, req HeartbeatRequest) (*HeartbeatResponse, error) {
 	if raw != caller.HostID {
-		return apierr.Forbidden("the host token is for another host")
+		return nil, apierr.Forbidden("the host token is for another host")
 	}
 	id, err := ids.Host.Parse(raw)
 	if err != nil {
-		return apierr.Forbidden("the host token is for another host")
+		return nil, apierr.Forbidden("the host token is for another host")
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
 	}
 	var (
-		up bool
-		hb db.HostHeartbeatRow
+		up  bool
+		hb  db.HostHeartbeatRow
+		out *HeartbeatResponse
 	)
 	err = s.store.Tx(ctx, func(q *db.Queries) error {
 		var err error
@@ -233,6 +238,16 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 			}
 			return apierr.Internal(fmt.Errorf("record heartbeat: %w", err))
 		}
+		if err := storePoolReport(ctx, q, id, req); err != nil {
+			return apierr.Internal(err)
+		}
+		if s.poolOf != nil {
+			pools, err := s.desiredPools(ctx, q, id, hb.Type)
+			if err != nil {
+				return apierr.Internal(err)
+			}
+			out = &HeartbeatResponse{Pools: pools}
+		}
 		if hb.PreviousStatus == store.HostUnreachable && hb.Status == store.HostOnline {
 			up = true
 			s.recordHostEvent(ctx, q, id, actionUp, nil)
@@ -240,7 +255,7 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if up {
 		s.log.Info("host is back online", "host_id", raw)
@@ -248,7 +263,7 @@ func (s *Service) heartbeat(ctx context.Context, caller auth.Identity, raw strin
 	if hb.Status == store.HostPending && hb.Address != nil {
 		s.activate(ctx, db.Host{ID: id, Address: hb.Address})
 	}
-	return nil
+	return out, nil
 }
 
 // recordHostEvent audits a system action on host id (host.up, host.down).

@@ -153,9 +153,19 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if err := s.heartbeat(r.Context(), httpapi.Identity(r), r.PathValue("id")); err != nil {
+	var req HeartbeatRequest
+	if err := apierr.DecodeOptionalJSON(r, apierr.DefaultBodyLimit, &req); err != nil {
 		apierr.Write(w, r, err)
 		return
 	}
-	httpapi.NoContent(w)
+	out, err := s.heartbeat(r.Context(), httpapi.Identity(r), r.PathValue("id"), req)
+	if err != nil {
+		apierr.Write(w, r, err)
+		return
+	}
+	if out == nil {
+		httpapi.NoContent(w)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }

@@ -22,6 +22,18 @@ import (
 // (one whose agent answers goes online and is chosen), and Pick waits for one that
 // registered or heartbeated recently (Config.PendingWait). None fits → 503 no_capacity.
 func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error) {
+	return s.pickFor(ctx, team, nil, memoryMB, diskMB, avoid)
+}
+
+// PickPooled is Pick for a create that a warm pool of pool's template and shape can serve: among the
+// hosts that fit, one whose fresh pool report has a ready member of that pool wins over the others
+// (the most headroom among them), so the create takes the member instead of booting (docs/api.md,
+// "Warm pools").
+func (s *Service) PickPooled(ctx context.Context, team uuid.UUID, pool PoolShape, memoryMB, diskMB int32, avoid ...uuid.UUID) (db.Host, error) {
+	return s.pickFor(ctx, team, &pool, memoryMB, diskMB, avoid)
+}
+
+func (s *Service) pickFor(ctx context.Context, team uuid.UUID, pool *PoolShape, memoryMB, diskMB int32, avoid []uuid.UUID) (db.Host, error) {
 	t, err := s.store.GetTeamAnyState(ctx, team)
 	if err != nil {
 		if store.IsNotFound(err) {
@@ -35,7 +47,7 @@ func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int
 	}
 	deadline := time.Now().Add(s.pendingWait)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		h, ok, err := s.pick(ctx, p, memoryMB, diskMB, avoid)
+		h, ok, err := s.pick(ctx, p, pool, memoryMB, diskMB, avoid)
 		if err != nil || ok {
 			return h, err
 		}
@@ -62,29 +74,55 @@ func (s *Service) Pick(ctx context.Context, team uuid.UUID, memoryMB, diskMB int
 	return db.Host{}, apierr.NoCapacity(fmt.Sprintf("no %s can fit a capsule with %d MB memory and %d MB disk", where, memoryMB, diskMB))
 }
 
-// pick is one pass of Pick over the online hosts: ok is false when none fits.
-func (s *Service) pick(ctx context.Context, p db.ListSchedulableHostsParams, memoryMB, diskMB int32, avoid []uuid.UUID) (db.Host, bool, error) {
+// pick is one pass of Pick over the online hosts: ok is false when none fits. With pool, the hosts
+// reporting a ready member of it come first.
+func (s *Service) pick(ctx context.Context, p db.ListSchedulableHostsParams, pool *PoolShape, memoryMB, diskMB int32, avoid []uuid.UUID) (db.Host, bool, error) {
+	p.PoolsFreshAfter = s.poolsFreshAfter()
 	rows, err := s.store.ListSchedulableHosts(ctx, p)
 	if err != nil {
 		return db.Host{}, false, apierr.Internal(fmt.Errorf("list schedulable hosts: %w", err))
 	}
+	var pooled []uuid.UUID
+	if pool != nil {
+		if pooled, err = s.store.ListReadyPoolHosts(ctx, db.ListReadyPoolHostsParams{
+			FreshAfter: p.PoolsFreshAfter, TeamID: pool.TeamID, TemplateID: pool.Template,
+			VCPUs: pool.VCPUs, MemoryMB: pool.MemoryMB, DiskMB: pool.DiskMB, AllowInternet: pool.AllowInternet,
+		}); err != nil {
+			return db.Host{}, false, apierr.Internal(fmt.Errorf("list hosts with a ready pool: %w", err))
+		}
+	}
+	best := choose(rows, pooled, memoryMB, diskMB, avoid)
+	if best == nil {
+		return db.Host{}, false, nil
+	}
+	return best.Host, true, nil
+}
+
+// choose returns the host among rows that fits memoryMB and diskMB, is not in avoid and has the most
+// headroom, a host in pooled (a ready warm pool member) before any other; nil when none fits.
+func choose(rows []db.ListSchedulableHostsRow, pooled []uuid.UUID, memoryMB, diskMB int32, avoid []uuid.UUID) *db.ListSchedulableHostsRow {
 	var (
-		best      *db.ListSchedulableHostsRow
-		bestScore score
+		best       *db.ListSchedulableHostsRow
+		bestScore  score
+		bestPooled bool
 	)
 	for i := range rows {
 		r := &rows[i]
 		if slices.Contains(avoid, r.Host.ID) || !fits(r, memoryMB, diskMB) {
 			continue
 		}
+		isPooled := slices.Contains(pooled, r.Host.ID)
+		if isPooled != bestPooled && best != nil {
+			if !isPooled {
+				continue
+			}
+			best = nil // the first pooled host beats every host without a member
+		}
 		if sc := headroom(r); best == nil || sc.better(bestScore) {
-			best, bestScore = r, sc
+			best, bestScore, bestPooled = r, sc, isPooled
 		}
 	}
-	if best == nil {
-		return db.Host{}, false, nil
-	}
-	return best.Host, true, nil
+	return best
 }
 
 // fits reports whether host r has memoryMB and diskMB left.
@@ -136,7 +174,7 @@ func (s *Service) PickHost(ctx context.Context, host, team uuid.UUID, memoryMB, 
 	if err != nil || h.Status != store.HostOnline || h.Address == nil {
 		return db.Host{}, apierr.NoCapacity("the host holding the template is not available")
 	}
-	p := db.ListSchedulableHostsParams{Type: h.Type}
+	p := db.ListSchedulableHostsParams{Type: h.Type, PoolsFreshAfter: s.poolsFreshAfter()}
 	if h.Type == store.HostBYOC {
 		p.TeamID = h.TeamID
 	}

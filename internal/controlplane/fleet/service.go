@@ -38,6 +38,10 @@ type Config struct {
 	// serving when no online host fits (default DefaultPendingWait).
 	PendingWait time.Duration
 
+	// Pool is the warm pool a host keeps for a template with a pool size (docs/api.md, "Warm pools"),
+	// the heartbeats' answer. Nil: heartbeats are answered 204 with no pools, and agents keep theirs.
+	Pool func(db.Template) DesiredPool
+
 	// Now is the clock of the monitor's cutoff and of the client certificate's renewal; nil: time.Now.
 	Now func() time.Time
 }
@@ -52,6 +56,7 @@ type Service struct {
 	monitorInterval  time.Duration
 	pendingWait      time.Duration
 	now              func() time.Time
+	poolOf           func(db.Template) DesiredPool
 
 	ca *pki.CA
 	// clientCert is the control plane's client certificate, replaced in place on renewal so every
@@ -81,6 +86,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		monitorInterval:  cfg.MonitorInterval,
 		pendingWait:      cfg.PendingWait,
 		now:              cfg.Now,
+		poolOf:           cfg.Pool,
 		conns:            make(map[uuid.UUID]*agentConn),
 	}
 	if s.log == nil {

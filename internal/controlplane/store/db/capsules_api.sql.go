@@ -225,7 +225,7 @@ func (q *Queries) ListCapsuleStatuses(ctx context.Context, ids []uuid.UUID) ([]L
 }
 
 const listOnlineHosts = `-- name: ListOnlineHosts :many
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts WHERE status = 'online' AND address IS NOT NULL ORDER BY id
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts WHERE status = 'online' AND address IS NOT NULL ORDER BY id
 `
 
 // Hosts whose agent can be called.
@@ -255,6 +255,7 @@ func (q *Queries) ListOnlineHosts(ctx context.Context) ([]Host, error) {
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.PoolsReportedAt,
 		); err != nil {
 			return nil, err
 		}

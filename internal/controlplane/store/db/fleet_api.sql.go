@@ -12,7 +12,7 @@ import (
 )
 
 const getHostWithTeam = `-- name: GetHostWithTeam :one
-SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at, teams.name AS team_name
+SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at, hosts.pools_reported_at, teams.name AS team_name
 FROM hosts LEFT JOIN teams ON teams.id = hosts.team_id
 WHERE hosts.id = $1
 `
@@ -42,6 +42,7 @@ func (q *Queries) GetHostWithTeam(ctx context.Context, id uuid.UUID) (GetHostWit
 		&i.Host.CreatedBy,
 		&i.Host.CreatedAt,
 		&i.Host.UpdatedAt,
+		&i.Host.PoolsReportedAt,
 		&i.TeamName,
 	)
 	return i, err
@@ -49,7 +50,7 @@ func (q *Queries) GetHostWithTeam(ctx context.Context, id uuid.UUID) (GetHostWit
 
 const listHostsWithTeam = `-- name: ListHostsWithTeam :many
 
-SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at, teams.name AS team_name
+SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at, hosts.pools_reported_at, teams.name AS team_name
 FROM hosts LEFT JOIN teams ON teams.id = hosts.team_id
 ORDER BY hosts.created_at, hosts.id
 `
@@ -88,6 +89,7 @@ func (q *Queries) ListHostsWithTeam(ctx context.Context) ([]ListHostsWithTeamRow
 			&i.Host.CreatedBy,
 			&i.Host.CreatedAt,
 			&i.Host.UpdatedAt,
+			&i.Host.PoolsReportedAt,
 			&i.TeamName,
 		); err != nil {
 			return nil, err
@@ -101,7 +103,7 @@ func (q *Queries) ListHostsWithTeam(ctx context.Context) ([]ListHostsWithTeamRow
 }
 
 const lockHost = `-- name: LockHost :one
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts WHERE id = $1 FOR UPDATE
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts WHERE id = $1 FOR UPDATE
 `
 
 // The host row, locked until the transaction ends (deletion, new registration token).
@@ -125,6 +127,7 @@ func (q *Queries) LockHost(ctx context.Context, id uuid.UUID) (Host, error) {
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PoolsReportedAt,
 	)
 	return i, err
 }

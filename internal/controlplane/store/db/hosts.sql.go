@@ -32,7 +32,7 @@ func (q *Queries) AddHostTag(ctx context.Context, arg AddHostTagParams) (int64, 
 const createHost = `-- name: CreateHost :one
 INSERT INTO hosts (type, team_id, provider, availability_zone, tags, created_by)
 VALUES ($1, $2, $3, $4, coalesce($5::text[], '{}'), $6)
-RETURNING id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at
+RETURNING id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at
 `
 
 type CreateHostParams struct {
@@ -71,6 +71,7 @@ func (q *Queries) CreateHost(ctx context.Context, arg CreateHostParams) (Host, e
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PoolsReportedAt,
 	)
 	return i, err
 }
@@ -88,7 +89,7 @@ func (q *Queries) DeleteHost(ctx context.Context, id uuid.UUID) (int64, error) {
 }
 
 const getHost = `-- name: GetHost :one
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts WHERE id = $1
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts WHERE id = $1
 `
 
 func (q *Queries) GetHost(ctx context.Context, id uuid.UUID) (Host, error) {
@@ -111,6 +112,7 @@ func (q *Queries) GetHost(ctx context.Context, id uuid.UUID) (Host, error) {
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PoolsReportedAt,
 	)
 	return i, err
 }
@@ -122,13 +124,14 @@ SET last_heartbeat_at = now(),
     status = CASE WHEN hosts.status = 'unreachable' THEN 'online' ELSE hosts.status END
 FROM prev
 WHERE hosts.id = prev.id
-RETURNING prev.status AS previous_status, hosts.status, hosts.address
+RETURNING prev.status AS previous_status, hosts.status, hosts.address, hosts.type
 `
 
 type HostHeartbeatRow struct {
 	PreviousStatus string
 	Status         string
 	Address        *string
+	Type           string
 }
 
 // Records a heartbeat; an unreachable host comes back online. Returns the
@@ -136,12 +139,17 @@ type HostHeartbeatRow struct {
 func (q *Queries) HostHeartbeat(ctx context.Context, id uuid.UUID) (HostHeartbeatRow, error) {
 	row := q.db.QueryRow(ctx, hostHeartbeat, id)
 	var i HostHeartbeatRow
-	err := row.Scan(&i.PreviousStatus, &i.Status, &i.Address)
+	err := row.Scan(
+		&i.PreviousStatus,
+		&i.Status,
+		&i.Address,
+		&i.Type,
+	)
 	return i, err
 }
 
 const listHosts = `-- name: ListHosts :many
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts ORDER BY created_at, id
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts ORDER BY created_at, id
 `
 
 func (q *Queries) ListHosts(ctx context.Context) ([]Host, error) {
@@ -170,6 +178,7 @@ func (q *Queries) ListHosts(ctx context.Context) ([]Host, error) {
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.PoolsReportedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -182,7 +191,7 @@ func (q *Queries) ListHosts(ctx context.Context) ([]Host, error) {
 }
 
 const listHostsByTeam = `-- name: ListHostsByTeam :many
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts WHERE team_id = $1::uuid ORDER BY created_at, id
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts WHERE team_id = $1::uuid ORDER BY created_at, id
 `
 
 func (q *Queries) ListHostsByTeam(ctx context.Context, teamID uuid.UUID) ([]Host, error) {
@@ -211,6 +220,7 @@ func (q *Queries) ListHostsByTeam(ctx context.Context, teamID uuid.UUID) ([]Host
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.PoolsReportedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -223,7 +233,7 @@ func (q *Queries) ListHostsByTeam(ctx context.Context, teamID uuid.UUID) ([]Host
 }
 
 const listRegisteredPendingHosts = `-- name: ListRegisteredPendingHosts :many
-SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at FROM hosts
+SELECT id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at FROM hosts
 WHERE status = 'pending' AND address IS NOT NULL
   AND ($1::text = '' OR type = $1::text)
   AND ($2::uuid IS NULL OR team_id = $2)
@@ -263,6 +273,7 @@ func (q *Queries) ListRegisteredPendingHosts(ctx context.Context, arg ListRegist
 			&i.CreatedBy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.PoolsReportedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -275,23 +286,27 @@ func (q *Queries) ListRegisteredPendingHosts(ctx context.Context, arg ListRegist
 }
 
 const listSchedulableHosts = `-- name: ListSchedulableHosts :many
-SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at,
+SELECT hosts.id, hosts.type, hosts.team_id, hosts.provider, hosts.availability_zone, hosts.arch, hosts.cpu_cores, hosts.memory_mb, hosts.disk_gb, hosts.address, hosts.status, hosts.last_heartbeat_at, hosts.tags, hosts.created_by, hosts.created_at, hosts.updated_at, hosts.pools_reported_at,
        coalesce(sum(c.vcpus) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_vcpus,
        (coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)
-        + (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
-           WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))))::int AS reserved_memory_mb,
+        + greatest(
+            (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
+             WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))),
+            (SELECT coalesce(sum(hp.size * hp.memory_mb), 0) FROM host_pools hp
+             WHERE hp.host_id = hosts.id AND hosts.pools_reported_at >= $1::timestamptz)))::int AS reserved_memory_mb,
        coalesce(sum(c.disk_mb), 0)::bigint AS reserved_disk_mb
 FROM hosts
 LEFT JOIN capsules c ON c.host_id = hosts.id AND c.status NOT IN ('stopped', 'error')
-WHERE hosts.status = 'online' AND hosts.address IS NOT NULL AND hosts.type = $1
-  AND ($2::uuid IS NULL OR hosts.team_id = $2)
+WHERE hosts.status = 'online' AND hosts.address IS NOT NULL AND hosts.type = $2
+  AND ($3::uuid IS NULL OR hosts.team_id = $3)
 GROUP BY hosts.id
 ORDER BY hosts.id
 `
 
 type ListSchedulableHostsParams struct {
-	Type   string
-	TeamID *uuid.UUID
+	PoolsFreshAfter time.Time
+	Type            string
+	TeamID          *uuid.UUID
 }
 
 type ListSchedulableHostsRow struct {
@@ -303,10 +318,15 @@ type ListSchedulableHostsRow struct {
 
 // Online hosts with an address of one type (and, for byoc, one team), with
 // what their capsules reserve: CPU and memory of live capsules, disk of every
-// capsule not stopped (paused ones keep their disk). Warm pools count as memory: each platform
-// template's pool_size capsules on every regular host, a snapshot template's on its host.
+// capsule not stopped (paused ones keep their disk). Warm pools count as memory
+// (docs/api.md, "Warm pools"): what the control plane asks of the host (each
+// template's pool_size capsules: every pooled template without a host on every
+// regular host, a snapshot template's on its host) or, when the host's pool
+// report is fresh (reported after pools_fresh_after), what it reports if more
+// (its own -pool flag's pools included; a pool set moments ago and not
+// reported yet still counts).
 func (q *Queries) ListSchedulableHosts(ctx context.Context, arg ListSchedulableHostsParams) ([]ListSchedulableHostsRow, error) {
-	rows, err := q.db.Query(ctx, listSchedulableHosts, arg.Type, arg.TeamID)
+	rows, err := q.db.Query(ctx, listSchedulableHosts, arg.PoolsFreshAfter, arg.Type, arg.TeamID)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +351,7 @@ func (q *Queries) ListSchedulableHosts(ctx context.Context, arg ListSchedulableH
 			&i.Host.CreatedBy,
 			&i.Host.CreatedAt,
 			&i.Host.UpdatedAt,
+			&i.Host.PoolsReportedAt,
 			&i.VCPUsReserved,
 			&i.MemoryMBReserved,
 			&i.DiskMBReserved,
@@ -395,7 +416,7 @@ SET address = $1::text,
     memory_mb = $4,
     disk_gb = $5
 WHERE id = $6 AND status = 'pending'
-RETURNING id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at
+RETURNING id, type, team_id, provider, availability_zone, arch, cpu_cores, memory_mb, disk_gb, address, status, last_heartbeat_at, tags, created_by, created_at, updated_at, pools_reported_at
 `
 
 type RegisterHostParams struct {
@@ -437,6 +458,7 @@ func (q *Queries) RegisterHost(ctx context.Context, arg RegisterHostParams) (Hos
 		&i.CreatedBy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PoolsReportedAt,
 	)
 	return i, err
 }

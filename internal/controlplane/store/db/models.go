@@ -141,6 +141,22 @@ type Host struct {
 	CreatedBy        *uuid.UUID
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	PoolsReportedAt  *time.Time
+}
+
+type HostPool struct {
+	HostID        uuid.UUID
+	TeamID        string
+	TemplateID    string
+	Size          int32
+	Ready         int32
+	VCPUs         int32
+	MemoryMB      int32
+	DiskMB        int32
+	AllowInternet bool
+	Hits          int64
+	Misses        int64
+	ReportedAt    time.Time
 }
 
 type HostRefreshToken struct {

@@ -49,7 +49,7 @@ SET last_heartbeat_at = now(),
     status = CASE WHEN hosts.status = 'unreachable' THEN 'online' ELSE hosts.status END
 FROM prev
 WHERE hosts.id = prev.id
-RETURNING prev.status AS previous_status, hosts.status, hosts.address;
+RETURNING prev.status AS previous_status, hosts.status, hosts.address, hosts.type;
 
 -- name: SetHostStatus :execrows
 UPDATE hosts SET status = @status WHERE id = @id;
@@ -72,13 +72,21 @@ UPDATE hosts SET tags = array_remove(tags, @tag::text) WHERE id = @id AND @tag::
 -- name: ListSchedulableHosts :many
 -- Online hosts with an address of one type (and, for byoc, one team), with
 -- what their capsules reserve: CPU and memory of live capsules, disk of every
--- capsule not stopped (paused ones keep their disk). Warm pools count as memory: each platform
--- template's pool_size capsules on every regular host, a snapshot template's on its host.
+-- capsule not stopped (paused ones keep their disk). Warm pools count as memory
+-- (docs/api.md, "Warm pools"): what the control plane asks of the host (each
+-- template's pool_size capsules: every pooled template without a host on every
+-- regular host, a snapshot template's on its host) or, when the host's pool
+-- report is fresh (reported after pools_fresh_after), what it reports if more
+-- (its own -pool flag's pools included; a pool set moments ago and not
+-- reported yet still counts).
 SELECT sqlc.embed(hosts),
        coalesce(sum(c.vcpus) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)::int AS reserved_vcpus,
        (coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN ('pending', 'starting', 'running', 'missing')), 0)
-        + (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
-           WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))))::int AS reserved_memory_mb,
+        + greatest(
+            (SELECT coalesce(sum(t.pool_size * coalesce(t.memory_mb, 512)), 0) FROM templates t
+             WHERE t.pool_size > 0 AND (t.host_id = hosts.id OR (t.host_id IS NULL AND hosts.type = 'regular'))),
+            (SELECT coalesce(sum(hp.size * hp.memory_mb), 0) FROM host_pools hp
+             WHERE hp.host_id = hosts.id AND hosts.pools_reported_at >= @pools_fresh_after::timestamptz)))::int AS reserved_memory_mb,
        coalesce(sum(c.disk_mb), 0)::bigint AS reserved_disk_mb
 FROM hosts
 LEFT JOIN capsules c ON c.host_id = hosts.id AND c.status NOT IN ('stopped', 'error')
