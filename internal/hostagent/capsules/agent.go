@@ -1,6 +1,7 @@
 package capsules
 
 import (
+	"slices"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -102,6 +103,11 @@ type Agent struct {
 	metrics    map[string]*series
 	pools      map[poolKey]*pool
 
+	// named are the pools the control plane named last (pool_reconcile.go);
+	// namedMu serialises their changes with the SetPool calls they make.
+	namedMu sync.Mutex
+	named   map[poolKey]bool
+
 	stop chan struct{}
 	bg   sync.WaitGroup
 }
@@ -185,7 +191,12 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.bg.Add(2)
 	go a.idleLoop()
 	go a.metricsLoop()
+	a.named = map[poolKey]bool{}
 	for _, s := range a.savedPools(cfg.Pools) {
+		if !slices.ContainsFunc(cfg.Pools, func(c PoolSpec) bool { return c.TeamID == s.TeamID && c.TemplateID == s.TemplateID }) {
+			// Recorded by an earlier SetPool: the control plane's, until its next answer says otherwise.
+			a.named[poolKey{s.TeamID, s.TemplateID}] = true
+		}
 		if err := a.SetPool(ctx, s); err != nil {
 			a.Close()
 			return nil, fmt.Errorf("pool of %s: %w", s.TemplateID, err)

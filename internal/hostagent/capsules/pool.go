@@ -54,11 +54,14 @@ type PoolSpec struct {
 	AllowInternet bool
 }
 
-// PoolStat is a pool's state, for metrics and the API.
+// PoolStat is a pool's state, for metrics, the API and the control plane.
 type PoolStat struct {
 	TeamID, TemplateID string
 	Size, Ready        int
 	MemoryMB           int // memory the ready members hold
+	// The shape of the pool's members.
+	VCPUs, MemberMemoryMB, DiskMB int
+	AllowInternet                 bool
 	Hits, Misses       uint64
 	// RefillSeconds sums the time each member took to boot, over Refills.
 	RefillSeconds float64
@@ -132,6 +135,10 @@ func (a *Agent) SetPool(_ context.Context, s PoolSpec) error {
 		}
 		return nil
 	}
+	if p != nil && p.spec == s {
+		a.mu.Unlock()
+		return nil // unchanged (the control plane repeats its pools with every heartbeat)
+	}
 	if p == nil {
 		p = &pool{spec: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 		a.pools[key] = p
@@ -203,6 +210,7 @@ func (a *Agent) Pools() []PoolStat {
 		out = append(out, PoolStat{
 			TeamID: p.spec.TeamID, TemplateID: p.spec.TemplateID, Size: p.spec.Size, Ready: len(p.ready),
 			MemoryMB: len(p.ready) * p.spec.MemoryMB, Hits: p.hits, Misses: p.misses,
+			VCPUs: p.spec.VCPUs, MemberMemoryMB: p.spec.MemoryMB, DiskMB: p.spec.DiskMB, AllowInternet: p.spec.AllowInternet,
 			RefillSeconds: p.refill, Refills: p.fills,
 		})
 	}

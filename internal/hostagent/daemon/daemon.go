@@ -300,6 +300,8 @@ func (s *Server) enroll(ctx context.Context) (*enroll.Client, error) {
 		Specs:             specs,
 		Log:               s.log.With("component", "enroll"),
 		PauseAll:          s.pauseAll,
+		Pools:             s.poolReport,
+		ApplyPools:        s.applyPools,
 		OnDeleted:         func() { close(s.deleted) },
 		HeartbeatInterval: c.HeartbeatInterval,
 	})
@@ -322,6 +324,39 @@ func (s *Server) pauseAll(ctx context.Context) error {
 		return nil
 	}
 	return s.capsules.PauseAll(ctx)
+}
+
+// poolReport is the warm pools' report of each heartbeat (docs/api.md, "Warm pools"). Heartbeats start
+// in Run, after New set s.capsules.
+func (s *Server) poolReport() []enroll.PoolReport {
+	if s.capsules == nil {
+		return nil
+	}
+	stats := s.capsules.Pools()
+	out := make([]enroll.PoolReport, 0, len(stats))
+	for _, p := range stats {
+		out = append(out, enroll.PoolReport{
+			PoolShape: enroll.PoolShape{TeamID: p.TeamID, Template: p.TemplateID, VCPUs: p.VCPUs,
+				MemoryMB: p.MemberMemoryMB, DiskMB: p.DiskMB, AllowInternet: p.AllowInternet},
+			Size: p.Size, Ready: p.Ready, Hits: p.Hits, Misses: p.Misses,
+		})
+	}
+	return out
+}
+
+// applyPools makes the pools a heartbeat answer names the agent's (docs/agent.md, "Warm pools").
+func (s *Server) applyPools(ctx context.Context, pools []enroll.DesiredPool) {
+	if s.capsules == nil {
+		return
+	}
+	specs := make([]capsules.PoolSpec, 0, len(pools))
+	for _, p := range pools {
+		specs = append(specs, capsules.PoolSpec{TeamID: p.TeamID, TemplateID: p.Template, Size: p.Size,
+			VCPUs: p.VCPUs, MemoryMB: p.MemoryMB, DiskMB: p.DiskMB, AllowInternet: p.AllowInternet})
+	}
+	if err := s.capsules.ReconcilePools(ctx, specs); err != nil {
+		s.log.Warn("warm pools of the control plane", "error", err)
+	}
 }
 
 // terminating makes Terminate also stop the agent once the RPC has answered.

@@ -81,6 +81,14 @@ type Config struct {
 	// longer exists; the state file is already deleted. The agent shuts
 	// down.
 	OnDeleted func()
+	// Pools, when set, reports the agent's warm pools with every heartbeat
+	// (docs/api.md, "Warm pools"); nil sends heartbeats without a body.
+	Pools func() []PoolReport
+	// ApplyPools, when set, is called with the pools the control plane
+	// wants on this host, from every heartbeat answer that names them (an
+	// answer without a pools field, from an older control plane, does not
+	// call it). It runs on the heartbeat loop.
+	ApplyPools func(ctx context.Context, pools []DesiredPool)
 	// HeartbeatInterval defaults to DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// Now is the clock (tests); default time.Now.
@@ -474,11 +482,60 @@ func (c *Client) refresh(ctx context.Context) error {
 	return nil
 }
 
-// heartbeat calls POST /v1/hosts/{id}/heartbeat; status is 0 when no
-// answer came.
+// PoolShape names a warm pool as the agent keys it (TeamID "" for the
+// built-in images) and the shape of its capsules.
+type PoolShape struct {
+	TeamID        string `json:"team_id"`
+	Template      string `json:"template"`
+	VCPUs         int    `json:"vcpus"`
+	MemoryMB      int    `json:"memory_mb"`
+	DiskMB        int    `json:"disk_mb"`
+	AllowInternet bool   `json:"allow_internet"`
+}
+
+// PoolReport is one warm pool in a heartbeat's body.
+type PoolReport struct {
+	PoolShape
+	Size   int    `json:"size"`
+	Ready  int    `json:"ready"`
+	Hits   uint64 `json:"hits"`
+	Misses uint64 `json:"misses"`
+}
+
+// DesiredPool is a pool the control plane wants on this host.
+type DesiredPool struct {
+	PoolShape
+	Name string `json:"name"` // the template's name
+	Size int    `json:"size"`
+}
+
+type heartbeatRequest struct {
+	Pools []PoolReport `json:"pools"`
+}
+
+type heartbeatAnswer struct {
+	Pools *[]DesiredPool `json:"pools"`
+}
+
+// heartbeat calls POST /v1/hosts/{id}/heartbeat with the pool report
+// (no body without Config.Pools) and applies the pools of its answer;
+// status is 0 when no answer came.
 func (c *Client) heartbeat(ctx context.Context) (int, error) {
 	creds := c.Credentials()
-	return c.call(ctx, "/v1/hosts/"+url.PathEscape(creds.HostID)+"/heartbeat", creds.Token, nil, nil)
+	var body any
+	if c.cfg.Pools != nil {
+		ps := c.cfg.Pools()
+		if ps == nil {
+			ps = []PoolReport{}
+		}
+		body = heartbeatRequest{Pools: ps}
+	}
+	var out heartbeatAnswer
+	status, err := c.call(ctx, "/v1/hosts/"+url.PathEscape(creds.HostID)+"/heartbeat", creds.Token, body, &out)
+	if err == nil && out.Pools != nil && c.cfg.ApplyPools != nil {
+		c.cfg.ApplyPools(ctx, *out.Pools)
+	}
+	return status, err
 }
 
 // apiError is the control plane's error body.
@@ -529,7 +586,7 @@ func (c *Client) call(ctx context.Context, path, hostToken string, body, out any
 		}
 		return resp.StatusCode, fmt.Errorf("POST %s: %d %s", path, resp.StatusCode, msg)
 	}
-	if out != nil {
+	if out != nil && len(bytes.TrimSpace(b)) > 0 { // a 204 has no body
 		if err := json.Unmarshal(b, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("POST %s: decode answer: %w", path, err)
 		}

@@ -28,7 +28,7 @@ func TestForkAndPoolPassThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls, args := h.fake.recorded()
-	if !reflect.DeepEqual(calls, []string{"Fork", "SetPool"}) {
+	if !reflect.DeepEqual(calls, []string{"Fork", "SetNamedPool"}) {
 		t.Fatalf("calls %v", calls)
 	}
 	if got := args[0].([]any)[1]; !reflect.DeepEqual(got, []capsules.ForkTarget{{ID: other, EnvdAccessToken: "tok"}}) {

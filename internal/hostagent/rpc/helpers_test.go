@@ -142,8 +142,8 @@ func (f *fakeAgent) Fork(_ context.Context, id string, targets []capsules.ForkTa
 	return out, nil
 }
 
-func (f *fakeAgent) SetPool(_ context.Context, s capsules.PoolSpec) error {
-	f.record("SetPool", s)
+func (f *fakeAgent) SetNamedPool(_ context.Context, s capsules.PoolSpec) error {
+	f.record("SetNamedPool", s)
 	return f.err
 }
 

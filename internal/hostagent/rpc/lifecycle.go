@@ -261,7 +261,9 @@ func (s *Server) ForkSandbox(ctx context.Context, req *connect.Request[v1.ForkSa
 	return connect.NewResponse(res), nil
 }
 
-// SetTemplatePool sets the warm pool of a template on this host.
+// SetTemplatePool sets the warm pool of a template on this host, as the
+// control plane's (docs/agent.md, "Warm pools"): size 0 gives the template
+// back to the agent's -pool flag.
 func (s *Server) SetTemplatePool(ctx context.Context, req *connect.Request[v1.SetTemplatePoolRequest]) (*connect.Response[v1.SetTemplatePoolResponse], error) {
 	m := req.Msg
 	if err := firstErr(
@@ -283,7 +285,7 @@ func (s *Server) SetTemplatePool(ctx context.Context, req *connect.Request[v1.Se
 			spec.DiskMB = 0 // the pool's default
 		}
 	}
-	if err := s.agent.SetPool(ctx, spec); err != nil {
+	if err := s.agent.SetNamedPool(ctx, spec); err != nil {
 		return nil, s.fail(ctx, "set pool", "", err)
 	}
 	ready := 0

@@ -32,7 +32,9 @@ type Agent interface {
 	Flatten(ctx context.Context, id, teamID, templateID string) (sizeBytes int64, err error)
 	DeleteTemplate(ctx context.Context, teamID, templateID string) error
 	Fork(ctx context.Context, id string, targets []capsules.ForkTarget) ([]capsules.Info, error)
-	SetPool(ctx context.Context, s capsules.PoolSpec) error
+	// SetNamedPool is the control plane setting a template's warm pool
+	// (size 0: back to the agent's own -pool size, or none).
+	SetNamedPool(ctx context.Context, s capsules.PoolSpec) error
 	Pools() []capsules.PoolStat
 	Metrics(ctx context.Context, id string, r capsules.MetricsRange) ([]capsules.MetricPoint, error)
 	FlushMetrics(ctx context.Context, id string) (tiers [3][]capsules.MetricPoint, err error)
