@@ -62,7 +62,7 @@ type PoolStat struct {
 	// The shape of the pool's members.
 	VCPUs, MemberMemoryMB, DiskMB int
 	AllowInternet                 bool
-	Hits, Misses       uint64
+	Hits, Misses                  uint64
 	// RefillSeconds sums the time each member took to boot, over Refills.
 	RefillSeconds float64
 	Refills       uint64
