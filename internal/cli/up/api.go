@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/wrenn/wrenn/internal/cli/apiclient"
@@ -90,4 +91,9 @@ func (a *api) host(ctx context.Context, jwt, id string) (hostStatus, error) {
 	var h hostStatus
 	err := a.call(ctx, http.MethodGet, "/v1/hosts/"+id, jwt, apiclient.AuthUser, nil, &h)
 	return h, err
+}
+
+// setPool sets a platform template's warm pool size (PUT /v1/admin/templates/{name}/pool).
+func (a *api) setPool(ctx context.Context, jwt, template string, size int) error {
+	return a.call(ctx, http.MethodPut, "/v1/admin/templates/"+url.PathEscape(template)+"/pool", jwt, apiclient.AuthUser, map[string]int{"size": size}, nil)
 }

@@ -26,6 +26,8 @@ type state struct {
 	AdminPassword string `json:"admin_password"`
 	APIKey        string `json:"api_key,omitempty"`
 	Bootstrapped  bool   `json:"bootstrapped"`
+	// PoolsSet: --pool's warm pools were set in the control plane (the first run does it).
+	PoolsSet bool `json:"pools_set,omitempty"`
 
 	HostID       string `json:"host_id,omitempty"`
 	AgentAddress string `json:"agent_address,omitempty"`

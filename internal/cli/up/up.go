@@ -35,7 +35,8 @@ const (
 	// DefaultProxyDomain makes the port proxy answer http://{port}-{capsule_id}.localhost:<port>/ on
 	// this machine: *.localhost resolves to loopback in browsers and curl.
 	DefaultProxyDomain = "localhost"
-	// DefaultPool keeps two base capsules warm (docs/agent.md, "Warm pools").
+	// DefaultPool keeps two base capsules warm on every host: the first run sets it in the control
+	// plane (docs/agent.md, "Warm pools").
 	DefaultPool = "base=2"
 	// ProfileName is the CLI profile `wrenn up` writes and makes current.
 	ProfileName = "local"
@@ -74,10 +75,14 @@ type Options struct {
 	ProxyDomain    string
 	SkipDeps       bool // do not install missing OS packages
 	NoBaseTemplate bool // do not build the base image (tests)
-	// Pool is the agent's -pool: warm pools per template, name=size[,...] (docs/agent.md); empty: none.
-	// Not used with NoBaseTemplate (a pool of base would build the image).
+	// Pool is warm pool sizes per template, name=size[,...] (docs/agent.md, "Warm pools"), set in the
+	// control plane (PUT /v1/admin/templates/{name}/pool) on the first run of a data directory, and on
+	// any run with SetPool; other runs keep what the admin set. Empty: none. Not used with
+	// NoBaseTemplate (a pool of base would build the image).
 	Pool string
-	Out  io.Writer
+	// SetPool sets Pool on this run too (--pool given explicitly).
+	SetPool bool
+	Out     io.Writer
 }
 
 // NewCommand returns the `wrenn up` command.
@@ -94,6 +99,7 @@ and PostgreSQL; the next run resumes the capsules and keeps all data. Needs root
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
+			o.SetPool = cmd.Flags().Changed("pool")
 			if o.DatabaseURL == "" {
 				o.DatabaseURL = firstEnv("WRENN_DATABASE_URL", "DATABASE_URL")
 			}
@@ -110,7 +116,7 @@ and PostgreSQL; the next run resumes the capsules and keeps all data. Needs root
 	f.StringVar(&o.ProxyDomain, "proxy-domain", DefaultProxyDomain, "port proxy domain: http://{port}-{capsule_id}.<domain>:<listen port>/ reaches a capsule's port; empty turns the proxy off")
 	f.BoolVar(&o.SkipDeps, "skip-deps", false, "do not install missing OS packages")
 	f.BoolVar(&o.NoBaseTemplate, "no-base-template", false, "do not build the base template image (tests; a capsule from base builds it)")
-	f.StringVar(&o.Pool, "pool", DefaultPool, "warm pools of the agent, template=size[,...]: capsules kept booted so creates of the default shape answer at once; empty: none")
+	f.StringVar(&o.Pool, "pool", DefaultPool, "warm pool sizes, template=size[,...]: capsules kept booted on every host so creates of the default shape answer at once; set in the control plane on the first run (later runs keep what the admin set unless --pool is given); empty: none")
 	return cmd
 }
 
@@ -129,6 +135,9 @@ func firstEnv(keys ...string) string {
 func Run(ctx context.Context, o Options) error {
 	if o.Out == nil {
 		o.Out = os.Stdout
+	}
+	if _, err := parsePools(o.Pool); err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("wrenn up runs the host agent, which needs root: run it as root")
@@ -240,6 +249,9 @@ func (u *upper) run(ctx context.Context) error {
 	api := newAPI(u.apiURL)
 	jwt, err := u.admin(ctx, api, dsn)
 	if err != nil {
+		return err
+	}
+	if err := u.setPools(ctx, api, jwt); err != nil {
 		return err
 	}
 	if err := u.startAgent(ctx, api, jwt); err != nil {
@@ -546,6 +558,59 @@ func (u *upper) admin(ctx context.Context, api *api, dsn string) (string, error)
 	return jwt, nil
 }
 
+// poolSize is one template=size of --pool.
+type poolSize struct {
+	template string
+	size     int
+}
+
+// parsePools parses --pool: comma-separated template=size, size 0..64.
+func parsePools(v string) ([]poolSize, error) {
+	var out []poolSize
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		name, n, ok := strings.Cut(f, "=")
+		size, err := strconv.Atoi(n)
+		if !ok || name == "" || err != nil || size < 0 || size > 64 {
+			return nil, fmt.Errorf("--pool: %q: want template=size with size 0..64", f)
+		}
+		out = append(out, poolSize{name, size})
+	}
+	return out, nil
+}
+
+// setPools sets --pool's warm pool sizes in the control plane (before the agent starts, so its first
+// heartbeat's answer carries them): on the first run of the data directory (and the first run of this
+// version on an older one, where the agent's -pool flag kept them), or when --pool was given. Other
+// runs keep what the admin set.
+func (u *upper) setPools(ctx context.Context, api *api, jwt string) error {
+	st := u.state
+	if u.o.NoBaseTemplate || (st.PoolsSet && !u.o.SetPool) {
+		return nil
+	}
+	pools, err := parsePools(u.o.Pool)
+	if err != nil {
+		return err
+	}
+	var set []string
+	for _, p := range pools {
+		if err := api.setPool(ctx, jwt, p.template, p.size); err != nil {
+			return fmt.Errorf("set the warm pool of %s: %w", p.template, err)
+		}
+		set = append(set, fmt.Sprintf("%s=%d", p.template, p.size))
+	}
+	st.PoolsSet = true
+	if err := st.save(u.dir); err != nil {
+		return err
+	}
+	if len(set) > 0 {
+		u.status("warm pools", "%s per host (PUT /v1/admin/templates/{name}/pool changes them)", strings.Join(set, ","))
+	}
+	return nil
+}
+
 // bootstrap runs `wrenn-cp bootstrap` and returns the API key it created.
 func (u *upper) bootstrap(ctx context.Context, dsn string) (string, error) {
 	cmd := exec.CommandContext(ctx, u.bins.cp, "bootstrap", "--json", "--email", u.state.AdminEmail, "--name", "Admin")
@@ -607,9 +672,6 @@ func (u *upper) startAgent(ctx context.Context, api *api, jwt string) error {
 		"-listen", st.AgentAddress, "-control-plane", u.apiURL, "-data-dir", u.dir,
 		"-runsc", u.runsc, "-envd", u.bins.envd, "-net-prefix", st.NetPrefix, "-subnet", st.Subnet,
 		"-on-shutdown", "pause",
-	}
-	if u.o.Pool != "" && !u.o.NoBaseTemplate {
-		args = append(args, "-pool", u.o.Pool)
 	}
 	env := []string{}
 	if token != "" {
