@@ -15,7 +15,7 @@ type template struct {
 	Name string `json:"name"`
 	Pool struct {
 		Size  int  `json:"size"`
-		Ready *int `json:"ready"`
+		Ready *int `json:"ready"` // present in every template JSON
 	} `json:"pool"`
 }
 
@@ -84,7 +84,7 @@ func TestPoolAndForkThroughAPI(t *testing.T) {
 		return nil
 	})
 	res := cptest.Call(t, p.URL(), "GET", "/v1/admin/templates", cptest.Bearer(p.Admin), nil)
-	if !strings.Contains(string(res.Body), `"name":"minimal"`) || !strings.Contains(string(res.Body), `"pool":{"size":1}`) {
+	if !strings.Contains(string(res.Body), `"name":"minimal"`) || !strings.Contains(string(res.Body), `"pool":{"size":1,"ready":1}`) {
 		t.Fatalf("template listing without the pool: %s", res.Body)
 	}
 
@@ -129,4 +129,71 @@ func TestPoolAndForkThroughAPI(t *testing.T) {
 	if st, tpl := setPool(t, p, "minimal", 0); st != 200 || tpl.Pool.Size != 0 {
 		t.Fatalf("pool off: %d %+v", st, tpl)
 	}
+}
+
+// listed returns a template of a listing (GET /v1/admin/templates as the admin, GET /v1/snapshots with
+// the team's API key).
+func listed(t *testing.T, p *platform.Platform, admin bool, name string) (template, error) {
+	t.Helper()
+	res := cptest.Call(t, p.URL(), "GET", "/v1/snapshots", cptest.Key(p.Key), nil)
+	if admin {
+		res = cptest.Call(t, p.URL(), "GET", "/v1/admin/templates", cptest.Bearer(p.Admin), nil)
+	}
+	if res.Status != 200 {
+		return template{}, fmt.Errorf("list templates: %d %s", res.Status, res.Body)
+	}
+	var ts []template
+	res.JSON(t, &ts)
+	for _, tpl := range ts {
+		if tpl.Name == name {
+			if tpl.Pool.Ready == nil {
+				return tpl, fmt.Errorf("template %s without pool.ready: %s", name, res.Body)
+			}
+			return tpl, nil
+		}
+	}
+	return template{}, fmt.Errorf("no template %s in %s", name, res.Body)
+}
+
+// waitReady waits until both listings show name's pool with size and ready members (the sum over the
+// hosts' heartbeat reports).
+func waitReady(t *testing.T, p *platform.Platform, name string, size, ready int) {
+	t.Helper()
+	platform.Eventually(t, 120*time.Second, fmt.Sprintf("%s pool %d/%d in the listings", name, ready, size), func() error {
+		for _, admin := range []bool{true, false} {
+			tpl, err := listed(t, p, admin, name)
+			if err != nil {
+				return err
+			}
+			if tpl.Pool.Size != size || *tpl.Pool.Ready != ready {
+				return fmt.Errorf("admin=%v: pool %+v (ready %d)", admin, tpl.Pool, *tpl.Pool.Ready)
+			}
+		}
+		return nil
+	})
+}
+
+// A pool set by the admin reaches a host that joins later through its heartbeats, and the template
+// JSON's ready counts the members of every host.
+func TestPoolReachesLaterHosts(t *testing.T) {
+	testutil.Integration(t)
+	p := platform.New(t, 1)
+	p.AddHost(t, false)
+	if tpl, err := listed(t, p, true, "minimal"); err != nil || tpl.Pool.Size != 0 || *tpl.Pool.Ready != 0 {
+		t.Fatalf("before any pool: %+v, %v", tpl.Pool, err)
+	}
+	if st, tpl := setPool(t, p, "minimal", 1); st != 200 || tpl.Pool.Size != 1 {
+		t.Fatalf("set pool: %d %+v", st, tpl)
+	}
+	waitReady(t, p, "minimal", 1, 1)
+
+	// The second host was not there for the PUT: its first heartbeat's answer gives it the pool.
+	p.AddHost(t, false)
+	waitReady(t, p, "minimal", 1, 2)
+
+	// Off: both hosts drain (the PUT reaches them at once, their heartbeats agree).
+	if st, tpl := setPool(t, p, "minimal", 0); st != 200 || tpl.Pool.Size != 0 {
+		t.Fatalf("pool off: %d %+v", st, tpl)
+	}
+	waitReady(t, p, "minimal", 0, 0)
 }

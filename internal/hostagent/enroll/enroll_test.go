@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -496,4 +499,66 @@ func serial(t *testing.T, cfg *tls.Config) string {
 		t.Fatal(err)
 	}
 	return leaf.SerialNumber.String()
+}
+
+// Heartbeats carry the pool report and apply the pools of answers that name them; an answer without
+// pools (an older control plane) applies nothing.
+func TestHeartbeatPools(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(h.cp.RegistrationToken)
+	report := []enroll.PoolReport{{
+		PoolShape: enroll.PoolShape{Template: "base", VCPUs: 1, MemoryMB: 512, DiskMB: 5120, AllowInternet: true},
+		Size:      2, Ready: 1, Hits: 4, Misses: 2,
+	}}
+	cfg.Pools = func() []enroll.PoolReport { return report }
+	var (
+		mu      sync.Mutex
+		applied [][]enroll.DesiredPool
+	)
+	cfg.ApplyPools = func(_ context.Context, ps []enroll.DesiredPool) {
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, ps)
+	}
+	c, _ := h.enroll(t, cfg)
+	stop, _ := run(t, c)
+	defer stop()
+	waitFor(t, "heartbeats", func() bool { return len(h.cp.HeartbeatBodies()) >= 2 })
+	var body struct {
+		Pools []map[string]any `json:"pools"`
+	}
+	if err := json.Unmarshal([]byte(h.cp.HeartbeatBodies()[0]), &body); err != nil {
+		t.Fatalf("heartbeat body %q: %v", h.cp.HeartbeatBodies()[0], err)
+	}
+	want := map[string]any{"team_id": "", "template": "base", "vcpus": 1.0, "memory_mb": 512.0, "disk_mb": 5120.0,
+		"allow_internet": true, "size": 2.0, "ready": 1.0, "hits": 4.0, "misses": 2.0}
+	if len(body.Pools) != 1 || !reflect.DeepEqual(body.Pools[0], want) {
+		t.Fatalf("heartbeat report %+v, want [%+v]", body.Pools, want)
+	}
+	mu.Lock()
+	n := len(applied)
+	mu.Unlock()
+	if n != 0 {
+		t.Fatalf("pools applied from answers without pools: %d", n)
+	}
+
+	h.cp.SetPools([]map[string]any{{"team_id": "", "template": "minimal", "name": "minimal", "size": 3,
+		"vcpus": 1, "memory_mb": 512, "disk_mb": 5120, "allow_internet": true}})
+	waitFor(t, "pools applied", func() bool { mu.Lock(); defer mu.Unlock(); return len(applied) > 0 })
+	mu.Lock()
+	got := applied[0]
+	mu.Unlock()
+	wantPools := []enroll.DesiredPool{{Name: "minimal", Size: 3, PoolShape: enroll.PoolShape{
+		Template: "minimal", VCPUs: 1, MemoryMB: 512, DiskMB: 5120, AllowInternet: true}}}
+	if !reflect.DeepEqual(got, wantPools) {
+		t.Fatalf("applied %+v, want %+v", got, wantPools)
+	}
+
+	// An empty list is applied too: the control plane wants no pools.
+	h.cp.SetPools([]any{})
+	waitFor(t, "no pools applied", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(applied[len(applied)-1]) == 0
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -50,6 +51,8 @@ type ControlPlane struct {
 	refreshStatus int // forced refresh answer; 0 = per contract
 	registrations []RegisterRequest
 	heartbeats    []string // X-Host-Token of each heartbeat
+	beatBodies    []string // the body of each heartbeat
+	pools         any      // the pools of the heartbeats' answer; nil: 204
 	refreshes     int
 	address       string
 }
@@ -107,6 +110,22 @@ func (cp *ControlPlane) Registrations() []RegisterRequest {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	return append([]RegisterRequest(nil), cp.registrations...)
+}
+
+// SetPools makes the heartbeats' answer name pools (a JSON array, as the
+// control plane's desired pools); nil: answer 204 with no body.
+func (cp *ControlPlane) SetPools(pools any) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.pools = pools
+}
+
+// HeartbeatBodies returns the body of every heartbeat received ("" for
+// none).
+func (cp *ControlPlane) HeartbeatBodies() []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return append([]string(nil), cp.beatBodies...)
 }
 
 // Heartbeats returns the X-Host-Token of every heartbeat received.
@@ -214,9 +233,11 @@ func (cp *ControlPlane) issue(w http.ResponseWriter, status int) {
 
 func (cp *ControlPlane) heartbeat(w http.ResponseWriter, r *http.Request) {
 	tok := r.Header.Get("X-Host-Token")
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	cp.heartbeats = append(cp.heartbeats, tok)
+	cp.beatBodies = append(cp.beatBodies, string(body))
 	switch {
 	case cp.beatStatus != 0:
 		writeError(w, cp.beatStatus, "forced", "forced heartbeat answer")
@@ -226,6 +247,9 @@ func (cp *ControlPlane) heartbeat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "forbidden", "host id does not match the token")
 	case cp.deleted:
 		writeError(w, http.StatusNotFound, "not_found", "host not found")
+	case cp.pools != nil:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"pools": cp.pools})
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
