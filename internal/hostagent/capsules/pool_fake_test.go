@@ -187,3 +187,70 @@ func TestSetPoolRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// The control plane's pools win for the templates it names; the -pool flag sizes the others, and a
+// template no longer named goes back to the flag's size or is drained (also after a restart).
+func TestReconcilePools(t *testing.T) {
+	h := poolHost(t, func(c *Config) {
+		c.Pools = []PoolSpec{{TemplateID: "base", Size: 1, AllowInternet: true}}
+	})
+	ctx := context.Background()
+	sizes := func(want map[string]int) {
+		t.Helper()
+		got := map[string]int{}
+		for _, s := range h.a.Pools() {
+			got[s.TemplateID] = s.Size
+		}
+		if len(got) != len(want) {
+			t.Fatalf("pools %v, want %v", got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("pools %v, want %v", got, want)
+			}
+		}
+	}
+	spec := func(tpl string, size int) PoolSpec { return PoolSpec{TemplateID: tpl, Size: size, AllowInternet: true} }
+	reconcile := func(specs ...PoolSpec) {
+		t.Helper()
+		if err := h.a.ReconcilePools(ctx, specs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sizes(map[string]int{"base": 1})
+	reconcile(spec("base", 3), spec("minimal", 2))
+	sizes(map[string]int{"base": 3, "minimal": 2})
+	eventually(t, "pools filled", func() bool { return h.poolStat("base").Ready == 3 && h.poolStat("minimal").Ready == 2 })
+	reconcile(spec("minimal", 1))
+	sizes(map[string]int{"base": 1, "minimal": 1})
+	reconcile()
+	sizes(map[string]int{"base": 1})
+	eventually(t, "pools drained", func() bool { return len(h.members()) == 1 })
+
+	// The push of PUT /v1/admin/templates/{name}/pool: size 0 gives the template back to the flag.
+	if err := h.a.SetNamedPool(ctx, spec("base", 2)); err != nil {
+		t.Fatal(err)
+	}
+	sizes(map[string]int{"base": 2})
+	if err := h.a.SetNamedPool(ctx, spec("base", 0)); err != nil {
+		t.Fatal(err)
+	}
+	sizes(map[string]int{"base": 1})
+	if err := h.a.SetNamedPool(ctx, spec("minimal", 2)); err != nil {
+		t.Fatal(err)
+	}
+	sizes(map[string]int{"base": 1, "minimal": 2})
+
+	// After a restart the recorded pools run on as the control plane's until its first answer.
+	h.restart(nil)
+	sizes(map[string]int{"base": 1, "minimal": 2})
+	reconcile()
+	sizes(map[string]int{"base": 1})
+	eventually(t, "pools drained", func() bool { return h.poolStat("base").Ready == 1 && len(h.members()) == 1 })
+
+	// Bad input of one pool does not stop the others.
+	if err := h.a.ReconcilePools(ctx, []PoolSpec{spec("minimal", 2), spec("bad/name", 1), spec("minimal", 3)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad pools: %v", err)
+	}
+	sizes(map[string]int{"base": 1, "minimal": 2})
+}
