@@ -194,4 +194,10 @@ func TestPoolReachesLaterHosts(t *testing.T) {
 		t.Fatalf("pool off: %d %+v", st, tpl)
 	}
 	waitReady(t, p, "minimal", 0, 0)
+
+	// An agent's own -pool flag sizes the templates the control plane does not name, and its members
+	// show in the template JSON too.
+	p.AgentArgs = []string{"-pool", "minimal=1"}
+	p.AddHost(t, false)
+	waitReady(t, p, "minimal", 0, 1)
 }
