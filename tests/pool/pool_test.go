@@ -186,8 +186,19 @@ func TestPoolReachesLaterHosts(t *testing.T) {
 	waitReady(t, p, "minimal", 1, 1)
 
 	// The second host was not there for the PUT: its first heartbeat's answer gives it the pool.
-	p.AddHost(t, false)
+	second := p.AddHost(t, false)
 	waitReady(t, p, "minimal", 1, 2)
+
+	// An agent that was down while the pool changed gets the new size from its first heartbeat after a
+	// restart (its recorded pools say 1). Meanwhile the listings count the online host only.
+	second.Agent.Stop()
+	p.WaitHost(t, second.ID, "unreachable")
+	if st, tpl := setPool(t, p, "minimal", 2); st != 200 || tpl.Pool.Size != 2 {
+		t.Fatalf("set pool: %d %+v", st, tpl)
+	}
+	waitReady(t, p, "minimal", 2, 2)
+	second.Agent.Start()
+	waitReady(t, p, "minimal", 2, 4)
 
 	// Off: both hosts drain (the PUT reaches them at once, their heartbeats agree).
 	if st, tpl := setPool(t, p, "minimal", 0); st != 200 || tpl.Pool.Size != 0 {
