@@ -86,7 +86,7 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&onShutdown, "on-shutdown", envOr("WRENN_ON_SHUTDOWN", string(suspend.Keep)), "what running capsules do when the agent stops: keep (they run on; the next agent adopts them) or pause (paused now, resumed at the next start)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", os.Getenv("WRENN_METRICS_LISTEN"), "plain HTTP address serving only /metrics, /health and /ready (a local Prometheus); empty: off")
-	fs.Func("pool", "warm pool of a template, name=size (repeatable, or comma-separated): that many capsules of the default shape (1 vCPU, 512 MB, 5120 MB disk, internet on) kept booted for creates (docs/agent.md)", func(v string) error {
+	fs.Func("pool", "warm pool of a template, name=size (repeatable, or comma-separated): that many capsules of the default shape (1 vCPU, 512 MB, 5120 MB disk, internet on) kept booted for creates; the control plane's size wins for the templates it names (docs/agent.md)", func(v string) error {
 		p, err := daemon.ParsePools(v)
 		c.Pools = append(c.Pools, p...)
 		return err
