@@ -115,6 +115,7 @@ try {
 	forks.forEach((id) => created.add(id));
 	if (forks.length !== 2 || forks.includes(src) || forks[0] === forks[1]) throw new Error(`fork shows ${JSON.stringify(forks)}`);
 	await shot('forked-two');
+	if (await head().getByRole('button', { name: 'Pause' }).isDisabled()) throw new Error('the capsule page keeps its actions disabled after the fork');
 	const ids = (await listed()).map((x) => x.id);
 	for (const id of [src, ...forks]) if (!ids.includes(id)) throw new Error(`${id} not listed by the API: ${JSON.stringify(ids)}`);
 	for (const id of forks) await statusIs(id, 'running');
