@@ -2,42 +2,11 @@
 // driven by playwright-core. Environment: WRENN_URL, WRENN_EMAIL, WRENN_PASSWORD, WRENN_KEY (API key of
 // the same team), WRENN_OUT (screenshot folder), CHROMIUM (browser binary). Prints each step; exits
 // non-zero on the first failure (after a screenshot of it).
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { WAIT, client, env, launch, step } from './harness.mjs';
 
-const env = (k) => {
-	const v = process.env[k];
-	if (!v) throw new Error(`${k} is not set`);
-	return v;
-};
 const base = env('WRENN_URL');
-const out = env('WRENN_OUT');
-const key = env('WRENN_KEY');
-const WAIT = 90_000;
-
-const browser = await chromium.launch({ executablePath: env('CHROMIUM'), headless: true, args: ['--no-sandbox'] });
-const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-const page = await context.newPage();
-page.setDefaultTimeout(WAIT);
-page.on('dialog', (d) => d.accept());
-page.on('pageerror', (e) => console.log('page error:', e.message));
-let n = 0;
-const shot = async (name, p = page) => {
-	const file = path.join(out, `${String(++n).padStart(2, '0')}-${name}.png`);
-	await p.screenshot({ path: file });
-	console.log('screenshot', file);
-};
-const step = (s) => console.log('step:', s);
-
-async function api(method, p, body) {
-	const res = await fetch(base + p, {
-		method,
-		headers: { 'X-API-Key': key, ...(body ? { 'Content-Type': 'application/json' } : {}) },
-		body: body ? JSON.stringify(body) : undefined
-	});
-	const text = await res.text();
-	return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const api = client(base, { 'X-API-Key': env('WRENN_KEY') });
+const { browser, context, page, shot } = await launch(env('WRENN_OUT'));
 
 async function termText() {
 	return page.locator('.session:not(.hidden) .xterm-rows').innerText();

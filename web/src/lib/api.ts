@@ -61,6 +61,7 @@ export async function api<T = unknown>(method: string, path: string, body?: Body
 
 export const get = <T>(path: string) => api<T>('GET', path);
 export const post = <T>(path: string, body?: Body) => api<T>('POST', path, body ?? {});
+export const put = <T>(path: string, body: Body) => api<T>('PUT', path, body);
 export const del = <T>(path: string) => api<T>('DELETE', path);
 
 // wsURL turns an API path into a ws:// or wss:// URL on the page's origin.

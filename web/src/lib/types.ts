@@ -55,6 +55,12 @@ export interface Template {
 	platform: boolean;
 	default_user: string;
 	team_id?: string;
+	pool?: Pool;
+}
+// A template's warm pool (docs/api.md, "Warm pools"): size per host; ready only where the API reports it.
+export interface Pool {
+	size: number;
+	ready?: number;
 }
 export interface Host {
 	id: string;
