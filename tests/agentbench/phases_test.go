@@ -27,7 +27,8 @@ import (
 // finer (bundle, runsc, envd ready, /init) and tries the restore options of
 // the pinned runsc, idle and with 256 MiB dirty: buffered reads against
 // -direct (O_DIRECT reads), with the checkpoint in the page cache, evicted
-// from it and just written.
+// from it and just written; and runsc checkpoint with buffered writes
+// against -direct (O_DIRECT writes), each followed by a restore.
 // docs/benchmarks.md, "Where create and restore time goes", holds the
 // results.
 
@@ -185,7 +186,7 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 	// dirty tmpfs pages, from one checkpoint on disk (the benchmark's
 	// temporary directory, where the agent keeps its snapshots too): the
 	// default buffered reads against -direct (O_DIRECT reads of the pages
-	// file, what the agent uses unless -restore-direct=false), each with the
+	// file, what the agent uses unless -checkpoint-direct=false), each with the
 	// checkpoint's files in the page cache (warm: restored before, as a
 	// template or pool snapshot is), evicted from it first (cold: a
 	// snapshot written long ago, or after memory pressure) and just written
@@ -273,6 +274,88 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			}
 		})
 	}
+
+	// The checkpoint side: one capsule paused (runsc checkpoint, delete)
+	// and resumed at once (runsc restore -direct) over and over, the
+	// checkpoint written with the default buffered writes or with -direct
+	// (O_DIRECT writes of the pages file, what the agent uses), in turn.
+	for _, dirty := range dirtyCases {
+		b.Run(fmt.Sprintf("checkpoint/dirty=%dMiB", dirty), func(b *testing.B) {
+			c := h.capsule(h.netns(b), dirtyMemoryMB)
+			if err := h.run(ctx, c); err != nil {
+				b.Fatalf("run: %v", err)
+			}
+			b.Cleanup(func() { _ = h.destroy(context.Background(), c) })
+			if dirty > 0 {
+				if err := shell(ctx, c.addr(), dirtyScript(dirty)); err != nil {
+					b.Fatalf("dirty memory: %v", err)
+				}
+			}
+			variants := []struct {
+				name  string
+				flags []string
+			}{{"default", nil}, {"direct", []string{"-direct"}}}
+			per := map[string]*phaseTimes{}
+			for _, v := range variants {
+				per[v.name] = &phaseTimes{}
+			}
+			rot := 0
+			round := func() {
+				for i := range variants {
+					v := variants[(i+rot)%len(variants)]
+					if err := h.pauseResumePhased(ctx, c, b.TempDir(), v.flags, per[v.name]); err != nil {
+						b.Fatalf("%s: %v", v.name, err)
+					}
+				}
+				rot++
+			}
+			round()
+			for _, p := range per {
+				p.reset()
+			}
+			for b.Loop() {
+				round()
+			}
+			for _, v := range variants {
+				per[v.name].reportAs(b, v.name+"-")
+			}
+		})
+	}
+}
+
+// pauseResumePhased checkpoints the running c into a new directory under
+// dir with extra checkpoint flags, deletes its container and restores it
+// with -direct, timing the checkpoint ("pause") and the restore
+// ("resume"); the checkpoint is removed afterwards, untimed.
+func (h *rawHost) pauseResumePhased(ctx context.Context, c rawCapsule, dir string, flags []string, p *phaseTimes) error {
+	img := filepath.Join(dir, "checkpoint")
+	if err := os.Mkdir(img, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(img)
+	if err := h.envdPost(ctx, c, "/snapshot/prepare"); err != nil {
+		return err
+	}
+	args := append(append([]string{"checkpoint"}, flags...), "-image-path", img, c.id)
+	if err := p.timed("pause", func() error { return h.runsc(ctx, c.id, args...) }); err != nil {
+		return err
+	}
+	if err := h.runsc(ctx, c.id, "delete", "-force", c.id); err != nil {
+		return err
+	}
+	if err := readdress(c.ns); err != nil {
+		return err
+	}
+	bundle := filepath.Join(h.dir, c.id, "bundle")
+	if err := p.timed("resume", func() error {
+		return h.detached(ctx, c.id, "restore", "-detach", "-direct", "-image-path", img, "--bundle", bundle, c.id)
+	}); err != nil {
+		return err
+	}
+	if err := h.waitHealthy(ctx, c); err != nil {
+		return err
+	}
+	return h.envdPost(ctx, c, "/init")
 }
 
 // evictDir drops the files of dir from the page cache (after writing back

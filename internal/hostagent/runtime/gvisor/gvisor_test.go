@@ -98,9 +98,9 @@ func TestLifecycle(t *testing.T) {
 	// Pause again; restore the snapshot twice: as the original capsule and
 	// as a new one in another namespace (a template), concurrently, the
 	// second by a runtime reading through the page cache
-	// (Config.BufferedRestore) instead of with O_DIRECT.
+	// (Config.BufferedCheckpoints) instead of with O_DIRECT.
 	buffered := f.rt.cfg
-	buffered.BufferedRestore = true
+	buffered.BufferedCheckpoints = true
 	brt, err := New(buffered)
 	if err != nil {
 		t.Fatal(err)
@@ -164,20 +164,27 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestRestoreArgs checks that restores read the checkpoint with O_DIRECT
-// unless Config.BufferedRestore says otherwise (TestLifecycle restores
-// both ways).
-func TestRestoreArgs(t *testing.T) {
+// TestCheckpointArgs checks that checkpoints write and restores read the
+// capsule's memory with O_DIRECT unless Config.BufferedCheckpoints says
+// otherwise (TestLifecycle restores both ways), and never compress.
+func TestCheckpointArgs(t *testing.T) {
 	for _, c := range []struct {
-		buffered bool
-		want     []string
+		buffered      bool
+		save, restore []string
 	}{
-		{false, []string{"restore", "-detach", "-direct", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
-		{true, []string{"restore", "-detach", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
+		{false,
+			[]string{"checkpoint", "-leave-running", "-direct", "-image-path", "/snap", "cl-x"},
+			[]string{"restore", "-detach", "-direct", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
+		{true,
+			[]string{"checkpoint", "-leave-running", "-image-path", "/snap", "cl-x"},
+			[]string{"restore", "-detach", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
 	} {
-		r := &Runtime{cfg: Config{BufferedRestore: c.buffered}}
-		if got := r.restoreArgs("/snap", "/b", "cl-x"); !slices.Equal(got, c.want) {
-			t.Errorf("BufferedRestore=%v: restore args %q, want %q", c.buffered, got, c.want)
+		r := &Runtime{cfg: Config{BufferedCheckpoints: c.buffered}}
+		if got := r.checkpointArgs("/snap", "cl-x", "-leave-running"); !slices.Equal(got, c.save) {
+			t.Errorf("BufferedCheckpoints=%v: checkpoint args %q, want %q", c.buffered, got, c.save)
+		}
+		if got := r.restoreArgs("/snap", "/b", "cl-x"); !slices.Equal(got, c.restore) {
+			t.Errorf("BufferedCheckpoints=%v: restore args %q, want %q", c.buffered, got, c.restore)
 		}
 	}
 }
