@@ -44,6 +44,11 @@ func TestLifecycle(t *testing.T) {
 	// sentry, so its pages are in the checkpoint's pages file that restores
 	// read with O_DIRECT): every restore must bring it back intact.
 	blob := a.sh(t, "mkdir -p /dev/shm && dd if=/dev/urandom of=/dev/shm/blob bs=1M count=64 2>/dev/null && sha256sum /dev/shm/blob")
+	// And a process holding 8 MiB of data in its own memory.
+	held := a.startHolder(t)
+	if len(held) < 64 {
+		t.Fatalf("holder's checksum %q", held)
+	}
 	before := a.count(t)
 
 	st, err := f.rt.Stats(ctx, idA)
@@ -91,6 +96,9 @@ func TestLifecycle(t *testing.T) {
 	if got := a.sh(t, "sha256sum /dev/shm/blob"); got != blob {
 		t.Fatalf("memory after restore: %q, was %q", got, blob)
 	}
+	if got := a.heldSum(t); got != held {
+		t.Fatalf("process memory after restore: %q, was %q", got, held)
+	}
 	if _, err := os.Stat(filepath.Join(f.image.Path, "root", "hello.txt")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("capsule write reached the image: %v", err)
 	}
@@ -137,6 +145,9 @@ func TestLifecycle(t *testing.T) {
 		}
 		if got := c.sh(t, "sha256sum /dev/shm/blob"); got != blob {
 			t.Fatalf("memory after restore at %s: %q, was %q", c.url, got, blob)
+		}
+		if got := c.heldSum(t); got != held {
+			t.Fatalf("process memory after restore at %s: %q, was %q", c.url, got, held)
 		}
 	}
 	if meta := b.readFile(t, MetadataFile); !strings.Contains(meta, `"sandbox_id":"`+idB+`"`) {
