@@ -65,6 +65,7 @@ func run(args []string) error {
 
 func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	var subnet, egressAllow, onShutdown, logFormat, logLevel string
+	var checkpointDirect bool
 	fs := flag.NewFlagSet("wrenn-agent", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9900", "address of the hostagent.v1 Connect API and the port proxy (mutual TLS with -control-plane, else HTTP/1.1 and h2c)")
 	fs.StringVar(&c.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "control plane base URL; when set the agent registers, heartbeats and serves mutual TLS only")
@@ -82,6 +83,7 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	fs.StringVar(&c.DNS, "dns", envOr("WRENN_DNS", "auto"), "DNS servers of capsules: auto (the host's non-loopback nameservers), none, or a comma-separated list of IPs")
 	fs.StringVar(&egressAllow, "egress-allow", os.Getenv("WRENN_EGRESS_ALLOW"), "comma-separated IPv4 CIDRs (or addresses) of private or LAN services capsules with internet access may reach; everything private is closed otherwise (docs/security.md)")
 	fs.BoolVar(&c.DebugRunsc, "debug-runsc", false, "write runsc debug logs into each capsule's runtime directory")
+	fs.BoolVar(&checkpointDirect, "checkpoint-direct", true, "checkpoints (pause, snapshots, forks) write and restores (resume, templates, warm pools, forks) read the capsule's memory with O_DIRECT (runsc -direct); false: through the page cache, for a data directory on a filesystem without O_DIRECT (docs/agent.md)")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&onShutdown, "on-shutdown", envOr("WRENN_ON_SHUTDOWN", string(suspend.Keep)), "what running capsules do when the agent stops: keep (they run on; the next agent adopts them) or pause (paused now, resumed at the next start)")
@@ -102,6 +104,7 @@ func parseFlags(args []string) (c daemon.Config, version bool, err error) {
 	if version {
 		return c, true, nil
 	}
+	c.BufferedCheckpoints = !checkpointDirect
 	if c.Subnet, err = netip.ParsePrefix(subnet); err != nil {
 		return c, false, fmt.Errorf("-subnet: %w", err)
 	}

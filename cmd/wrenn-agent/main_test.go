@@ -50,6 +50,12 @@ func TestParseFlags(t *testing.T) {
 		c.MetricsInterval != time.Second || c.DNS != "none" || c.DataDir != "/srv/w" || c.Log == nil || c.Version != release {
 		t.Fatalf("config %+v", c)
 	}
+	if c.BufferedCheckpoints {
+		t.Fatal("checkpoints go through the page cache by default; want O_DIRECT (-checkpoint-direct)")
+	}
+	if c, _, err := parseFlags([]string{"-checkpoint-direct=false"}); err != nil || !c.BufferedCheckpoints {
+		t.Fatalf("-checkpoint-direct=false: BufferedCheckpoints %v, %v", c.BufferedCheckpoints, err)
+	}
 	t.Setenv("WRENN_EGRESS_ALLOW", "192.168.7.9/24")
 	if c, _, err := parseFlags(nil); err != nil || fmt.Sprint(c.EgressAllow) != "[192.168.7.0/24]" {
 		t.Fatalf("WRENN_EGRESS_ALLOW: %v %v", c.EgressAllow, err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 	"github.com/wrenn/wrenn/internal/testutil"
@@ -23,9 +25,10 @@ import (
 // `runsc restore`, which returns once memory is loaded) and the rest (envd
 // ready, /init, records). BenchmarkRawRunscPhases splits the raw side
 // finer (bundle, runsc, envd ready, /init) and tries the restore options of
-// the pinned runsc, idle and with 256 MiB dirty: -background (pages load
-// after restore returns), -direct (O_DIRECT reads) and the checkpoint on
-// tmpfs instead of disk.
+// the pinned runsc, idle and with 256 MiB dirty: buffered reads against
+// -direct (O_DIRECT reads), with the checkpoint in the page cache, evicted
+// from it and just written; and runsc checkpoint with buffered writes
+// against -direct (O_DIRECT writes), each followed by a restore.
 // docs/benchmarks.md, "Where create and restore time goes", holds the
 // results.
 
@@ -180,20 +183,31 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 	})
 
 	// Restore options, on an idle capsule and on one holding 256 MiB of
-	// dirty tmpfs pages: one checkpoint on disk (the benchmark's temporary
-	// directory, where the agent keeps its snapshots too) and a copy on
-	// tmpfs. Every iteration restores with each option in turn (the order
-	// rotating), so a machine whose load drifts affects all of them alike.
+	// dirty tmpfs pages, from one checkpoint on disk (the benchmark's
+	// temporary directory, where the agent keeps its snapshots too): the
+	// default buffered reads against -direct (O_DIRECT reads of the pages
+	// file, what the agent uses unless -checkpoint-direct=false), each with the
+	// checkpoint's files in the page cache (warm: restored before, as a
+	// template or pool snapshot is), evicted from it first (cold: a
+	// snapshot written long ago, or after memory pressure) and just written
+	// (fresh: a copy made right before, its pages still dirty in the cache
+	// as a pause's are when the capsule resumes soon after). Every iteration
+	// restores with each option in turn (the order rotating), so a machine
+	// whose load drifts affects all of them alike. Earlier runs also tried
+	// -background and the checkpoint on tmpfs; docs/benchmarks.md keeps
+	// their results.
 	type variant struct {
 		name  string
-		disk  bool
+		cache string // warm, cold or fresh
 		flags []string
 	}
 	variants := []variant{
-		{"default", true, nil},
-		{"background", true, []string{"-background"}},
-		{"direct", true, []string{"-direct"}},
-		{"tmpfs", false, nil},
+		{"default", "warm", nil},
+		{"direct", "warm", []string{"-direct"}},
+		{"default-cold", "cold", nil},
+		{"direct-cold", "cold", []string{"-direct"}},
+		{"default-fresh", "fresh", nil},
+		{"direct-fresh", "fresh", []string{"-direct"}},
 	}
 	for _, dirty := range dirtyCases {
 		b.Run(fmt.Sprintf("restore/dirty=%dMiB", dirty), func(b *testing.B) {
@@ -213,14 +227,6 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			if err := h.checkpoint(ctx, src, disk); err != nil {
 				b.Fatalf("checkpoint: %v", err)
 			}
-			shm, err := os.MkdirTemp("/dev/shm", "wrenn-bench-")
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = os.RemoveAll(shm) })
-			if err := os.CopyFS(shm, os.DirFS(disk)); err != nil {
-				b.Fatal(err)
-			}
 			per := map[string]*phaseTimes{}
 			for _, v := range variants {
 				per[v.name] = &phaseTimes{}
@@ -229,9 +235,17 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			round := func() {
 				for i := range variants {
 					v := variants[(i+rot)%len(variants)]
-					img := shm
-					if v.disk {
-						img = disk
+					img := disk
+					switch v.cache {
+					case "cold":
+						if err := evictDir(disk); err != nil {
+							b.Fatalf("evict checkpoint from the page cache: %v", err)
+						}
+					case "fresh":
+						img = filepath.Join(b.TempDir(), "checkpoint")
+						if err := os.CopyFS(img, os.DirFS(disk)); err != nil {
+							b.Fatal(err)
+						}
 					}
 					c := h.capsule(ns, dirtyMemoryMB)
 					if err := h.restorePhased(ctx, c, img, v.flags, per[v.name]); err != nil {
@@ -239,6 +253,11 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 					}
 					if err := h.destroy(ctx, c); err != nil {
 						b.Fatalf("destroy: %v", err)
+					}
+					if img != disk {
+						if err := os.RemoveAll(img); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				rot++
@@ -255,6 +274,116 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			}
 		})
 	}
+
+	// The checkpoint side: one capsule paused (runsc checkpoint, delete)
+	// and resumed at once (runsc restore -direct) over and over, the
+	// checkpoint written with the default buffered writes or with -direct
+	// (O_DIRECT writes of the pages file, what the agent uses), in turn.
+	for _, dirty := range dirtyCases {
+		b.Run(fmt.Sprintf("checkpoint/dirty=%dMiB", dirty), func(b *testing.B) {
+			c := h.capsule(h.netns(b), dirtyMemoryMB)
+			if err := h.run(ctx, c); err != nil {
+				b.Fatalf("run: %v", err)
+			}
+			b.Cleanup(func() { _ = h.destroy(context.Background(), c) })
+			if dirty > 0 {
+				if err := shell(ctx, c.addr(), dirtyScript(dirty)); err != nil {
+					b.Fatalf("dirty memory: %v", err)
+				}
+			}
+			variants := []struct {
+				name  string
+				flags []string
+			}{{"default", nil}, {"direct", []string{"-direct"}}}
+			per := map[string]*phaseTimes{}
+			for _, v := range variants {
+				per[v.name] = &phaseTimes{}
+			}
+			rot := 0
+			round := func() {
+				for i := range variants {
+					v := variants[(i+rot)%len(variants)]
+					if err := h.pauseResumePhased(ctx, c, b.TempDir(), v.flags, per[v.name]); err != nil {
+						b.Fatalf("%s: %v", v.name, err)
+					}
+				}
+				rot++
+			}
+			round()
+			for _, p := range per {
+				p.reset()
+			}
+			for b.Loop() {
+				round()
+			}
+			for _, v := range variants {
+				per[v.name].reportAs(b, v.name+"-")
+			}
+		})
+	}
+}
+
+// pauseResumePhased checkpoints the running c into a new directory under
+// dir with extra checkpoint flags, deletes its container and restores it
+// with -direct, timing the checkpoint ("pause") and the restore
+// ("resume"); the checkpoint is removed afterwards, untimed.
+func (h *rawHost) pauseResumePhased(ctx context.Context, c rawCapsule, dir string, flags []string, p *phaseTimes) error {
+	img := filepath.Join(dir, "checkpoint")
+	if err := os.Mkdir(img, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(img)
+	if err := h.envdPost(ctx, c, "/snapshot/prepare"); err != nil {
+		return err
+	}
+	args := append(append([]string{"checkpoint"}, flags...), "-image-path", img, c.id)
+	if err := p.timed("pause", func() error { return h.runsc(ctx, c.id, args...) }); err != nil {
+		return err
+	}
+	if err := h.runsc(ctx, c.id, "delete", "-force", c.id); err != nil {
+		return err
+	}
+	if err := readdress(c.ns); err != nil {
+		return err
+	}
+	bundle := filepath.Join(h.dir, c.id, "bundle")
+	if err := p.timed("resume", func() error {
+		return h.detached(ctx, c.id, "restore", "-detach", "-direct", "-image-path", img, "--bundle", bundle, c.id)
+	}); err != nil {
+		return err
+	}
+	if err := h.waitHealthy(ctx, c); err != nil {
+		return err
+	}
+	return h.envdPost(ctx, c, "/init")
+}
+
+// evictDir drops the files of dir from the page cache (after writing back
+// what is dirty, which the kernel would not drop), and only them: unlike
+// /proc/sys/vm/drop_caches it leaves the rest of the machine's cache alone.
+func evictDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		err = unix.Fdatasync(int(f.Fd()))
+		if err == nil {
+			err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		}
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Name(), err)
+		}
+	}
+	return nil
 }
 
 // runPhased is run with each step timed.

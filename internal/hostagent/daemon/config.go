@@ -32,6 +32,9 @@ type Config struct {
 	Runsc      string // the static runsc binary
 	Envd       string // the envd binary capsules run as init
 	DebugRunsc bool   // runsc debug logs in each capsule's runtime directory
+	// BufferedCheckpoints turns off O_DIRECT writes and reads of checkpoints' memory
+	// (-checkpoint-direct=false).
+	BufferedCheckpoints bool
 
 	NetPrefix    string        // prefix of every namespace, link and nftables table the agent creates
 	Subnet       netip.Prefix  // capsule address pool, split into /30s

@@ -93,12 +93,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.closers.add("network rules", s.closeNetwork)
 	rt, err := gvisor.New(gvisor.Config{
-		Nameservers: nameservers,
-		Runsc:       cfg.Runsc,
-		StateDir:    filepath.Join(cfg.DataDir, "runsc"),
-		CapsulesDir: filepath.Join(cfg.DataDir, "runtime"),
-		Debug:       cfg.DebugRunsc,
-		Log:         log.With("component", "gvisor"),
+		Nameservers:         nameservers,
+		Runsc:               cfg.Runsc,
+		StateDir:            filepath.Join(cfg.DataDir, "runsc"),
+		CapsulesDir:         filepath.Join(cfg.DataDir, "runtime"),
+		Debug:               cfg.DebugRunsc,
+		BufferedCheckpoints: cfg.BufferedCheckpoints,
+		Log:                 log.With("component", "gvisor"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)

@@ -40,6 +40,15 @@ func TestLifecycle(t *testing.T) {
 
 	pid := a.startCounter(t)
 	a.writeFile(t, "/root/hello.txt", "hello wrenn")
+	// 64 MiB of random data in the capsule's memory (a tmpfs of the
+	// sentry, so its pages are in the checkpoint's pages file that restores
+	// read with O_DIRECT): every restore must bring it back intact.
+	blob := a.sh(t, "mkdir -p /dev/shm && dd if=/dev/urandom of=/dev/shm/blob bs=1M count=64 2>/dev/null && sha256sum /dev/shm/blob")
+	// And a process holding 8 MiB of data in its own memory.
+	held := a.startHolder(t)
+	if len(held) < 64 {
+		t.Fatalf("holder's checksum %q", held)
+	}
 	before := a.count(t)
 
 	st, err := f.rt.Stats(ctx, idA)
@@ -84,12 +93,26 @@ func TestLifecycle(t *testing.T) {
 	if got := a.readFile(t, "/root/hello.txt"); got != "hello wrenn" {
 		t.Fatalf("file after restore: %q", got)
 	}
+	if got := a.sh(t, "sha256sum /dev/shm/blob"); got != blob {
+		t.Fatalf("memory after restore: %q, was %q", got, blob)
+	}
+	if got := a.heldSum(t); got != held {
+		t.Fatalf("process memory after restore: %q, was %q", got, held)
+	}
 	if _, err := os.Stat(filepath.Join(f.image.Path, "root", "hello.txt")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("capsule write reached the image: %v", err)
 	}
 
 	// Pause again; restore the snapshot twice: as the original capsule and
-	// as a new one in another namespace (a template), concurrently.
+	// as a new one in another namespace (a template), concurrently, the
+	// second by a runtime reading through the page cache
+	// (Config.BufferedCheckpoints) instead of with O_DIRECT.
+	buffered := f.rt.cfg
+	buffered.BufferedCheckpoints = true
+	brt, err := New(buffered)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap2 := runtime.Snapshot{Dir: t.TempDir()}
 	a.prepareSnapshot(t)
 	before = a.count(t)
@@ -100,8 +123,11 @@ func TestLifecycle(t *testing.T) {
 	specB := f.spec(t, idB, net2)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
-	for i, spec := range []runtime.Spec{specA, specB} {
-		wg.Go(func() { errs[i] = f.rt.Restore(ctx, spec, snap2) })
+	for i, r := range []struct {
+		rt   *Runtime
+		spec runtime.Spec
+	}{{f.rt, specA}, {brt, specB}} {
+		wg.Go(func() { errs[i] = r.rt.Restore(ctx, r.spec, snap2) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -116,6 +142,12 @@ func TestLifecycle(t *testing.T) {
 		c.requireCounting(t, pid, before)
 		if got := c.readFile(t, "/root/hello.txt"); got != "hello wrenn" {
 			t.Fatalf("file after restore at %s: %q", c.url, got)
+		}
+		if got := c.sh(t, "sha256sum /dev/shm/blob"); got != blob {
+			t.Fatalf("memory after restore at %s: %q, was %q", c.url, got, blob)
+		}
+		if got := c.heldSum(t); got != held {
+			t.Fatalf("process memory after restore at %s: %q, was %q", c.url, got, held)
 		}
 	}
 	if meta := b.readFile(t, MetadataFile); !strings.Contains(meta, `"sandbox_id":"`+idB+`"`) {
@@ -139,6 +171,31 @@ func TestLifecycle(t *testing.T) {
 	for _, snap := range []runtime.Snapshot{snap1, snap2} {
 		if ents, err := os.ReadDir(snap.Dir); err != nil || len(ents) == 0 {
 			t.Errorf("snapshot %s: %v, %d files; Destroy must leave snapshots alone", snap.Dir, err, len(ents))
+		}
+	}
+}
+
+// TestCheckpointArgs checks that checkpoints write and restores read the
+// capsule's memory with O_DIRECT unless Config.BufferedCheckpoints says
+// otherwise (TestLifecycle restores both ways), and never compress.
+func TestCheckpointArgs(t *testing.T) {
+	for _, c := range []struct {
+		buffered      bool
+		save, restore []string
+	}{
+		{false,
+			[]string{"checkpoint", "-leave-running", "-direct", "-image-path", "/snap", "cl-x"},
+			[]string{"restore", "-detach", "-direct", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
+		{true,
+			[]string{"checkpoint", "-leave-running", "-image-path", "/snap", "cl-x"},
+			[]string{"restore", "-detach", "-image-path", "/snap", "--bundle", "/b", "cl-x"}},
+	} {
+		r := &Runtime{cfg: Config{BufferedCheckpoints: c.buffered}}
+		if got := r.checkpointArgs("/snap", "cl-x", "-leave-running"); !slices.Equal(got, c.save) {
+			t.Errorf("BufferedCheckpoints=%v: checkpoint args %q, want %q", c.buffered, got, c.save)
+		}
+		if got := r.restoreArgs("/snap", "/b", "cl-x"); !slices.Equal(got, c.restore) {
+			t.Errorf("BufferedCheckpoints=%v: restore args %q, want %q", c.buffered, got, c.restore)
 		}
 	}
 }

@@ -348,6 +348,39 @@ func (e *envdClient) startCounter(t *testing.T) uint32 {
 	return s.Msg().GetEvent().GetStart().GetPid()
 }
 
+// startHolder starts a process that keeps 8 MiB of random data (base64)
+// in its own memory and writes the data's checksum to /tmp/held.want; it
+// answers each /tmp/held.ask with the checksum of what it holds then, in
+// /tmp/held.got (heldSum asks). It returns the first checksum.
+func (e *envdClient) startHolder(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	script := `x=$(dd if=/dev/urandom bs=1M count=8 2>/dev/null | base64 | tr -d '\n'); ` +
+		`echo -n "$x" | sha256sum > /tmp/held.new && mv /tmp/held.new /tmp/held.want; ` +
+		`while :; do if [ -e /tmp/held.ask ]; then rm /tmp/held.ask; ` +
+		`echo -n "$x" | sha256sum > /tmp/held.new && mv /tmp/held.new /tmp/held.got; fi; sleep 0.05; done`
+	s, err := e.proc.Start(ctx, connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", script}},
+	}))
+	if err != nil {
+		t.Fatalf("start holder: %v", err)
+	}
+	defer s.Close()
+	if !s.Receive() || s.Msg().GetEvent().GetStart() == nil {
+		t.Fatalf("start holder: no start event: %v", s.Err())
+	}
+	return e.sh(t, "i=0; while [ ! -e /tmp/held.want ] && [ $i -lt 250 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/held.want")
+}
+
+// heldSum asks the process startHolder started for the checksum of the
+// data it holds now.
+func (e *envdClient) heldSum(t *testing.T) string {
+	t.Helper()
+	return e.sh(t, "rm -f /tmp/held.got; touch /tmp/held.ask; i=0; "+
+		"while [ ! -e /tmp/held.got ] && [ $i -lt 250 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/held.got")
+}
+
 // count reads the counter, waiting for it to be written at least once.
 func (e *envdClient) count(t *testing.T) int {
 	t.Helper()
