@@ -23,7 +23,7 @@ import (
 const warmTemplate = "base"
 
 // BenchmarkWarmStart measures issue 15's warm start through the REST API of a control plane and one
-// agent (docs/benchmarks.md, "Warm pool and fork"): creates from `base` with a ready warm pool of one,
+// agent (docs/benchmarks.md, "Warm pool and fork through the API"): creates from `base` with a ready warm pool of one,
 // creates without a pool, a raw `runsc restore` of a checkpoint of a `base` capsule of the same shape,
 // and a pause + resume of the pooled capsule; then a fork into 4 against 4 sequential creates from a
 // snapshot template of the same capsule. tools/benchreport pairs the metrics.
@@ -111,6 +111,9 @@ func BenchmarkWarmStart(b *testing.B) {
 					}
 					var cs []platform.Capsule
 					res.JSON(b, &cs)
+					if len(cs) != forkCopies {
+						b.Fatalf("fork answered %d capsules: %s", len(cs), res.Body)
+					}
 					for _, c := range cs {
 						ids = append(ids, c.ID)
 					}
