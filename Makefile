@@ -69,6 +69,7 @@ bench: envd ## run the benchmarks and write docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./internal/envd/... | tee $(BIN)/bench.txt
 	WRENN_ENVD_BIN=$(CURDIR)/$(BIN)/envd $(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 20m ./tests/agentbench/... | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench ControlPlane -benchtime 20x -count 3 -timeout 30m ./tests/cp/... | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench WarmStart -benchtime 5x -count 1 -timeout 40m ./tests/cp/... | tee -a $(BIN)/bench.txt
 	WRENN_TEST_DEBOOTSTRAP=1 $(GO) test -run '^$$' -bench BuildStep -benchtime 1x -count 1 -timeout 40m ./tests/builder/... | tee -a $(BIN)/bench.txt
 	$(GO) run ./tools/benchreport -in $(BIN)/bench.txt -out docs/benchmarks.md
 

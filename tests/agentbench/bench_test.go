@@ -48,16 +48,16 @@ func BenchmarkAgentCreate(b *testing.B) {
 func BenchmarkRawRunscCreate(b *testing.B) {
 	h := newRawHost(b, newSetup(b))
 	ctx := ctxFor(b)
-	ns := h.netns(b)
+	ns := h.Netns(b)
 	createDestroy := func(lat *latencies) {
-		c := h.capsule(ns, memoryMB)
+		c := h.Capsule(ns, memoryMB)
 		var err error
-		lat.time(func() { err = h.run(ctx, c) })
+		lat.time(func() { err = h.Run(ctx, c) })
 		if err != nil {
 			b.Fatalf("run: %v", err)
 		}
 		b.StopTimer()
-		if err := h.destroy(ctx, c); err != nil {
+		if err := h.Destroy(ctx, c); err != nil {
 			b.Fatalf("destroy: %v", err)
 		}
 		b.StartTimer()
@@ -104,27 +104,27 @@ func BenchmarkAgentCreateFromTemplate(b *testing.B) {
 func BenchmarkRawRunscCreateFromTemplate(b *testing.B) {
 	h := newRawHost(b, newSetup(b))
 	ctx := ctxFor(b)
-	src := h.capsule(h.netns(b), memoryMB)
-	if err := h.run(ctx, src); err != nil {
+	src := h.Capsule(h.Netns(b), memoryMB)
+	if err := h.Run(ctx, src); err != nil {
 		b.Fatalf("run: %v", err)
 	}
 	image := filepath.Join(b.TempDir(), "checkpoint")
 	if err := os.Mkdir(image, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	if err := h.checkpoint(ctx, src, image); err != nil {
+	if err := h.Checkpoint(ctx, src, image); err != nil {
 		b.Fatalf("checkpoint: %v", err)
 	}
-	ns := h.netns(b) // a different namespace and address
+	ns := h.Netns(b) // a different namespace and address
 	restoreDestroy := func(lat *latencies) {
-		c := h.capsule(ns, memoryMB)
+		c := h.Capsule(ns, memoryMB)
 		var err error
-		lat.time(func() { err = h.restore(ctx, c, image) })
+		lat.time(func() { err = h.Restore(ctx, c, image) })
 		if err != nil {
 			b.Fatalf("restore: %v", err)
 		}
 		b.StopTimer()
-		if err := h.destroy(ctx, c); err != nil {
+		if err := h.Destroy(ctx, c); err != nil {
 			b.Fatalf("destroy: %v", err)
 		}
 		b.StartTimer()
@@ -180,13 +180,13 @@ func benchRawPauseResume(b *testing.B, timePause bool) {
 	for _, dirty := range dirtyCases {
 		b.Run(fmt.Sprintf("dirty=%dMiB", dirty), func(b *testing.B) {
 			ctx := ctxFor(b)
-			c := h.capsule(h.netns(b), dirtyMemoryMB)
-			if err := h.run(ctx, c); err != nil {
+			c := h.Capsule(h.Netns(b), dirtyMemoryMB)
+			if err := h.Run(ctx, c); err != nil {
 				b.Fatalf("run: %v", err)
 			}
-			b.Cleanup(func() { _ = h.destroy(context.Background(), c) })
+			b.Cleanup(func() { _ = h.Destroy(context.Background(), c) })
 			if dirty > 0 {
-				if err := shell(ctx, c.addr(), dirtyScript(dirty)); err != nil {
+				if err := shell(ctx, c.Addr(), dirtyScript(dirty)); err != nil {
 					b.Fatalf("dirty memory: %v", err)
 				}
 			}
@@ -195,9 +195,9 @@ func benchRawPauseResume(b *testing.B, timePause bool) {
 				if err := os.Mkdir(image, 0o700); err != nil {
 					return err
 				}
-				return h.checkpoint(ctx, c, image)
+				return h.Checkpoint(ctx, c, image)
 			}
-			resume := func() error { return h.restore(ctx, c, image) }
+			resume := func() error { return h.Restore(ctx, c, image) }
 			// The agent removes a used snapshot at the end of Resume; raw
 			// does the same, untimed (left behind, its pages would be
 			// written back during later checkpoints).
@@ -271,7 +271,7 @@ func BenchmarkAgentIdleMemory(b *testing.B) {
 	var cgroups []string
 	for range idleCapsules {
 		info := h.mustCreate(b, memoryMB)
-		cgroups = append(cgroups, filepath.Join(h.cgroup, info.ID))
+		cgroups = append(cgroups, filepath.Join(h.Cgroup, info.ID))
 	}
 	reportIdleMemory(b, cgroups)
 }
@@ -281,11 +281,11 @@ func BenchmarkRawRunscIdleMemory(b *testing.B) {
 	ctx := ctxFor(b)
 	var cgroups []string
 	for range idleCapsules {
-		c := h.capsule(h.netns(b), memoryMB)
-		if err := h.run(ctx, c); err != nil {
+		c := h.Capsule(h.Netns(b), memoryMB)
+		if err := h.Run(ctx, c); err != nil {
 			b.Fatalf("run: %v", err)
 		}
-		cgroups = append(cgroups, filepath.Join(h.cgroup, c.id))
+		cgroups = append(cgroups, filepath.Join(h.Cgroup, c.ID))
 	}
 	reportIdleMemory(b, cgroups)
 }
@@ -362,22 +362,22 @@ func BenchmarkRawRunscCreateParallel(b *testing.B) {
 	ctx := ctxFor(b)
 	nets := make([]testutil.Netns, parallelCalls)
 	for i := range nets {
-		nets[i] = h.netns(b)
-		c := h.capsule(nets[i], memoryMB)
-		if err := h.run(ctx, c); err != nil {
+		nets[i] = h.Netns(b)
+		c := h.Capsule(nets[i], memoryMB)
+		if err := h.Run(ctx, c); err != nil {
 			b.Fatalf("run: %v", err)
 		}
-		if err := h.destroy(ctx, c); err != nil {
+		if err := h.Destroy(ctx, c); err != nil {
 			b.Fatal(err)
 		}
 	}
 	throughput(b, func(i int) func() error {
 		return func() error {
-			c := h.capsule(nets[i], memoryMB)
-			if err := h.run(ctx, c); err != nil {
+			c := h.Capsule(nets[i], memoryMB)
+			if err := h.Run(ctx, c); err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
-			return h.destroy(ctx, c)
+			return h.Destroy(ctx, c)
 		}
 	})
 }

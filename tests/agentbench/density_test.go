@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
+	"github.com/wrenn/wrenn/internal/testutil/rawrunsc"
 )
 
 // --- 6. density: what idle capsules cost the host -----------------------------
@@ -222,7 +223,7 @@ func BenchmarkAgentDensity(b *testing.B) {
 	}
 	var cgroups, ids []string
 	for _, info := range infos {
-		cgroups = append(cgroups, filepath.Join(h.cgroup, info.ID))
+		cgroups = append(cgroups, filepath.Join(h.Cgroup, info.ID))
 		ids = append(ids, info.ID)
 	}
 	time.Sleep(settle)
@@ -243,11 +244,11 @@ func BenchmarkRawRunscDensity(b *testing.B) {
 	ctx := ctxFor(b)
 	var cgroups []string
 	for i := range n {
-		c := h.capsule(h.netns(b), densityMemMB)
-		if err := h.runSleep(ctx, c); err != nil {
+		c := h.Capsule(h.Netns(b), densityMemMB)
+		if err := runSleep(ctx, h, c); err != nil {
 			b.Fatalf("run sandbox %d of %d: %v", i+1, n, err)
 		}
-		cgroups = append(cgroups, filepath.Join(h.cgroup, c.id))
+		cgroups = append(cgroups, filepath.Join(h.Cgroup, c.ID))
 	}
 	time.Sleep(settle)
 	idleCPU(b, cgroups, window, false)
@@ -257,11 +258,11 @@ func BenchmarkRawRunscDensity(b *testing.B) {
 
 // runSleep boots c with `sleep` as its only process instead of envd: the
 // runtime's own idle floor.
-func (h *rawHost) runSleep(ctx context.Context, c rawCapsule) error {
-	if err := readdress(c.ns); err != nil {
+func runSleep(ctx context.Context, h *rawrunsc.Host, c rawrunsc.Capsule) error {
+	if err := rawrunsc.Readdress(c.NS); err != nil {
 		return err
 	}
-	dir := filepath.Join(h.dir, c.id)
+	dir := h.CapsuleDir(c.ID)
 	meta := filepath.Join(dir, "meta")
 	bundle := filepath.Join(dir, "bundle")
 	for _, d := range []string{meta, bundle} {
@@ -269,15 +270,15 @@ func (h *rawHost) runSleep(ctx context.Context, c rawCapsule) error {
 			return err
 		}
 	}
-	spec := h.spec(c, meta)
+	spec := h.Spec(c, meta)
 	spec.Process.Args = []string{"/bin/sleep", "1000000"}
-	if err := writeSpec(bundle, spec); err != nil {
+	if err := rawrunsc.WriteSpec(bundle, spec); err != nil {
 		return err
 	}
-	if err := h.detached(ctx, c.id, "run", "-detach", "--bundle", bundle, c.id); err != nil {
+	if err := h.Detached(ctx, c.ID, "run", "-detach", "--bundle", bundle, c.ID); err != nil {
 		return err
 	}
-	if err := h.runsc(ctx, c.id, "state", c.id); err != nil {
+	if err := h.Runsc(ctx, c.ID, "state", c.ID); err != nil {
 		return errors.Join(errors.New("sandbox not running after start"), err)
 	}
 	return nil

@@ -7,7 +7,6 @@ package agentbench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -27,6 +26,7 @@ import (
 	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 	"github.com/wrenn/wrenn/internal/hostagent/runtime/gvisor"
 	"github.com/wrenn/wrenn/internal/testutil"
+	"github.com/wrenn/wrenn/internal/testutil/rawrunsc"
 )
 
 // Benchmark parameters. Pause/resume capsules get more memory so that 256
@@ -36,7 +36,6 @@ const (
 	memoryMB       = 256
 	dirtyMemoryMB  = 512
 	diskMB         = 2048 // the agent's default disk
-	readyTimeout   = 30 * time.Second
 	benchTimeout   = 10 * time.Minute
 	idleCapsules   = 5
 	parallelCalls  = 4
@@ -103,18 +102,6 @@ func ctxFor(b *testing.B) context.Context {
 	return ctx
 }
 
-// removeCgroup removes the (by then empty) cgroup parent runsc created in
-// every hierarchy.
-func removeCgroup(b *testing.B, parent string) {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
-	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", parent))
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			b.Errorf("remove cgroup %s: %v", d, err)
-		}
-	}
-}
-
 // freeSubnet picks a /22 in 10.160.0.0–10.199.252.0 that no host address
 // is in, for one benchmark's capsule networks: 256 capsules of a /30 each,
 // enough for the density benchmark's 200.
@@ -143,7 +130,7 @@ next:
 // destroyed and the network, cgroups and files are removed.
 type agentHost struct {
 	*capsules.Agent
-	cgroup string // cgroup parent of its capsules
+	Cgroup string // cgroup parent of its capsules
 	seq    int
 	mu     sync.Mutex
 }
@@ -158,18 +145,18 @@ func newAgentHost(b *testing.B, s setup, opts ...func(*capsules.Config)) *agentH
 	if err != nil {
 		b.Fatalf("network: %v", err)
 	}
-	h := &agentHost{cgroup: "/" + prefix + "-agent"}
+	h := &agentHost{Cgroup: "/" + prefix + "-agent"}
 	b.Cleanup(func() {
 		if err := nets.Close(context.Background()); err != nil {
 			b.Errorf("network close: %v", err)
 		}
-		removeCgroup(b, h.cgroup)
+		rawrunsc.RemoveCgroup(b, h.Cgroup)
 	})
 	rt, err := gvisor.New(gvisor.Config{
 		Runsc:        s.runsc,
 		StateDir:     filepath.Join(dataDir, "runsc"),
 		CapsulesDir:  filepath.Join(dataDir, "runtime"),
-		CgroupParent: h.cgroup,
+		CgroupParent: h.Cgroup,
 		Log:          quietLog(),
 	})
 	if err != nil {

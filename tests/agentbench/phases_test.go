@@ -15,6 +15,7 @@ import (
 	"github.com/wrenn/wrenn/internal/hostagent/capsules"
 	"github.com/wrenn/wrenn/internal/hostagent/runtime"
 	"github.com/wrenn/wrenn/internal/testutil"
+	"github.com/wrenn/wrenn/internal/testutil/rawrunsc"
 )
 
 // --- 7. where create and restore time goes ---------------------------------
@@ -161,15 +162,15 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 	h := newRawHost(b, newSetup(b))
 	ctx := ctxFor(b)
 	p := &phaseTimes{}
-	ns := h.netns(b)
+	ns := h.Netns(b)
 
 	b.Run("create", func(b *testing.B) {
 		round := func() {
-			c := h.capsule(ns, memoryMB)
-			if err := h.runPhased(ctx, c, p); err != nil {
+			c := h.Capsule(ns, memoryMB)
+			if err := runPhased(ctx, h, c, p); err != nil {
 				b.Fatalf("run: %v", err)
 			}
-			if err := h.destroy(ctx, c); err != nil {
+			if err := h.Destroy(ctx, c); err != nil {
 				b.Fatalf("destroy: %v", err)
 			}
 		}
@@ -211,12 +212,12 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 	}
 	for _, dirty := range dirtyCases {
 		b.Run(fmt.Sprintf("restore/dirty=%dMiB", dirty), func(b *testing.B) {
-			src := h.capsule(h.netns(b), dirtyMemoryMB)
-			if err := h.run(ctx, src); err != nil {
+			src := h.Capsule(h.Netns(b), dirtyMemoryMB)
+			if err := h.Run(ctx, src); err != nil {
 				b.Fatalf("run: %v", err)
 			}
 			if dirty > 0 {
-				if err := shell(ctx, src.addr(), dirtyScript(dirty)); err != nil {
+				if err := shell(ctx, src.Addr(), dirtyScript(dirty)); err != nil {
 					b.Fatalf("dirty memory: %v", err)
 				}
 			}
@@ -224,7 +225,7 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			if err := os.Mkdir(disk, 0o700); err != nil {
 				b.Fatal(err)
 			}
-			if err := h.checkpoint(ctx, src, disk); err != nil {
+			if err := h.Checkpoint(ctx, src, disk); err != nil {
 				b.Fatalf("checkpoint: %v", err)
 			}
 			per := map[string]*phaseTimes{}
@@ -247,11 +248,11 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
-					c := h.capsule(ns, dirtyMemoryMB)
-					if err := h.restorePhased(ctx, c, img, v.flags, per[v.name]); err != nil {
+					c := h.Capsule(ns, dirtyMemoryMB)
+					if err := restorePhased(ctx, h, c, img, v.flags, per[v.name]); err != nil {
 						b.Fatalf("restore %s: %v", v.name, err)
 					}
-					if err := h.destroy(ctx, c); err != nil {
+					if err := h.Destroy(ctx, c); err != nil {
 						b.Fatalf("destroy: %v", err)
 					}
 					if img != disk {
@@ -387,46 +388,46 @@ func evictDir(dir string) error {
 }
 
 // runPhased is run with each step timed.
-func (h *rawHost) runPhased(ctx context.Context, c rawCapsule, p *phaseTimes) error {
+func runPhased(ctx context.Context, h *rawrunsc.Host, c rawrunsc.Capsule, p *phaseTimes) error {
 	start := time.Now()
 	defer func() { p.add("total", time.Since(start)) }()
-	if err := readdress(c.ns); err != nil {
+	if err := rawrunsc.Readdress(c.NS); err != nil {
 		return err
 	}
 	var bundle string
-	if err := p.timed("bundle", func() (err error) { bundle, err = h.bundle(c); return err }); err != nil {
+	if err := p.timed("bundle", func() (err error) { bundle, err = h.Bundle(c); return err }); err != nil {
 		return err
 	}
 	if err := p.timed("runsc", func() error {
-		return h.detached(ctx, c.id, "run", "-detach", "--bundle", bundle, c.id)
+		return h.Detached(ctx, c.ID, "run", "-detach", "--bundle", bundle, c.ID)
 	}); err != nil {
 		return err
 	}
-	if err := p.timed("ready", func() error { return h.waitHealthy(ctx, c) }); err != nil {
+	if err := p.timed("ready", func() error { return h.WaitHealthy(ctx, c) }); err != nil {
 		return err
 	}
-	return p.timed("init", func() error { return h.envdPost(ctx, c, "/init") })
+	return p.timed("init", func() error { return h.EnvdPost(ctx, c, "/init") })
 }
 
 // restorePhased restores the checkpoint in dir into the new container c
 // with extra restore flags, each step timed.
-func (h *rawHost) restorePhased(ctx context.Context, c rawCapsule, dir string, flags []string, p *phaseTimes) error {
+func restorePhased(ctx context.Context, h *rawrunsc.Host, c rawrunsc.Capsule, dir string, flags []string, p *phaseTimes) error {
 	start := time.Now()
 	defer func() { p.add("total", time.Since(start)) }()
-	if err := readdress(c.ns); err != nil {
+	if err := rawrunsc.Readdress(c.NS); err != nil {
 		return err
 	}
 	var bundle string
-	if err := p.timed("bundle", func() (err error) { bundle, err = h.bundle(c); return err }); err != nil {
+	if err := p.timed("bundle", func() (err error) { bundle, err = h.Bundle(c); return err }); err != nil {
 		return err
 	}
 	args := append([]string{"restore", "-detach"}, flags...)
-	args = append(args, "-image-path", dir, "--bundle", bundle, c.id)
-	if err := p.timed("runsc", func() error { return h.detached(ctx, c.id, args...) }); err != nil {
+	args = append(args, "-image-path", dir, "--bundle", bundle, c.ID)
+	if err := p.timed("runsc", func() error { return h.Detached(ctx, c.ID, args...) }); err != nil {
 		return err
 	}
-	if err := p.timed("ready", func() error { return h.waitHealthy(ctx, c) }); err != nil {
+	if err := p.timed("ready", func() error { return h.WaitHealthy(ctx, c) }); err != nil {
 		return err
 	}
-	return p.timed("init", func() error { return h.envdPost(ctx, c, "/init") })
+	return p.timed("init", func() error { return h.EnvdPost(ctx, c, "/init") })
 }

@@ -26,61 +26,77 @@ type comparison struct {
 	metric string
 	// method says what the two benchmarks do, for the report's notes.
 	method string
+	// ratio shows the difference as wrenn / baseline ("0.21×") instead of the gap, for targets given
+	// as a ratio.
+	ratio bool
 }
 
 var comparisons = []comparison{
 	{"exec `true` round trip", "ExecTrue", "ForkExecTrue", "adds < 2 ms per exec", "ns",
-		"Process.Start of `true` through envd's process service (Connect, binary codec, loopback HTTP) until its end event, vs exec.Command(\"true\").Run() (fork, exec, wait) in the benchmark process."},
+		"Process.Start of `true` through envd's process service (Connect, binary codec, loopback HTTP) until its end event, vs exec.Command(\"true\").Run() (fork, exec, wait) in the benchmark process.", false},
 	{"file upload", "Upload", "LocalCopy", "≥ 70 % of a local copy", "MB/s",
-		"64 MiB octet-stream POST /files over loopback HTTP into an existing file, vs a file-to-file copy of the same size on the same disk (Go's io.Copy, i.e. copy_file_range, what `cp` does)."},
+		"64 MiB octet-stream POST /files over loopback HTTP into an existing file, vs a file-to-file copy of the same size on the same disk (Go's io.Copy, i.e. copy_file_range, what `cp` does).", false},
 	{"file download", "Download/identity", "LocalCopy", "≥ 70 % of a local copy", "MB/s",
-		"64 MiB GET /files over loopback HTTP, written to a file by the client, vs the same local copy."},
+		"64 MiB GET /files over loopback HTTP, written to a file by the client, vs the same local copy.", false},
 	{"file download, gzip", "Download/gzip", "LocalCopy", "none (opt-in; bound by compression)", "MB/s",
-		"As above with Accept-Encoding: gzip; the data is incompressible, so this is the cost of compressing at BestSpeed."},
+		"As above with Accept-Encoding: gzip; the data is incompressible, so this is the cost of compressing at BestSpeed.", false},
 
 	// tests/cp: the control plane's REST API against the same call sent straight to the agent over the
 	// same mutual-TLS transport, alternating in one loop (one benchmark, two metrics).
 	{"control plane: create → first exec result", "ControlPlane/CreateExec", "ControlPlane/CreateExec", "control plane adds ≤ 5 ms p50", "ms/p50:direct-ms/p50",
-		"POST /v1/capsules (minimal template, 256 MiB; scheduling, rows, the agent's CreateSandbox over mutual TLS) then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, vs CreateSandbox then Exec sent to the same agent directly over mutual TLS with a certificate of the same CA; the two sides alternate and swap order every iteration. Destroys untimed."},
+		"POST /v1/capsules (minimal template, 256 MiB; scheduling, rows, the agent's CreateSandbox over mutual TLS) then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, vs CreateSandbox then Exec sent to the same agent directly over mutual TLS with a certificate of the same CA; the two sides alternate and swap order every iteration. Destroys untimed.", false},
 	{"control plane: exec round trip", "ControlPlane/Exec", "ControlPlane/Exec", "control plane adds ≤ 5 ms p50", "ms/p50:direct-ms/p50",
-		"POST /v1/sandboxes/{id}/exec of `/bin/sh -c 'echo x'` with an API key (key lookup + use, capsule and host in one query, agent Exec over the pooled mTLS connection, activity update) vs the agent's Exec of the same capsule sent directly, the two alternating (order swapped every iteration)."},
+		"POST /v1/sandboxes/{id}/exec of `/bin/sh -c 'echo x'` with an API key (key lookup + use, capsule and host in one query, agent Exec over the pooled mTLS connection, activity update) vs the agent's Exec of the same capsule sent directly, the two alternating (order swapped every iteration).", false},
 	{"control plane: pause", "ControlPlane/PauseResume", "ControlPlane/PauseResume", "control plane adds ≤ 5 ms p50", "pause-ms/p50:direct-pause-ms/p50",
-		"POST /v1/capsules/{id}/pause (metrics tiers flushed from the agent and stored while the agent pauses, status row, audit entry) vs FlushSandboxMetrics + PauseSandbox sent directly, on the same capsule: each iteration is pause through the control plane, resume directly, pause directly, resume through the control plane (every pause follows a resume on both sides; the benchmark's control plane does not reconcile meanwhile)."},
+		"POST /v1/capsules/{id}/pause (metrics tiers flushed from the agent and stored while the agent pauses, status row, audit entry) vs FlushSandboxMetrics + PauseSandbox sent directly, on the same capsule: each iteration is pause through the control plane, resume directly, pause directly, resume through the control plane (every pause follows a resume on both sides; the benchmark's control plane does not reconcile meanwhile).", false},
 	{"control plane: resume", "ControlPlane/PauseResume", "ControlPlane/PauseResume", "control plane adds ≤ 5 ms p50", "resume-ms/p50:direct-resume-ms/p50",
-		"POST /v1/capsules/{id}/resume (ResumeSandbox with the template's default user and env, status row, audit entry) vs ResumeSandbox sent directly, on the same capsule, in the sequence described for pause."},
+		"POST /v1/capsules/{id}/resume (ResumeSandbox with the template's default user and env, status row, audit entry) vs ResumeSandbox sent directly, on the same capsule, in the sequence described for pause.", false},
+
+	// tests/cp BenchmarkWarmStart: issue 15's warm start, all through the REST API of a control plane
+	// and one agent, `base` template, the control plane's default shape (1 vCPU, 512 MB); each side
+	// measured in the same loop, in a rotating order.
+	{what: "API create from `base`, warm pool vs the same capsule's resume", wrenn: "WarmStart/Create", baseline: "WarmStart/Create",
+		target: "pooled ≤ 0.25× the resume", metric: "pooled-ms/p50:resume-ms/p50", ratio: true,
+		method: "POST /v1/capsules {template: base} until its 201 with a ready warm pool of one on the agent (set with PUT /v1/admin/templates/base/pool; the create takes the pooled capsule and sends /init with its identity; the benchmark checks the pool's hit counter on the agent's /metrics, and waits untimed for the refill) vs POST /v1/capsules/{id}/resume of that same capsule after POST …/pause (the pause follows the refill)."},
+	{what: "API create from `base`, warm pool vs none", wrenn: "WarmStart/Create", baseline: "WarmStart/Create",
+		target: "none (for scale)", metric: "pooled-ms/p50:unpooled-ms/p50", ratio: true,
+		method: "The pooled create above vs the same POST /v1/capsules with the pool set to 0 (a `runsc run` boot of the Debian image)."},
+	{what: "API create from `base`, warm pool vs raw restore", wrenn: "WarmStart/Create", baseline: "WarmStart/Create",
+		target: "below the runtime's restore", metric: "pooled-ms/p50:raw-restore-ms/p50", ratio: true,
+		method: "The pooled create above vs `runsc restore -detach` + envd /health + POST /init (internal/testutil/rawrunsc) of a checkpoint of a capsule booted by raw runsc from the agent's `base` image with the same shape, into a new container in a namespace made beforehand: the fastest a capsule starts without a pool."},
+	{what: "API create → first exec result, warm pool vs none", wrenn: "WarmStart/Create", baseline: "WarmStart/Create",
+		target: "≤ 0.3× today's (no pool)", metric: "pooled-exec-ms/p50:unpooled-exec-ms/p50", ratio: true,
+		method: "POST /v1/capsules {template: base} then POST /v1/sandboxes/{id}/exec of `echo x` until its 200, with the ready pool vs without one (the same creates as the rows above, timed on to the exec's answer)."},
+	{what: "API fork into 4 vs 4 creates from a snapshot", wrenn: "WarmStart/Fork4", baseline: "WarmStart/Fork4",
+		target: "faster than 4 sequential template creates", metric: "fork-ms/p50:create4-ms/p50", ratio: true,
+		method: "POST /v1/capsules/{id}/fork {count: 4} of a running `base` capsule (checkpoint with the source left running, 4 restores in parallel, /init each) vs 4 sequential POST /v1/capsules from a snapshot template (POST /v1/snapshots) of the same capsule, alternating. Destroys untimed. No warm pool."},
 
 	// tests/agentbench: the host agent against raw runsc on the same
 	// busybox image, envd binary, runsc flags, OCI config and limits.
 	{"capsule create from image", "AgentCreate", "RawRunscCreate", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Create (minimal image, 1 vCPU, 256 MiB) until it returns — network namespace, veth and nftables entry, records, `runsc run -detach`, envd /health and /init — vs writing the OCI bundle, `runsc run -detach` in a pre-made namespace, polling envd /health every 10 ms until 200, then POST /init (the same steps by hand). Destroy between iterations is not timed. Median of the per-create latencies."},
+		"agent.Create (minimal image, 1 vCPU, 256 MiB) until it returns — network namespace, veth and nftables entry, records, `runsc run -detach`, envd /health and /init — vs writing the OCI bundle, `runsc run -detach` in a pre-made namespace, polling envd /health every 10 ms until 200, then POST /init (the same steps by hand). Destroy between iterations is not timed. Median of the per-create latencies.", false},
 	{"capsule create from template", "AgentCreateFromTemplate", "RawRunscCreateFromTemplate", "agent adds ≤ 20 %; p50 < 150 ms", "ms/p50",
-		"agent.Create with the id of a template that agent.Snapshot made from a running capsule (new network, `runsc restore -detach`, /health, /init) vs `runsc restore -detach` of a checkpoint of the same kind of capsule into a new container id in a pre-made namespace with a different address, then /health and POST /init."},
+		"agent.Create with the id of a template that agent.Snapshot made from a running capsule (new network, `runsc restore -detach`, /health, /init) vs `runsc restore -detach` of a checkpoint of the same kind of capsule into a new container id in a pre-made namespace with a different address, then /health and POST /init.", false},
 	{"pause, idle capsule", "AgentPause/dirty=0MiB", "RawRunscPause/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Pause (envd /snapshot/prepare, `runsc checkpoint`, `runsc delete`, records; the network is kept for the grace period) vs POST /snapshot/prepare + `runsc checkpoint` + `runsc delete -force` by hand; capsules have 512 MiB. Resume runs untimed between pauses."},
+		"agent.Pause (envd /snapshot/prepare, `runsc checkpoint`, `runsc delete`, records; the network is kept for the grace period) vs POST /snapshot/prepare + `runsc checkpoint` + `runsc delete -force` by hand; capsules have 512 MiB. Resume runs untimed between pauses.", false},
 	{"pause, 256 MiB dirty", "AgentPause/dirty=256MiB", "RawRunscPause/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
-		"As above, with 256 MiB of /dev/urandom data in a tmpfs inside the capsule, so the checkpoint holds 256 MiB of non-zero pages."},
+		"As above, with 256 MiB of /dev/urandom data in a tmpfs inside the capsule, so the checkpoint holds 256 MiB of non-zero pages.", false},
 	{"resume, idle capsule", "AgentResume/dirty=0MiB", "RawRunscResume/dirty=0MiB", "agent adds ≤ 20 %", "ms/p50",
-		"agent.Resume (the kept network, `runsc restore -detach`, /health, /init; the used snapshot is removed after answering) vs re-adding the address to the namespace, `runsc restore -detach`, /health and POST /init; the raw side removes its checkpoint untimed. Pause runs untimed between resumes."},
+		"agent.Resume (the kept network, `runsc restore -detach`, /health, /init; the used snapshot is removed after answering) vs re-adding the address to the namespace, `runsc restore -detach`, /health and POST /init; the raw side removes its checkpoint untimed. Pause runs untimed between resumes.", false},
 	{"resume, 256 MiB dirty", "AgentResume/dirty=256MiB", "RawRunscResume/dirty=256MiB", "agent adds ≤ 20 %", "ms/p50",
-		"As above, with the 256 MiB of dirty tmpfs pages."},
+		"As above, with the 256 MiB of dirty tmpfs pages.", false},
 	{"idle capsule host memory", "AgentIdleMemory", "RawRunscIdleMemory", "≤ 40 MiB per capsule", "MiB/capsule",
-		"5 idle capsules (256 MiB limit) started by the agent vs by raw runsc, 3 s after start: the summed PSS (/proc/<pid>/smaps_rollup) of every process in each capsule's cgroup (runsc sandbox, gofer, systrap stubs), per capsule, averaged over samples 100 ms apart."},
+		"5 idle capsules (256 MiB limit) started by the agent vs by raw runsc, 3 s after start: the summed PSS (/proc/<pid>/smaps_rollup) of every process in each capsule's cgroup (runsc sandbox, gofer, systrap stubs), per capsule, averaged over samples 100 ms apart.", false},
 	{"idle capsule cgroup charge", "AgentIdleMemory", "RawRunscIdleMemory", "none (what the cgroup limit sees)", "cgroup-MiB/capsule",
-		"The same capsules: the memory their cgroups are charged (memory.usage_in_bytes or memory.current: anonymous and tmpfs pages plus page cache), per capsule."},
-	{"capsule create, warm pool vs none", "AgentCreatePooled", "AgentCreate", "pooled ≤ 0.25× a create without a pool", "ms/p50",
-		"agent.Create of the capsule of 'capsule create from image' with a ready warm pool of one of its shape (the create takes the pooled capsule, renames it and sends /init with its identity; the refill runs untimed between iterations) vs the same agent.Create without a pool."},
-	{"capsule create, warm pool vs raw restore", "AgentCreatePooled", "RawRunscCreateFromTemplate", "below the runtime's restore", "ms/p50",
-		"The pooled agent.Create above vs `runsc restore -detach` + /health + POST /init of 'capsule create from template', the fastest a capsule starts without a pool."},
-	{"fork into 4", "AgentFork4", "AgentCreate4FromTemplate", "faster than 4 sequential template creates", "ms/p50",
-		"agent.Fork of a running capsule into 4 (envd /snapshot/prepare, `runsc checkpoint -leave-running`, 4 `runsc restore` in parallel, /init each) vs 4 sequential agent.Create from a snapshot template of the same kind of capsule. Destroys untimed."},
+		"The same capsules: the memory their cgroups are charged (memory.usage_in_bytes or memory.current: anonymous and tmpfs pages plus page cache), per capsule.", false},
 	{"idle CPU per capsule", "AgentDensity", "RawRunscDensity", "≤ 1.5× raw runsc", "cpu-%/capsule",
-		"N idle capsules (minimal image, 128 MiB; N = WRENN_DENSITY_N, 10 by default) started by the agent vs N raw runsc sandboxes running `sleep` (same image, flags and limits, a namespace each), measured after a settle time (WRENN_DENSITY_SETTLE, 60 s) over the benchmark's loop (one WRENN_DENSITY_WINDOW, 10 s, per iteration): the CPU time of every thread of every process in the capsules' cgroups (/proc/<pid>/task/<tid>/schedstat), plus for the agent side the CPU time of the benchmark process, which hosts the agent; per capsule, in % of one core."},
+		"N idle capsules (minimal image, 128 MiB; N = WRENN_DENSITY_N, 10 by default) started by the agent vs N raw runsc sandboxes running `sleep` (same image, flags and limits, a namespace each), measured after a settle time (WRENN_DENSITY_SETTLE, 60 s) over the benchmark's loop (one WRENN_DENSITY_WINDOW, 10 s, per iteration): the CPU time of every thread of every process in the capsules' cgroups (/proc/<pid>/task/<tid>/schedstat), plus for the agent side the CPU time of the benchmark process, which hosts the agent; per capsule, in % of one core.", false},
 	{"idle memory per capsule, N alive", "AgentDensity", "RawRunscDensity", "≥ 200 capsules fit 24 GiB (≤ 100 MiB each)", "MiB/capsule",
-		"The same capsules after the CPU windows: the summed PSS of the processes in each capsule's cgroup, per capsule."},
+		"The same capsules after the CPU windows: the summed PSS of the processes in each capsule's cgroup, per capsule.", false},
 	{"exec p50, N alive vs 1 alive", "AgentDensity", "AgentDensity", "≤ 1.5× the 1-capsule figure", "execN-ms/p50:exec1-ms/p50",
-		"`true` through the agent's envd client (Process.Start until its end event), 40 times: in the first capsule while it is the only one, and round robin over all N after the CPU windows."},
+		"`true` through the agent's envd client (Process.Start until its end event), 40 times: in the first capsule while it is the only one, and round robin over all N after the CPU windows.", false},
 	{"creates per second, 4 callers", "AgentCreateParallel", "RawRunscCreateParallel", "agent ≥ 80 % of raw", "creates/s",
-		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + POST /init + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time."},
+		"4 goroutines each doing create-until-ready then destroy, back to back: agent.Create + agent.Destroy vs bundle + `runsc run -detach` + /health + POST /init + `runsc delete -force` in one pre-made namespace per caller. Creates completed per second of wall time.", false},
 }
 
 // unit describes how a custom metric is shown and which way is better.
@@ -102,6 +118,13 @@ var units = map[string]unit{
 	"direct-pause-ms/p50":  {"ms", false},
 	"resume-ms/p50":        {"ms", false},
 	"direct-resume-ms/p50": {"ms", false},
+	"pooled-ms/p50":        {"ms", false},
+	"unpooled-ms/p50":      {"ms", false},
+	"raw-restore-ms/p50":   {"ms", false},
+	"pooled-exec-ms/p50":   {"ms", false},
+	"unpooled-exec-ms/p50": {"ms", false},
+	"fork-ms/p50":          {"ms", false},
+	"create4-ms/p50":       {"ms", false},
 }
 
 type result struct {
@@ -213,6 +236,14 @@ func compare(a, b float64, u unit) string {
 	return fmt.Sprintf("%s%s (%s%.0f %%)", sign, num(d, u.show), sign, d/b*100)
 }
 
+// ratioOf describes a as a multiple of baseline b.
+func ratioOf(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f× baseline", a/b)
+}
+
 // Markers around the hand-written part of the report, which a new report
 // keeps as it is.
 const (
@@ -273,7 +304,11 @@ func render(w io.Writer, rs []*result, raw, machine, keep string) {
 				continue
 			}
 			am, bm := median(a.custom[metric]), median(b.custom[baseMetric])
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.what, num(am, u.show), num(bm, u.show), compare(am, bm, u), c.target)
+			diff := compare(am, bm, u)
+			if c.ratio {
+				diff = ratioOf(am, bm)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.what, num(am, u.show), num(bm, u.show), diff, c.target)
 			continue
 		}
 		switch c.metric {

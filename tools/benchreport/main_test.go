@@ -127,3 +127,28 @@ BenchmarkRawRunscDensity-2   	       1	2003963526 ns/op	        20.29 MiB/capsul
 		}
 	}
 }
+
+func TestWarmStartRatios(t *testing.T) {
+	const warm = `pkg: github.com/wrenn/wrenn/tests/cp
+BenchmarkWarmStart/Create-2         	       5	9000000000 ns/op	       800.0 pause-ms/p50	        50.00 pooled-exec-ms/p50	         0.0500 pooled-exec/unpooled-exec	        40.00 pooled-ms/p50	         0.2000 pooled/resume	       600.0 raw-restore-ms/p50	       200.0 resume-ms/p50	      1000 unpooled-exec-ms/p50	       900.0 unpooled-ms/p50
+BenchmarkWarmStart/Fork4-2          	       5	9000000000 ns/op	      1500 create4-ms/p50	       1200 fork-ms/p50
+`
+	rs, err := parse(strings.NewReader(warm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	render(&sb, rs, warm, "2 cores", "")
+	out := sb.String()
+	for _, want := range []string{
+		"| API create from `base`, warm pool vs the same capsule's resume | 40.0 ms | 200 ms | 0.20× baseline | pooled ≤ 0.25× the resume |",
+		"| API create from `base`, warm pool vs none | 40.0 ms | 900 ms | 0.04× baseline |",
+		"| API create from `base`, warm pool vs raw restore | 40.0 ms | 600 ms | 0.07× baseline |",
+		"| API create → first exec result, warm pool vs none | 50.0 ms | 1000 ms | 0.05× baseline |",
+		"| API fork into 4 vs 4 creates from a snapshot | 1200 ms | 1500 ms | 0.80× baseline |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+}
