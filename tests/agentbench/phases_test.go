@@ -282,13 +282,13 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 	// (O_DIRECT writes of the pages file, what the agent uses), in turn.
 	for _, dirty := range dirtyCases {
 		b.Run(fmt.Sprintf("checkpoint/dirty=%dMiB", dirty), func(b *testing.B) {
-			c := h.capsule(h.netns(b), dirtyMemoryMB)
-			if err := h.run(ctx, c); err != nil {
+			c := h.Capsule(h.Netns(b), dirtyMemoryMB)
+			if err := h.Run(ctx, c); err != nil {
 				b.Fatalf("run: %v", err)
 			}
-			b.Cleanup(func() { _ = h.destroy(context.Background(), c) })
+			b.Cleanup(func() { _ = h.Destroy(context.Background(), c) })
 			if dirty > 0 {
-				if err := shell(ctx, c.addr(), dirtyScript(dirty)); err != nil {
+				if err := shell(ctx, c.Addr(), dirtyScript(dirty)); err != nil {
 					b.Fatalf("dirty memory: %v", err)
 				}
 			}
@@ -304,7 +304,7 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 			round := func() {
 				for i := range variants {
 					v := variants[(i+rot)%len(variants)]
-					if err := h.pauseResumePhased(ctx, c, b.TempDir(), v.flags, per[v.name]); err != nil {
+					if err := pauseResumePhased(ctx, h, c, b.TempDir(), v.flags, per[v.name]); err != nil {
 						b.Fatalf("%s: %v", v.name, err)
 					}
 				}
@@ -328,35 +328,35 @@ func BenchmarkRawRunscPhases(b *testing.B) {
 // dir with extra checkpoint flags, deletes its container and restores it
 // with -direct, timing the checkpoint ("pause") and the restore
 // ("resume"); the checkpoint is removed afterwards, untimed.
-func (h *rawHost) pauseResumePhased(ctx context.Context, c rawCapsule, dir string, flags []string, p *phaseTimes) error {
+func pauseResumePhased(ctx context.Context, h *rawrunsc.Host, c rawrunsc.Capsule, dir string, flags []string, p *phaseTimes) error {
 	img := filepath.Join(dir, "checkpoint")
 	if err := os.Mkdir(img, 0o700); err != nil {
 		return err
 	}
 	defer os.RemoveAll(img)
-	if err := h.envdPost(ctx, c, "/snapshot/prepare"); err != nil {
+	if err := h.EnvdPost(ctx, c, "/snapshot/prepare"); err != nil {
 		return err
 	}
-	args := append(append([]string{"checkpoint"}, flags...), "-image-path", img, c.id)
-	if err := p.timed("pause", func() error { return h.runsc(ctx, c.id, args...) }); err != nil {
+	args := append(append([]string{"checkpoint"}, flags...), "-image-path", img, c.ID)
+	if err := p.timed("pause", func() error { return h.Runsc(ctx, c.ID, args...) }); err != nil {
 		return err
 	}
-	if err := h.runsc(ctx, c.id, "delete", "-force", c.id); err != nil {
+	if err := h.Runsc(ctx, c.ID, "delete", "-force", c.ID); err != nil {
 		return err
 	}
-	if err := readdress(c.ns); err != nil {
+	if err := rawrunsc.Readdress(c.NS); err != nil {
 		return err
 	}
-	bundle := filepath.Join(h.dir, c.id, "bundle")
+	bundle := filepath.Join(h.CapsuleDir(c.ID), "bundle")
 	if err := p.timed("resume", func() error {
-		return h.detached(ctx, c.id, "restore", "-detach", "-direct", "-image-path", img, "--bundle", bundle, c.id)
+		return h.Detached(ctx, c.ID, "restore", "-detach", "-direct", "-image-path", img, "--bundle", bundle, c.ID)
 	}); err != nil {
 		return err
 	}
-	if err := h.waitHealthy(ctx, c); err != nil {
+	if err := h.WaitHealthy(ctx, c); err != nil {
 		return err
 	}
-	return h.envdPost(ctx, c, "/init")
+	return h.EnvdPost(ctx, c, "/init")
 }
 
 // evictDir drops the files of dir from the page cache (after writing back

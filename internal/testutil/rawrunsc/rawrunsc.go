@@ -313,11 +313,13 @@ func (h *Host) EnvdPost(ctx context.Context, c Capsule, path string) error {
 }
 
 // Checkpoint saves c into dir and deletes the container, as a pause does.
+// Like the agent by default, it writes the pages file with O_DIRECT
+// (docs/benchmarks.md, "Where create and restore time goes").
 func (h *Host) Checkpoint(ctx context.Context, c Capsule, dir string) error {
 	if err := h.EnvdPost(ctx, c, "/snapshot/prepare"); err != nil {
 		return err
 	}
-	if err := h.Runsc(ctx, c.ID, "checkpoint", "-image-path", dir, c.ID); err != nil {
+	if err := h.Runsc(ctx, c.ID, "checkpoint", "-direct", "-image-path", dir, c.ID); err != nil {
 		return err
 	}
 	if err := h.Runsc(ctx, c.ID, "delete", "-force", c.ID); err != nil {
@@ -331,7 +333,8 @@ func (h *Host) Checkpoint(ctx context.Context, c Capsule, dir string) error {
 
 // Restore puts c's address back into its namespace (runsc took it into
 // the sandbox's netstack), writes its bundle when it has none, restores the
-// checkpoint in dir, polls envd's /health and sends /init.
+// checkpoint in dir (reading it with O_DIRECT, as the agent does by
+// default), polls envd's /health and sends /init.
 func (h *Host) Restore(ctx context.Context, c Capsule, dir string) error {
 	if err := Readdress(c.NS); err != nil {
 		return err
@@ -342,7 +345,7 @@ func (h *Host) Restore(ctx context.Context, c Capsule, dir string) error {
 			return err
 		}
 	}
-	if err := h.Detached(ctx, c.ID, "restore", "-detach", "-image-path", dir, "--bundle", bundle, c.ID); err != nil {
+	if err := h.Detached(ctx, c.ID, "restore", "-detach", "-direct", "-image-path", dir, "--bundle", bundle, c.ID); err != nil {
 		return err
 	}
 	if err := h.WaitHealthy(ctx, c); err != nil {
