@@ -1,3 +1,8 @@
+// The runtime would re-read the CPU limit every second while awake; a
+// capsule's limit never changes under a running envd (docs/envd.md).
+
+//go:debug updatemaxprocs=0
+
 // Command envd is the daemon that runs as init inside every capsule: it
 // serves the envd protocol (process and filesystem Connect services, /files,
 // /init, /health, ...) on port 49983.
@@ -137,7 +142,9 @@ func run(args []string) error {
 		Host:       host,
 	})
 
-	ln, err := net.Listen("tcp", c.addr)
+	// No TCP keep-alive probes on accepted connections: every probe wakes the
+	// sandbox, and the agent closes its idle connections itself.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

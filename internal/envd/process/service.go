@@ -64,6 +64,7 @@ type Service struct {
 	subreaper bool           // we set PR_SET_CHILD_SUBREAPER and clear it on Close
 	sigs      chan os.Signal // SIGCHLD notifications for the reaper
 	stop      chan struct{}  // closed by Close to stop the reaper and sweeper
+	retired   chan struct{}  // wakes the sweeper when an exit record is added; buffered
 	bg        sync.WaitGroup // reaper and sweeper
 	procsWG   sync.WaitGroup // per-process pumps and supervisors
 	closeOnce sync.Once
@@ -94,6 +95,7 @@ func New(cfg Config) (*Service, error) {
 		cfg:      cfg,
 		children: map[int]*proc{},
 		stop:     make(chan struct{}),
+		retired:  make(chan struct{}, 1),
 	}
 	// As PID 1 every orphan is ours already; otherwise become a subreaper so
 	// orphaned grandchildren of user processes are reparented to us and reaped.
@@ -159,6 +161,10 @@ func (s *Service) retire(p *proc) {
 	s.exited = append(s.exited, p)
 	s.retainedBytes += p.retainedBytes()
 	s.evictLocked(time.Now())
+	select {
+	case s.retired <- struct{}{}:
+	default:
+	}
 }
 
 // evictLocked drops exit records older than the retention period and, oldest
