@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/wrenn/wrenn/internal/envd/metadata"
 	"github.com/wrenn/wrenn/internal/envd/ports"
 	"github.com/wrenn/wrenn/internal/envd/process"
+	"github.com/wrenn/wrenn/internal/envd/quiet"
 	"github.com/wrenn/wrenn/internal/envd/server"
 )
 
@@ -117,7 +119,19 @@ func run(args []string) error {
 		started = portSub.Poke // a new process may bind a port soon
 	}
 
-	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store, Started: started})
+	// The collector sleeps while envd is idle and alone (docs/envd.md#idle).
+	keeper := quiet.New(func() bool { return ports.OnlyProcess(ports.DefaultProc, os.Getpid()) }, quiet.DefaultGrace)
+	var wg sync.WaitGroup
+	kctx, stopKeeper := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		keeper.Run(kctx)
+	}()
+	defer wg.Wait()
+	defer stopKeeper()
+
+	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store, Started: started, Ended: keeper.Poke})
 	if err != nil {
 		return fmt.Errorf("start process service: %w", err)
 	}
@@ -149,7 +163,7 @@ func run(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info("envd listening", "addr", ln.Addr().String(), "version", compatVersion, "release", release)
-	return server.Serve(ctx, log, ln, handler)
+	return server.Serve(ctx, log, ln, handler, keeper.ConnState)
 }
 
 func envOr(key, def string) string {

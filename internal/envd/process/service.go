@@ -38,6 +38,7 @@ type Config struct {
 	Retention     time.Duration // how long exited records stay; 0 → 10 min
 	TotalRetained int           // cap on retained output of exited records; 0 → 64 MiB (evict oldest exited first)
 	Started       func()        // called after each process starts, outside any lock; nil: nothing
+	Ended         func()        // called after each process's end was produced, outside any lock; nil: nothing
 }
 
 // Service is the process.Process handler. It owns every process it spawns,
