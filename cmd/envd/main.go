@@ -1,3 +1,8 @@
+// The runtime would re-read the CPU limit every second while awake; a
+// capsule's limit never changes under a running envd (docs/envd.md).
+
+//go:debug updatemaxprocs=0
+
 // Command envd is the daemon that runs as init inside every capsule: it
 // serves the envd protocol (process and filesystem Connect services, /files,
 // /init, /health, ...) on port 49983.
@@ -11,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +27,7 @@ import (
 	"github.com/wrenn/wrenn/internal/envd/metadata"
 	"github.com/wrenn/wrenn/internal/envd/ports"
 	"github.com/wrenn/wrenn/internal/envd/process"
+	"github.com/wrenn/wrenn/internal/envd/quiet"
 	"github.com/wrenn/wrenn/internal/envd/server"
 )
 
@@ -112,7 +119,19 @@ func run(args []string) error {
 		started = portSub.Poke // a new process may bind a port soon
 	}
 
-	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store, Started: started})
+	// The collector sleeps while envd is idle and alone (docs/envd.md#idle).
+	keeper := quiet.New(func() bool { return ports.OnlyProcess(ports.DefaultProc, os.Getpid()) }, quiet.DefaultGrace)
+	var wg sync.WaitGroup
+	kctx, stopKeeper := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		keeper.Run(kctx)
+	}()
+	defer wg.Wait()
+	defer stopKeeper()
+
+	procs, err := process.New(process.Config{Log: log.With("component", "process"), Defaults: store, Started: started, Ended: keeper.Poke})
 	if err != nil {
 		return fmt.Errorf("start process service: %w", err)
 	}
@@ -137,12 +156,14 @@ func run(args []string) error {
 		Host:       host,
 	})
 
-	ln, err := net.Listen("tcp", c.addr)
+	// No TCP keep-alive probes on accepted connections: every probe wakes the
+	// sandbox, and the agent closes its idle connections itself.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info("envd listening", "addr", ln.Addr().String(), "version", compatVersion, "release", release)
-	return server.Serve(ctx, log, ln, handler)
+	return server.Serve(ctx, log, ln, handler, keeper.ConnState)
 }
 
 func envOr(key, def string) string {

@@ -10,7 +10,10 @@
 // interval adapts (docs/envd.md#port-forwarding): every Interval while the
 // subsystem is hot — for Hot after Start, after a change of the listening set
 // and after Poke (envd pokes when it starts a process) — then doubling per
-// unchanged scan up to MaxInterval.
+// unchanged scan up to MaxInterval. While envd is the only process of the
+// capsule nothing can bind a port until envd itself starts a process (and
+// pokes), so the scanner then sleeps until the next Poke: an idle capsule
+// with no programs costs no wake-up at all.
 //
 // Proxying is done in-process with Go TCP connections: no socat or other
 // child processes are started, so stopping the subsystem needs no
@@ -21,6 +24,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -41,6 +45,9 @@ type Config struct {
 	ProcNet string
 	// Addrs returns the addresses forwarders listen on; nil → ExternalAddrs.
 	Addrs func() ([]netip.Addr, error)
+	// Alone reports whether no process but envd exists, so no new listener
+	// can appear before the next Poke; nil → OnlyProcess on /proc.
+	Alone func() bool
 }
 
 // Subsystem is the port scanner plus forwarder. It can be started and stopped
@@ -52,6 +59,7 @@ type Subsystem struct {
 	hot         time.Duration
 	procNet     string
 	addrs       func() ([]netip.Addr, error)
+	alone       func() bool
 
 	// poke wakes the running loop for an immediate scan and a new hot period;
 	// buffered, so Poke never blocks and pokes coalesce.
@@ -81,6 +89,7 @@ func New(cfg Config) *Subsystem {
 		hot:         cfg.Hot,
 		procNet:     cfg.ProcNet,
 		addrs:       cfg.Addrs,
+		alone:       cfg.Alone,
 		poke:        make(chan struct{}, 1),
 	}
 	if s.log == nil {
@@ -101,6 +110,9 @@ func New(cfg Config) *Subsystem {
 	}
 	if s.addrs == nil {
 		s.addrs = ExternalAddrs
+	}
+	if s.alone == nil {
+		s.alone = func() bool { return OnlyProcess(DefaultProc, os.Getpid()) }
 	}
 	return s
 }
@@ -208,6 +220,17 @@ func (s *Subsystem) loop(ctx context.Context, r *run) {
 		if s.sync(ctx, r, st) {
 			hotUntil = time.Now().Add(s.hot)
 		}
+		if s.dormant(st) {
+			// Nothing but envd runs: no listener can appear until envd
+			// starts a process, and that pokes.
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.poke:
+				hotUntil, wait = time.Now().Add(s.hot), s.interval
+				continue
+			}
+		}
 		wait = s.next(wait, time.Now().Before(hotUntil))
 		t.Reset(wait)
 		select {
@@ -218,6 +241,13 @@ func (s *Subsystem) loop(ctx context.Context, r *run) {
 			hotUntil = time.Now().Add(s.hot)
 		}
 	}
+}
+
+// dormant reports whether the loop may wait for a Poke instead of a timer:
+// the last scan succeeded, nothing waits for a retry, no port is forwarded
+// and envd is the only process.
+func (s *Subsystem) dormant(st *loopState) bool {
+	return st.scanned && !st.scanErr && len(st.failing) == 0 && len(st.fw) == 0 && s.alone()
 }
 
 // next returns the wait before the next scan after one that waited prev:

@@ -194,6 +194,9 @@ func (s *Service) supervise(p *proc) {
 	p.wake = make(chan struct{})
 	p.mu.Unlock()
 	s.retire(p)
+	if s.cfg.Ended != nil {
+		s.cfg.Ended()
+	}
 }
 
 // endEvent describes a wait status the way Go's os.ProcessState does, which

@@ -38,6 +38,7 @@ type Config struct {
 	Retention     time.Duration // how long exited records stay; 0 → 10 min
 	TotalRetained int           // cap on retained output of exited records; 0 → 64 MiB (evict oldest exited first)
 	Started       func()        // called after each process starts, outside any lock; nil: nothing
+	Ended         func()        // called after each process's end was produced, outside any lock; nil: nothing
 }
 
 // Service is the process.Process handler. It owns every process it spawns,
@@ -64,6 +65,7 @@ type Service struct {
 	subreaper bool           // we set PR_SET_CHILD_SUBREAPER and clear it on Close
 	sigs      chan os.Signal // SIGCHLD notifications for the reaper
 	stop      chan struct{}  // closed by Close to stop the reaper and sweeper
+	retired   chan struct{}  // wakes the sweeper when an exit record is added; buffered
 	bg        sync.WaitGroup // reaper and sweeper
 	procsWG   sync.WaitGroup // per-process pumps and supervisors
 	closeOnce sync.Once
@@ -94,6 +96,7 @@ func New(cfg Config) (*Service, error) {
 		cfg:      cfg,
 		children: map[int]*proc{},
 		stop:     make(chan struct{}),
+		retired:  make(chan struct{}, 1),
 	}
 	// As PID 1 every orphan is ours already; otherwise become a subreaper so
 	// orphaned grandchildren of user processes are reparented to us and reaped.
@@ -159,6 +162,10 @@ func (s *Service) retire(p *proc) {
 	s.exited = append(s.exited, p)
 	s.retainedBytes += p.retainedBytes()
 	s.evictLocked(time.Now())
+	select {
+	case s.retired <- struct{}{}:
+	default:
+	}
 }
 
 // evictLocked drops exit records older than the retention period and, oldest

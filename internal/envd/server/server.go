@@ -68,7 +68,8 @@ func zeroTimeoutMeansNone(next http.Handler) http.Handler {
 
 // Serve serves handler on ln with HTTP/1.1 and cleartext HTTP/2 until ctx
 // ends, then shuts down gracefully (bounded by a short grace period).
-func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, handler http.Handler) error {
+// connState, if not nil, sees every connection's state changes.
+func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, handler http.Handler, connState func(net.Conn, http.ConnState)) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -78,6 +79,7 @@ func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, handler http.
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       640 * time.Second, // streams and transfers have no read/write timeout
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnState:         connState,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

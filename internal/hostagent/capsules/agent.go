@@ -55,7 +55,7 @@ type Config struct {
 	// MetricsEvery is the metrics sampling interval (500 ms). The 10m tier
 	// keeps the samples themselves; the 2h and 24h tiers average them.
 	MetricsEvery time.Duration
-	// MetricsIdleEvery is the sampling interval of idle capsules (10 s; at
+	// MetricsIdleEvery is the sampling interval of idle capsules (30 s; at
 	// most MetricsEvery: every capsule every MetricsEvery).
 	MetricsIdleEvery time.Duration
 	// Versions are reported in every capsule's metadata: agent_version and

@@ -11,7 +11,7 @@ const DefaultMetricsEvery = 500 * time.Millisecond
 
 // DefaultMetricsIdleEvery is the default sampling interval of idle capsules
 // (docs/agent.md#metrics).
-const DefaultMetricsIdleEvery = 10 * time.Second
+const DefaultMetricsIdleEvery = 30 * time.Second
 
 const (
 	// idleCPUPct is the CPU share (% of the capsule's vCPUs) below which a

@@ -77,9 +77,10 @@ type Runtime struct {
 	cfg   Config
 	log   *slog.Logger
 	locks idLocks
-	// sandboxes caches each capsule's sandbox PID (id → int) so that Stats, called every sampling
-	// interval, reads the cgroup directly instead of running `runsc list`. An entry is trusted only
-	// while that PID is still a runsc sandbox of the id; Pause and Destroy drop it.
+	// sandboxes caches each capsule's sandbox PID and the files Stats reads (id → *sandboxFiles),
+	// so that Stats, called every sampling interval, reads the cgroup directly instead of running
+	// `runsc list`. An entry is trusted only while that PID is still a runsc sandbox of the id;
+	// Pause and Destroy drop it.
 	sandboxes sync.Map
 }
 
@@ -394,7 +395,7 @@ func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	}
 	defer unlock()
 
-	pid, ok := r.cachedSandbox(id)
+	f, ok := r.cachedSandbox(id)
 	if !ok {
 		c, found, err := r.lookup(ctx, id)
 		switch {
@@ -405,10 +406,12 @@ func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		case !c.alive():
 			return runtime.Stats{}, fmt.Errorf("stats of capsule %s: container is %s: %w", id, c.Status, runtime.ErrState)
 		}
-		pid = c.PID
-		r.sandboxes.Store(id, pid)
+		if f, err = newSandboxFiles(c.PID); err != nil {
+			return runtime.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
+		}
+		r.sandboxes.Store(id, f)
 	}
-	cpu, mem, err := cgroupUsage(pid)
+	cpu, mem, err := f.usage()
 	if err != nil {
 		r.sandboxes.Delete(id)
 		return runtime.Stats{}, fmt.Errorf("stats of capsule %s: %w", id, err)
@@ -416,25 +419,26 @@ func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	return runtime.Stats{
 		CPUNanos:  cpu,
 		MemBytes:  mem,
-		DiskBytes: filestoreBytes(pid, r.capsuleDir(id)),
+		DiskBytes: f.diskBytes(r.capsuleDir(id)),
 		At:        time.Now(),
 	}, nil
 }
 
-// cachedSandbox returns the cached sandbox PID of id while that process is still the runsc sandbox of
-// id (its command line ends with the container id), so a recycled PID is never read.
-func (r *Runtime) cachedSandbox(id string) (int, bool) {
+// cachedSandbox returns the cached sandbox files of id while their process is still the runsc
+// sandbox of id (its command line ends with the container id), so a recycled PID is never read.
+// Stats holds id's lock, so one entry is never used by two calls at once.
+func (r *Runtime) cachedSandbox(id string) (*sandboxFiles, bool) {
 	v, ok := r.sandboxes.Load(id)
 	if !ok {
-		return 0, false
+		return nil, false
 	}
-	pid := v.(int)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	f := v.(*sandboxFiles)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", f.pid))
 	if err != nil || !bytes.HasSuffix(bytes.TrimRight(b, "\x00"), []byte(" "+id)) && !bytes.HasSuffix(bytes.TrimRight(b, "\x00"), []byte("\x00"+id)) {
 		r.sandboxes.Delete(id)
-		return 0, false
+		return nil, false
 	}
-	return pid, true
+	return f, true
 }
 
 // List returns the ids of the containers in the state directory whose

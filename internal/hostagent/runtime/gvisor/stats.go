@@ -52,32 +52,80 @@ func cgroupDir(pid int, controller string) (string, error) {
 	return filepath.Join(cgroupRoot, unified), nil
 }
 
-// cgroupUsage reads pid's cgroup CPU time (ns) and memory charge (bytes).
-func cgroupUsage(pid int) (cpuNanos, memBytes uint64, err error) {
+// sandboxFiles is what Stats keeps of one sandbox between samples, so a
+// sample of an idle capsule costs a handful of small reads (docs/agent.md#metrics):
+// the sandbox PID, the cgroup directories holding its CPU time and memory
+// charge, and the sandbox's open files that are its overlay filestore.
+type sandboxFiles struct {
+	pid       int
+	cpuDir    string
+	memDir    string
+	filestore []string // /proc/<pid>/fd/<n> links to the filestore; nil: not looked up yet
+}
+
+// newSandboxFiles resolves the cgroup directories of the sandbox pid.
+func newSandboxFiles(pid int) (*sandboxFiles, error) {
 	cpuDir, err := cgroupDir(pid, "cpuacct")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	if v, err := readUint(filepath.Join(cpuDir, "cpuacct.usage")); err == nil {
+	memDir, err := cgroupDir(pid, "memory")
+	if err != nil {
+		return nil, err
+	}
+	return &sandboxFiles{pid: pid, cpuDir: cpuDir, memDir: memDir}, nil
+}
+
+// usage reads the cgroup's CPU time (ns) and memory charge (bytes).
+func (f *sandboxFiles) usage() (cpuNanos, memBytes uint64, err error) {
+	if v, err := readUint(filepath.Join(f.cpuDir, "cpuacct.usage")); err == nil {
 		cpuNanos = v
-	} else if usec, err2 := statField(filepath.Join(cpuDir, "cpu.stat"), "usage_usec"); err2 == nil {
+	} else if usec, err2 := statField(filepath.Join(f.cpuDir, "cpu.stat"), "usage_usec"); err2 == nil {
 		cpuNanos = usec * 1000
 	} else {
 		return 0, 0, fmt.Errorf("cgroup cpu usage: %w", err)
 	}
-
-	memDir, err := cgroupDir(pid, "memory")
-	if err != nil {
-		return 0, 0, err
-	}
-	if v, err := readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err == nil {
+	if v, err := readUint(filepath.Join(f.memDir, "memory.usage_in_bytes")); err == nil {
 		memBytes = v
-	} else if v, err2 := readUint(filepath.Join(memDir, "memory.current")); err2 == nil {
+	} else if v, err2 := readUint(filepath.Join(f.memDir, "memory.current")); err2 == nil {
 		memBytes = v
 	} else {
 		return 0, 0, fmt.Errorf("cgroup memory usage: %w", err)
 	}
 	return cpuNanos, memBytes, nil
+}
+
+// diskBytes returns the disk space of the sandbox's overlay filestore. The
+// filestore's descriptors are found once (runsc opens them at start) and
+// checked on every call; when one no longer points at the filestore, they
+// are looked up again.
+func (f *sandboxFiles) diskBytes(capsuleDir string) uint64 {
+	prefix := filepath.Join(capsuleDir, "runsc-filestore-")
+	if f.filestore != nil {
+		var total uint64
+		valid := true
+		for _, p := range f.filestore {
+			target, err := os.Readlink(p)
+			if err != nil || !strings.HasPrefix(target, prefix) {
+				valid = false
+				break
+			}
+			if n, err := diskUsage(p); err == nil {
+				total += n
+			}
+		}
+		if valid {
+			return total
+		}
+	}
+	f.filestore = filestoreFDs(f.pid, prefix)
+	var total uint64
+	for _, p := range f.filestore {
+		if n, err := diskUsage(p); err == nil {
+			total += n
+		}
+	}
+	return total
 }
 
 func readUint(path string) (uint64, error) {
@@ -106,24 +154,31 @@ func statField(path, key string) (uint64, error) {
 // the sandbox pid: runsc creates it in the capsule directory and unlinks it,
 // so it is found through the sandbox's open files.
 func filestoreBytes(pid int, capsuleDir string) uint64 {
-	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(fdDir)
-	if err != nil {
-		return 0
-	}
-	prefix := filepath.Join(capsuleDir, "runsc-filestore-")
 	var total uint64
-	for _, e := range ents {
-		p := filepath.Join(fdDir, e.Name())
-		target, err := os.Readlink(p)
-		if err != nil || !strings.HasPrefix(target, prefix) {
-			continue
-		}
+	for _, p := range filestoreFDs(pid, filepath.Join(capsuleDir, "runsc-filestore-")) {
 		if n, err := diskUsage(p); err == nil {
 			total += n
 		}
 	}
 	return total
+}
+
+// filestoreFDs returns the /proc/<pid>/fd entries of pid that point at a
+// file whose path starts with prefix; an empty, non-nil slice when none does.
+func filestoreFDs(pid int, prefix string) []string {
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	out := []string{}
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		p := filepath.Join(fdDir, e.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, prefix) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // diskUsage returns the bytes allocated to the file at path (sparse files
