@@ -238,14 +238,23 @@ func BenchmarkAgentDensity(b *testing.B) {
 	b.ReportMetric(float64(n), "capsules")
 }
 
-func BenchmarkRawRunscDensity(b *testing.B) {
+func BenchmarkRawRunscDensity(b *testing.B) { benchRawDensity(b, runSleep) }
+
+// BenchmarkRawRunscDensityEnvd is BenchmarkRawRunscDensity with envd as the
+// sandboxes' process (started, /health, /init, then left alone) instead of
+// `sleep`: what envd itself adds to the runtime's floor, without the agent.
+func BenchmarkRawRunscDensityEnvd(b *testing.B) {
+	benchRawDensity(b, func(ctx context.Context, h *rawrunsc.Host, c rawrunsc.Capsule) error { return h.Run(ctx, c) })
+}
+
+func benchRawDensity(b *testing.B, start func(context.Context, *rawrunsc.Host, rawrunsc.Capsule) error) {
 	n, settle, window := densityEnv(b)
 	h := newRawHost(b, newSetup(b))
 	ctx := ctxFor(b)
 	var cgroups []string
 	for i := range n {
 		c := h.Capsule(h.Netns(b), densityMemMB)
-		if err := runSleep(ctx, h, c); err != nil {
+		if err := start(ctx, h, c); err != nil {
 			b.Fatalf("run sandbox %d of %d: %v", i+1, n, err)
 		}
 		cgroups = append(cgroups, filepath.Join(h.Cgroup, c.ID))
