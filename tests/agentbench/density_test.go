@@ -25,7 +25,8 @@ import (
 // time, the host CPU they use while idle (their cgroups' CPU time, plus the
 // agent's own process for the agent side) per capsule in % of one core, and
 // their memory. The agent side also times execs with one capsule alive and
-// with N alive. Every loop iteration is one CPU window.
+// with N alive (round robin over idle capsules, and on the first capsule
+// again). Every loop iteration is one CPU window.
 //
 // Environment (docs/benchmarks.md, "Density"):
 //
@@ -229,12 +230,25 @@ func BenchmarkAgentDensity(b *testing.B) {
 	time.Sleep(settle)
 	idleCPU(b, cgroups, window, true)
 	densityMemory(b, cgroups)
+	// Round robin over capsules that idled for minutes: each exec also pays
+	// for a cold capsule (a new connection, envd's collector and the
+	// sentry's threads woken), which the warmed-up 1-alive figure does not.
 	all, err := execP50(ctx, h, ids)
+	if err != nil {
+		b.Fatalf("exec with %d alive: %v", n, err)
+	}
+	// The 1-alive figure's capsule again, warmed up the same way: what N
+	// alive capsules cost an exec, like for like.
+	if _, err := execP50(ctx, h, []string{first.ID}); err != nil {
+		b.Fatalf("exec: %v", err)
+	}
+	same, err := execP50(ctx, h, []string{first.ID})
 	if err != nil {
 		b.Fatalf("exec with %d alive: %v", n, err)
 	}
 	b.ReportMetric(one, "exec1-ms/p50")
 	b.ReportMetric(all, "execN-ms/p50")
+	b.ReportMetric(same, "execN-same-ms/p50")
 	b.ReportMetric(float64(n), "capsules")
 }
 
