@@ -31,11 +31,12 @@ import (
 // Environment (docs/benchmarks.md, "Density"):
 //
 //	WRENN_DENSITY_N       capsules (default 10)
-//	WRENN_DENSITY_SETTLE  wait after the last start before measuring (default 60s: envd's port
-//	                      scanner and the agent's sampling stay at their fast rate for ~45 s after
-//	                      a start)
-//	WRENN_DENSITY_WINDOW  length of one CPU window, one per loop iteration (default 10s: an idle
-//	                      sandbox wakes so rarely that short windows often see none of it)
+//	WRENN_DENSITY_SETTLE  wait after the last start before measuring (default 90s: the benchmark's
+//	                      own connections to envd close after 60 s idle, envd's collector sleeps
+//	                      5 s later)
+//	WRENN_DENSITY_WINDOW  length of one CPU window, one per loop iteration (default 2m: the
+//	                      sentry's own garbage collection runs every 2 minutes; shorter windows
+//	                      see it or not by chance)
 //	WRENN_DENSITY_SAMPLE_ALL=1  the agent samples every capsule every 500 ms, idle or not (the
 //	                      behaviour before -metrics-idle-interval), for comparison
 
@@ -47,7 +48,7 @@ const (
 
 func densityEnv(b *testing.B) (n int, settle, window time.Duration) {
 	b.Helper()
-	n, settle, window = densityDefault, time.Minute, 10*time.Second
+	n, settle, window = densityDefault, 90*time.Second, 2*time.Minute
 	if v := os.Getenv("WRENN_DENSITY_N"); v != "" {
 		i, err := strconv.Atoi(v)
 		if err != nil || i < 1 {
